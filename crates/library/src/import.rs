@@ -213,6 +213,11 @@ impl Library {
             }
         }
 
+        // Duplicates are judged against what the project held before this import, so a batch
+        // (an exported project, a folder tree) comes in whole.
+        let existing_until: i64 = self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM images", [], |r| r.get(0))?;
         let mut report = ImportReport::default();
         let total = candidates.len();
         for (done, candidate) in candidates.into_iter().enumerate() {
@@ -221,7 +226,7 @@ impl Library {
                 break;
             }
             let name = candidate.name.clone();
-            match self.import_one(project_id, candidate, &mut archives, options.on_duplicate)? {
+            match self.import_one(project_id, candidate, &mut archives, options.on_duplicate, existing_until)? {
                 Outcome::Imported(id) => report.imported.push(id),
                 Outcome::Replaced(id) => {
                     report.imported.push(id);
@@ -257,6 +262,7 @@ impl Library {
         candidate: Candidate,
         archives: &mut [zip::ZipArchive<File>],
         on_duplicate: OnDuplicate,
+        existing_until: i64,
     ) -> Result<Outcome> {
         let (bytes, meta) = match candidate.source {
             Source::Refused(reason) => return Ok(Outcome::Rejected(reason)),
@@ -300,7 +306,7 @@ impl Library {
             prepared.created_at = m.created_at;
         }
 
-        let duplicates = self.duplicates_of(project_id, &prepared.original_name, &prepared.sha256)?;
+        let duplicates = self.duplicates_of(project_id, &prepared.original_name, &prepared.sha256, existing_until)?;
         if duplicates.is_empty() || on_duplicate == OnDuplicate::KeepBoth {
             return Ok(Outcome::Imported(self.store(project_id, prepared)?));
         }
@@ -314,12 +320,13 @@ impl Library {
         }
     }
 
-    /// Images in a project with the same original name or the same content.
-    fn duplicates_of(&self, project_id: i64, name: &str, sha256: &str) -> Result<Vec<i64>> {
+    /// Images of a project, up to id `until`, with the same original name or the same content.
+    fn duplicates_of(&self, project_id: i64, name: &str, sha256: &str, until: i64) -> Result<Vec<i64>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM images WHERE project_id = ?1 AND (original_name = ?2 OR sha256 = ?3)")?;
-        let rows = stmt.query_map(params![project_id, name, sha256], |r| r.get(0))?;
+        let mut stmt = conn.prepare(
+            "SELECT id FROM images WHERE project_id = ?1 AND id <= ?4 AND (original_name = ?2 OR sha256 = ?3)",
+        )?;
+        let rows = stmt.query_map(params![project_id, name, sha256, until], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
