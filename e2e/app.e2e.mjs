@@ -1,0 +1,157 @@
+// End-to-end test through the real WebView: tauri-driver + WebKitWebDriver drive the built app
+// on a temp library. Usage: node e2e/app.e2e.mjs <path to the app binary> [screenshot dir]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, delimiter, resolve } from 'node:path';
+import assert from 'node:assert/strict';
+import { WebDriver } from './webdriver.mjs';
+import { makePng } from './png.mjs';
+
+const app = resolve(process.argv[2] || '');
+const shots = resolve(process.argv[3] || 'target/e2e');
+assert.ok(existsSync(app), `app binary not found: ${app} (build it first)`);
+mkdirSync(shots, { recursive: true });
+
+const work = mkdtempSync(join(tmpdir(), 'selfdiffusion-e2e-'));
+const library = join(work, 'library');
+const inbox = join(work, 'inbox');
+const exportPath = join(work, 'out', 'export.zip');
+mkdirSync(inbox);
+mkdirSync(join(work, 'out'));
+const prompts = ['a lighthouse on a cliff at dawn', 'a red fox in fresh snow', 'a bowl of ramen, studio light'];
+const inputs = prompts.map((prompt, i) => {
+  const file = join(inbox, `input-${i}.png`);
+  writeFileSync(file, makePng(96, 64, i + 1, `${prompt}\nNegative prompt: blurry\nSteps: ${20 + i}, Sampler: Euler a, CFG scale: 7, Seed: ${1000 + i}, Size: 96x64`));
+  return file;
+});
+
+function freePort() {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => res(port)); });
+  });
+}
+
+const port = await freePort();
+const env = {
+  ...process.env,
+  SELFDIFFUSION_LIBRARY: library,
+  SELFDIFFUSION_E2E_OPEN_PATHS: inputs.join(delimiter),
+  SELFDIFFUSION_E2E_SAVE_PATH: exportPath,
+  XDG_CONFIG_HOME: join(work, 'config'),
+  XDG_DATA_HOME: join(work, 'data'),
+  XDG_CACHE_HOME: join(work, 'cache'),
+  GSETTINGS_BACKEND: 'memory',
+};
+const driverBin = process.env.TAURI_DRIVER || 'tauri-driver';
+const driver = spawn(driverBin, ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+const wd = new WebDriver(`http://127.0.0.1:${port}`);
+
+async function step(name, fn) {
+  process.stdout.write(`e2e: ${name} … `);
+  await fn();
+  process.stdout.write('ok\n');
+}
+
+let failed = false;
+try {
+  await wd.until(async () => (await fetch(`http://127.0.0.1:${port}/status`)).ok, 'tauri-driver', 30000);
+  await wd.start({ browserName: 'wry', 'tauri:options': { application: app } });
+
+  await step('app loads with an empty library', async () => {
+    await wd.until(() => wd.exec('return document.body.dataset.ready === "true"'), 'app ready', 60000);
+    await wd.waitFor('#no-project');
+  });
+
+  await step('create a project', async () => {
+    await wd.click('#empty-new-project');
+    await wd.type('#project-name-input', 'E2E Landscapes');
+    await wd.type('#project-description-input', 'made by the end-to-end test');
+    await wd.click('#project-save');
+    await wd.until(async () => (await wd.text('#project-name')) === 'E2E Landscapes', 'project header');
+    const items = await wd.exec('return [...document.querySelectorAll("#project-list .project-item-name")].map(e => e.textContent)');
+    assert.deepEqual(items, ['E2E Landscapes']);
+  });
+
+  await step('a duplicate name is refused with a clear message', async () => {
+    await wd.click('#new-project');
+    await wd.type('#project-name-input', 'e2e landscapes');
+    await wd.click('#project-save');
+    const msg = await wd.until(async () => wd.text('#project-form-error'), 'form error');
+    assert.match(msg, /already exists/);
+    await wd.exec('document.getElementById("project-dialog").close()');
+  });
+
+  await step('import images and see them in the gallery', async () => {
+    await wd.click('#import-files');
+    await wd.until(() => wd.exec('return document.querySelectorAll("#gallery .tile").length === 3'), '3 tiles');
+    const loaded = await wd.until(() => wd.exec(
+      'const imgs = [...document.querySelectorAll("#gallery .tile img")]; return imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.length',
+    ), 'thumbnails to load through the asset protocol');
+    assert.equal(loaded, 3);
+    assert.match(await wd.text('#project-stats'), /^3 images/);
+    writeFileSync(join(shots, 'gallery.png'), await wd.screenshot());
+  });
+
+  await step('open an image and read its parameters', async () => {
+    await wd.click('#gallery .tile:last-child');
+    await wd.waitFor('#viewer[open] #viewer-recipe');
+    assert.equal(await wd.text('#viewer-recipe dd[data-field="prompt"]'), prompts[0]);
+    assert.equal(await wd.text('#viewer-recipe dd[data-field="negative-prompt"]'), 'blurry');
+    assert.equal(await wd.text('#viewer-recipe dd[data-field="seed"]'), '1000');
+    assert.equal(await wd.text('#viewer-recipe dd[data-field="steps"]'), '20');
+    const full = await wd.until(() => wd.exec('const i = document.getElementById("viewer-img"); return i.complete && i.naturalWidth'), 'full image');
+    assert.equal(full, 96);
+    writeFileSync(join(shots, 'viewer.png'), await wd.screenshot());
+    await wd.click('#viewer-close');
+  });
+
+  await step('search filters by prompt', async () => {
+    await wd.type('#search', 'fox');
+    await wd.until(() => wd.exec('return document.querySelectorAll("#gallery .tile").length === 1'), '1 tile after search');
+    await wd.type('#search', '');
+    await wd.exec('const s = document.getElementById("search"); s.dispatchEvent(new Event("input"))');
+    await wd.until(() => wd.exec('return document.querySelectorAll("#gallery .tile").length === 3'), '3 tiles again');
+  });
+
+  await step('rename the project', async () => {
+    await wd.click('#edit-project');
+    await wd.type('#project-name-input', 'E2E Renamed');
+    await wd.click('#project-save');
+    await wd.until(async () => (await wd.text('#project-name')) === 'E2E Renamed', 'renamed header');
+    assert.equal(await wd.text('#project-description'), 'made by the end-to-end test');
+  });
+
+  await step('export a zip', async () => {
+    await wd.click('#export-project');
+    await wd.until(() => existsSync(exportPath), 'export file', 30000);
+    await wd.until(() => wd.exec('return !document.getElementById("progress-dialog").open'), 'progress closed');
+    const zip = readFileSync(exportPath);
+    assert.equal(zip.subarray(0, 2).toString('latin1'), 'PK');
+    assert.ok(zip.includes('manifest.json'), 'manifest in zip');
+    for (const i of [0, 1, 2]) assert.ok(zip.includes(`images/input-${i}.png`), `input-${i} in zip`);
+    assert.deepEqual(readdirSync(join(work, 'out')), ['export.zip'], 'no temp file left');
+  });
+
+  await step('delete the project', async () => {
+    await wd.click('#delete-project');
+    await wd.click('#confirm-ok');
+    await wd.waitFor('#no-project');
+    assert.equal(await wd.exec('return document.querySelectorAll("#project-list .project").length'), 0);
+    const left = existsSync(join(library, 'images')) ? readdirSync(join(library, 'images')) : [];
+    assert.deepEqual(left, [], 'project files removed');
+    writeFileSync(join(shots, 'empty.png'), await wd.screenshot());
+  });
+} catch (e) {
+  failed = true;
+  console.error(`\ne2e FAILED: ${e.stack || e}`);
+  try { writeFileSync(join(shots, 'failure.png'), await wd.screenshot()); } catch { /* no session */ }
+} finally {
+  await wd.quit();
+  driver.kill('SIGTERM'); // SIGKILL would leave WebKitWebDriver holding the pipes
+  rmSync(work, { recursive: true, force: true });
+}
+console.log(failed ? 'e2e: failed' : `e2e: all steps passed; screenshots in ${shots}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing SelfDiffusion needs on Debian/Ubuntu, skipping
+# what is already there. Sourced by run.sh and test.sh.
+#   system packages (apt, as root or via sudo): build tools, WebKitGTK 4.1 + GTK 3 dev files,
+#     librsvg, libxdo, appindicator, OpenSSL dev files; for tests also Xvfb and
+#     webkit2gtk-driver (WebKitWebDriver)
+#   Rust: the stable toolchain via rustup if cargo is missing
+#   for tests: tauri-driver (cargo install), Node.js (apt) if missing
+set -euo pipefail
+
+APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
+  libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
+TEST_PACKAGES=(xvfb xauth webkit2gtk-driver)
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root (or sudo) to run: $*" >&2; exit 1; fi
+}
+
+install_packages() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> apt: installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    echo "==> rustup: installing the stable Rust toolchain"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+}
+
+setup_app() {
+  install_packages "${APP_PACKAGES[@]}"
+  ensure_rust
+}
+
+setup_tests() {
+  setup_app
+  install_packages "${TEST_PACKAGES[@]}"
+  command -v node >/dev/null || install_packages nodejs
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v tauri-driver >/dev/null; then
+    echo "==> cargo: installing tauri-driver"
+    cargo install tauri-driver --locked
+  fi
+}

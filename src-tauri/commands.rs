@@ -1,0 +1,194 @@
+//! Tauri commands: thin adapters from the WebView to the library. Errors reach the UI as text.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use selfdiffusion_library::{
+    ExportReport, ImageDetail, ImagePage, ImageQuery, ImportOptions, ImportReport, Library, Project, ProjectSummary,
+    RepairReport, VerifyReport,
+};
+use serde::Serialize;
+use tauri::{AppHandle, Emitter, State};
+
+use crate::dialogs::{self, PickKind};
+use crate::state::AppState;
+
+/// What commands return: the value, or a message for the user.
+type CmdResult<T> = Result<T, String>;
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Runs library work off the UI thread.
+async fn blocking<T: Send + 'static>(
+    state: &State<'_, AppState>,
+    work: impl FnOnce(Arc<Library>) -> selfdiffusion_library::Result<T> + Send + 'static,
+) -> CmdResult<T> {
+    let library = state.library()?;
+    tauri::async_runtime::spawn_blocking(move || work(library).map_err(text))
+        .await
+        .map_err(|e| format!("the operation stopped unexpectedly: {e}"))?
+}
+
+/// Where the library is.
+#[derive(Serialize)]
+pub struct LibraryInfo {
+    /// The open library's folder (absolute).
+    root: Option<PathBuf>,
+    /// Why no library is open.
+    error: Option<String>,
+    /// The default folder.
+    default_root: Option<PathBuf>,
+    /// Whether `SELFDIFFUSION_LIBRARY` decides the folder.
+    env_override: bool,
+}
+
+#[tauri::command]
+pub fn library_info(state: State<'_, AppState>) -> LibraryInfo {
+    let (root, error) = match state.library() {
+        Ok(lib) => (Some(lib.root().to_path_buf()), None),
+        Err(e) => (None, Some(e)),
+    };
+    LibraryInfo {
+        root,
+        error,
+        default_root: selfdiffusion_library::default_root(),
+        env_override: std::env::var_os(selfdiffusion_library::LIBRARY_ENV).is_some(),
+    }
+}
+
+/// Lets the user pick another library folder, opens it and remembers it.
+#[tauri::command]
+pub async fn set_library_folder(app: AppHandle, state: State<'_, AppState>) -> CmdResult<Option<PathBuf>> {
+    let Some(folder) = tauri::async_runtime::spawn_blocking(|| dialogs::pick_folder("Choose the library folder"))
+        .await
+        .map_err(text)?
+    else {
+        return Ok(None);
+    };
+    let library = state.switch(&app, &folder)?;
+    crate::settings::set_library_folder(&app, &folder).map_err(text)?;
+    Ok(Some(library.root().to_path_buf()))
+}
+
+#[tauri::command]
+pub async fn list_projects(state: State<'_, AppState>) -> CmdResult<Vec<ProjectSummary>> {
+    blocking(&state, |lib| lib.list_projects()).await
+}
+
+#[tauri::command]
+pub async fn create_project(state: State<'_, AppState>, name: String, description: Option<String>) -> CmdResult<Project> {
+    blocking(&state, move |lib| lib.create_project(&name, description.as_deref())).await
+}
+
+#[tauri::command]
+pub async fn update_project(
+    state: State<'_, AppState>,
+    id: i64,
+    name: Option<String>,
+    description: Option<String>,
+) -> CmdResult<Project> {
+    blocking(&state, move |lib| lib.update_project(id, name.as_deref(), description.as_deref())).await
+}
+
+#[tauri::command]
+pub async fn delete_project(state: State<'_, AppState>, id: i64) -> CmdResult<()> {
+    blocking(&state, move |lib| lib.delete_project(id)).await
+}
+
+#[tauri::command]
+pub async fn list_images(state: State<'_, AppState>, project_id: i64, query: ImageQuery) -> CmdResult<ImagePage> {
+    blocking(&state, move |lib| lib.list_images(project_id, &query)).await
+}
+
+#[tauri::command]
+pub async fn get_image(state: State<'_, AppState>, id: i64) -> CmdResult<ImageDetail> {
+    blocking(&state, move |lib| lib.image(id)).await
+}
+
+#[tauri::command]
+pub async fn toggle_favorite(state: State<'_, AppState>, id: i64) -> CmdResult<bool> {
+    blocking(&state, move |lib| lib.toggle_favorite(id)).await
+}
+
+#[tauri::command]
+pub async fn delete_images(state: State<'_, AppState>, ids: Vec<i64>) -> CmdResult<usize> {
+    blocking(&state, move |lib| lib.delete_images(&ids)).await
+}
+
+#[tauri::command]
+pub async fn move_images(state: State<'_, AppState>, ids: Vec<i64>, target_project: i64) -> CmdResult<Vec<i64>> {
+    blocking(&state, move |lib| lib.move_images(&ids, target_project)).await
+}
+
+/// Opens the native picker for files or a folder; empty when cancelled.
+#[tauri::command]
+pub async fn pick_import_paths(kind: PickKind) -> CmdResult<Vec<PathBuf>> {
+    tauri::async_runtime::spawn_blocking(move || dialogs::pick_import(kind)).await.map_err(text)
+}
+
+/// Imports paths (from the picker or a drop) into a project, emitting `import-progress`.
+#[tauri::command]
+pub async fn import_paths(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    project_id: i64,
+    paths: Vec<PathBuf>,
+    options: ImportOptions,
+) -> CmdResult<ImportReport> {
+    blocking(&state, move |lib| {
+        lib.import_paths(project_id, &paths, options, &AtomicBool::new(false), &mut |p| {
+            let _ = app.emit("import-progress", p);
+        })
+    })
+    .await
+}
+
+/// Asks where to save, then exports a project or a selection, emitting `export-progress`.
+/// `None` when the user cancelled the dialog.
+#[tauri::command]
+pub async fn export_zip(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    project_id: i64,
+    image_ids: Option<Vec<i64>>,
+) -> CmdResult<Option<ExportReport>> {
+    let project = state.library()?.project(project_id).map_err(text)?;
+    let suggested = format!("{}.zip", project.name);
+    let Some(dest) = tauri::async_runtime::spawn_blocking(move || dialogs::pick_export_path(&suggested))
+        .await
+        .map_err(text)?
+    else {
+        return Ok(None);
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    *state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    let result = blocking(&state, move |lib| {
+        lib.export_zip(project_id, image_ids.as_deref(), &dest, &cancel, &mut |p| {
+            let _ = app.emit("export-progress", p);
+        })
+    })
+    .await;
+    *state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    result.map(Some)
+}
+
+/// Cancels the export in progress, if any.
+#[tauri::command]
+pub fn cancel_export(state: State<'_, AppState>) {
+    if let Some(flag) = state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tauri::command]
+pub async fn verify_library(state: State<'_, AppState>) -> CmdResult<VerifyReport> {
+    blocking(&state, |lib| lib.verify()).await
+}
+
+#[tauri::command]
+pub async fn repair_library(state: State<'_, AppState>) -> CmdResult<RepairReport> {
+    blocking(&state, |lib| lib.repair()).await
+}
