@@ -49,6 +49,14 @@ const driverBin = process.env.TAURI_DRIVER || 'tauri-driver';
 const driver = spawn(driverBin, ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
 const wd = new WebDriver(`http://127.0.0.1:${port}`);
 
+/** Lets the WebView paint what it has loaded before a screenshot. */
+function settle() {
+  return wd.call('POST', wd.s('/execute/async'), {
+    script: 'const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 300)));',
+    args: [],
+  });
+}
+
 async function step(name, fn) {
   process.stdout.write(`e2e: ${name} … `);
   await fn();
@@ -92,6 +100,7 @@ try {
     ), 'thumbnails to load through the asset protocol');
     assert.equal(loaded, 3);
     assert.match(await wd.text('#project-stats'), /^3 images/);
+    await settle();
     writeFileSync(join(shots, 'gallery.png'), await wd.screenshot());
   });
 
@@ -104,6 +113,7 @@ try {
     assert.equal(await wd.text('#viewer-recipe dd[data-field="steps"]'), '20');
     const full = await wd.until(() => wd.exec('const i = document.getElementById("viewer-img"); return i.complete && i.naturalWidth'), 'full image');
     assert.equal(full, 96);
+    await settle();
     writeFileSync(join(shots, 'viewer.png'), await wd.screenshot());
     await wd.click('#viewer-close');
   });

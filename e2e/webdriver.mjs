@@ -50,7 +50,7 @@ export class WebDriver {
   async type(css, text) {
     const id = await this.waitFor(css);
     await this.call('POST', this.s(`/element/${id}/clear`), {});
-    await this.call('POST', this.s(`/element/${id}/value`), { text });
+    if (text) await this.call('POST', this.s(`/element/${id}/value`), { text });
   }
 
   async text(css) {

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use selfdiffusion_library::{
-    ExportReport, ImageDetail, ImagePage, ImageQuery, ImportOptions, ImportReport, Library, Project, ProjectSummary,
-    RepairReport, VerifyReport,
+    ExportReport, ImageDetail, ImagePage, ImageQuery, ImportOptions, ImportReport, Library,
+    Project, ProjectSummary, RepairReport, VerifyReport,
 };
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
@@ -61,10 +61,14 @@ pub fn library_info(state: State<'_, AppState>) -> LibraryInfo {
 
 /// Lets the user pick another library folder, opens it and remembers it.
 #[tauri::command]
-pub async fn set_library_folder(app: AppHandle, state: State<'_, AppState>) -> CmdResult<Option<PathBuf>> {
-    let Some(folder) = tauri::async_runtime::spawn_blocking(|| dialogs::pick_folder("Choose the library folder"))
-        .await
-        .map_err(text)?
+pub async fn set_library_folder(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> CmdResult<Option<PathBuf>> {
+    let Some(folder) =
+        tauri::async_runtime::spawn_blocking(|| dialogs::pick_folder("Choose the library folder"))
+            .await
+            .map_err(text)?
     else {
         return Ok(None);
     };
@@ -79,8 +83,15 @@ pub async fn list_projects(state: State<'_, AppState>) -> CmdResult<Vec<ProjectS
 }
 
 #[tauri::command]
-pub async fn create_project(state: State<'_, AppState>, name: String, description: Option<String>) -> CmdResult<Project> {
-    blocking(&state, move |lib| lib.create_project(&name, description.as_deref())).await
+pub async fn create_project(
+    state: State<'_, AppState>,
+    name: String,
+    description: Option<String>,
+) -> CmdResult<Project> {
+    blocking(&state, move |lib| {
+        lib.create_project(&name, description.as_deref())
+    })
+    .await
 }
 
 #[tauri::command]
@@ -90,7 +101,10 @@ pub async fn update_project(
     name: Option<String>,
     description: Option<String>,
 ) -> CmdResult<Project> {
-    blocking(&state, move |lib| lib.update_project(id, name.as_deref(), description.as_deref())).await
+    blocking(&state, move |lib| {
+        lib.update_project(id, name.as_deref(), description.as_deref())
+    })
+    .await
 }
 
 #[tauri::command]
@@ -99,7 +113,11 @@ pub async fn delete_project(state: State<'_, AppState>, id: i64) -> CmdResult<()
 }
 
 #[tauri::command]
-pub async fn list_images(state: State<'_, AppState>, project_id: i64, query: ImageQuery) -> CmdResult<ImagePage> {
+pub async fn list_images(
+    state: State<'_, AppState>,
+    project_id: i64,
+    query: ImageQuery,
+) -> CmdResult<ImagePage> {
     blocking(&state, move |lib| lib.list_images(project_id, &query)).await
 }
 
@@ -119,14 +137,20 @@ pub async fn delete_images(state: State<'_, AppState>, ids: Vec<i64>) -> CmdResu
 }
 
 #[tauri::command]
-pub async fn move_images(state: State<'_, AppState>, ids: Vec<i64>, target_project: i64) -> CmdResult<Vec<i64>> {
+pub async fn move_images(
+    state: State<'_, AppState>,
+    ids: Vec<i64>,
+    target_project: i64,
+) -> CmdResult<Vec<i64>> {
     blocking(&state, move |lib| lib.move_images(&ids, target_project)).await
 }
 
 /// Opens the native picker for files or a folder; empty when cancelled.
 #[tauri::command]
 pub async fn pick_import_paths(kind: PickKind) -> CmdResult<Vec<PathBuf>> {
-    tauri::async_runtime::spawn_blocking(move || dialogs::pick_import(kind)).await.map_err(text)
+    tauri::async_runtime::spawn_blocking(move || dialogs::pick_import(kind))
+        .await
+        .map_err(text)
 }
 
 /// Imports paths (from the picker or a drop) into a project, emitting `import-progress`.
@@ -139,9 +163,15 @@ pub async fn import_paths(
     options: ImportOptions,
 ) -> CmdResult<ImportReport> {
     blocking(&state, move |lib| {
-        lib.import_paths(project_id, &paths, options, &AtomicBool::new(false), &mut |p| {
-            let _ = app.emit("import-progress", p);
-        })
+        lib.import_paths(
+            project_id,
+            &paths,
+            options,
+            &AtomicBool::new(false),
+            &mut |p| {
+                let _ = app.emit("import-progress", p);
+            },
+        )
     })
     .await
 }
@@ -157,28 +187,40 @@ pub async fn export_zip(
 ) -> CmdResult<Option<ExportReport>> {
     let project = state.library()?.project(project_id).map_err(text)?;
     let suggested = format!("{}.zip", project.name);
-    let Some(dest) = tauri::async_runtime::spawn_blocking(move || dialogs::pick_export_path(&suggested))
-        .await
-        .map_err(text)?
+    let Some(dest) =
+        tauri::async_runtime::spawn_blocking(move || dialogs::pick_export_path(&suggested))
+            .await
+            .map_err(text)?
     else {
         return Ok(None);
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    *state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    *state
+        .export_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
     let result = blocking(&state, move |lib| {
         lib.export_zip(project_id, image_ids.as_deref(), &dest, &cancel, &mut |p| {
             let _ = app.emit("export-progress", p);
         })
     })
     .await;
-    *state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *state
+        .export_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
     result.map(Some)
 }
 
 /// Cancels the export in progress, if any.
 #[tauri::command]
 pub fn cancel_export(state: State<'_, AppState>) {
-    if let Some(flag) = state.export_cancel.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(flag) = state
+        .export_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
         flag.store(true, Ordering::Relaxed);
     }
 }

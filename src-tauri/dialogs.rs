@@ -25,7 +25,10 @@ pub fn pick_import(kind: PickKind) -> Vec<PathBuf> {
     let dialog = rfd::FileDialog::new().set_title("Import images");
     match kind {
         PickKind::Files => dialog
-            .add_filter("Images and archives", &["png", "jpg", "jpeg", "webp", "zip"])
+            .add_filter(
+                "Images and archives",
+                &["png", "jpg", "jpeg", "webp", "zip"],
+            )
             .pick_files()
             .unwrap_or_default(),
         PickKind::Folder => dialog.pick_folder().into_iter().collect(),

@@ -15,12 +15,25 @@ pub fn init(app: &AppHandle) -> LogGuard {
     let stderr = cfg!(debug_assertions).then(|| fmt::layer().with_writer(std::io::stderr));
     let (file, guard) = match app.path().app_log_dir() {
         Ok(dir) if std::fs::create_dir_all(&dir).is_ok() => {
-            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(&dir, "selfdiffusion.log"));
-            (Some(fmt::layer().with_ansi(false).with_writer(writer)), Some(guard))
+            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(
+                &dir,
+                "selfdiffusion.log",
+            ));
+            (
+                Some(fmt::layer().with_ansi(false).with_writer(writer)),
+                Some(guard),
+            )
         }
         _ => (None, None),
     };
-    let _ = tracing_subscriber::registry().with(filter).with(stderr).with(file).try_init();
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "SelfDiffusion starting");
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "SelfDiffusion starting"
+    );
     LogGuard { _writer: guard }
 }

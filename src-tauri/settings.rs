@@ -11,7 +11,11 @@ const LIBRARY_FOLDER: &str = "library_folder";
 /// The library folder the user chose, if any.
 pub fn library_folder(app: &AppHandle) -> Option<PathBuf> {
     let store = app.store(STORE_FILE).ok()?;
-    store.get(LIBRARY_FOLDER)?.as_str().filter(|s| !s.is_empty()).map(PathBuf::from)
+    store
+        .get(LIBRARY_FOLDER)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Remembers the library folder the user chose.

@@ -20,7 +20,10 @@ impl AppState {
         let setting = crate::settings::library_folder(app);
         let library = match selfdiffusion_library::resolve_root(setting.as_deref()) {
             Some(root) => open_library(app, &root),
-            None => Err("no data folder is known for this system; choose a library folder in Settings".into()),
+            None => Err(
+                "no data folder is known for this system; choose a library folder in Settings"
+                    .into(),
+            ),
         };
         if let Err(e) = &library {
             tracing::error!(error = %e, "library unavailable");
@@ -33,7 +36,10 @@ impl AppState {
 
     /// The open library, or why there is none.
     pub fn library(&self) -> Result<Arc<Library>, String> {
-        self.library.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.library
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Switches to the library at `root`; the old one stays open if the new one fails.
@@ -46,7 +52,8 @@ impl AppState {
 
 /// Opens a library and lets the WebView load its images through the asset protocol.
 fn open_library(app: &AppHandle, root: &Path) -> Result<Arc<Library>, String> {
-    let library = Library::open(PathBuf::from(root)).map_err(|e| format!("cannot open the library at {}: {e}", root.display()))?;
+    let library = Library::open(PathBuf::from(root))
+        .map_err(|e| format!("cannot open the library at {}: {e}", root.display()))?;
     app.asset_protocol_scope()
         .allow_directory(library.root(), true)
         .map_err(|e| format!("cannot serve images from {}: {e}", root.display()))?;

@@ -135,7 +135,11 @@ fn find_project(lib: &Library, key: &str) -> Result<Project> {
 }
 
 fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
-    let text = if json { serde_json::to_string_pretty(value)? } else { human(value) };
+    let text = if json {
+        serde_json::to_string_pretty(value)?
+    } else {
+        human(value)
+    };
     writeln!(std::io::stdout(), "{text}")?;
     Ok(())
 }
@@ -152,14 +156,20 @@ fn progress_line(json: bool, label: &str, done: usize, total: usize) {
 fn run(cli: Cli) -> Result<ExitCode> {
     let root = selfdiffusion_library::resolve_root(cli.library.as_deref())
         .context("no library folder: pass --library DIR or set SELFDIFFUSION_LIBRARY")?;
-    let lib = Library::open(&root).with_context(|| format!("cannot open the library at {}", root.display()))?;
+    let lib = Library::open(&root)
+        .with_context(|| format!("cannot open the library at {}", root.display()))?;
     let json = cli.json;
     let no_cancel = AtomicBool::new(false);
     match cli.command {
         Command::Projects { action } => match action {
             ProjectsAction::List => print(json, &lib.list_projects()?, |list| {
                 list.iter()
-                    .map(|p| format!("{:>4}  {}  ({} images, {} bytes)", p.project.id, p.project.name, p.image_count, p.bytes))
+                    .map(|p| {
+                        format!(
+                            "{:>4}  {}  ({} images, {} bytes)",
+                            p.project.id, p.project.name, p.image_count, p.bytes
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })?,
@@ -168,31 +178,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print(json, &lib.project_summary(p.id)?, |s| {
                     format!(
                         "{} (id {})\n{}\n{} images ({} generated), {} bytes",
-                        s.project.name, s.project.id, s.project.description, s.image_count, s.generated_count, s.bytes
+                        s.project.name,
+                        s.project.id,
+                        s.project.description,
+                        s.image_count,
+                        s.generated_count,
+                        s.bytes
                     )
                 })?
             }
-            ProjectsAction::Create { name, description } => {
-                print(json, &lib.create_project(&name, description.as_deref())?, |p| {
-                    format!("created project {} (id {})", p.name, p.id)
-                })?
-            }
-            ProjectsAction::Rename { project, name, description } => {
+            ProjectsAction::Create { name, description } => print(
+                json,
+                &lib.create_project(&name, description.as_deref())?,
+                |p| format!("created project {} (id {})", p.name, p.id),
+            )?,
+            ProjectsAction::Rename {
+                project,
+                name,
+                description,
+            } => {
                 if name.is_none() && description.is_none() {
                     bail!("nothing to change: give --name and/or --description");
                 }
                 let p = find_project(&lib, &project)?;
-                print(json, &lib.update_project(p.id, name.as_deref(), description.as_deref())?, |p| {
-                    format!("project {} is now \"{}\"", p.id, p.name)
-                })?
+                print(
+                    json,
+                    &lib.update_project(p.id, name.as_deref(), description.as_deref())?,
+                    |p| format!("project {} is now \"{}\"", p.id, p.name),
+                )?
             }
             ProjectsAction::Delete { project } => {
                 let p = find_project(&lib, &project)?;
                 lib.delete_project(p.id)?;
-                print(json, &p, |p| format!("deleted project {} (id {})", p.name, p.id))?
+                print(json, &p, |p| {
+                    format!("deleted project {} (id {})", p.name, p.id)
+                })?
             }
         },
-        Command::Import { project, on_duplicate, paths } => {
+        Command::Import {
+            project,
+            on_duplicate,
+            paths,
+        } => {
             let p = find_project(&lib, &project)?;
             let options = ImportOptions {
                 on_duplicate: on_duplicate.into(),
@@ -208,22 +235,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.replaced.len(),
                     r.rejected.len()
                 )];
-                lines.extend(r.rejected.iter().map(|x| format!("  rejected {}: {}", x.name, x.reason)));
+                lines.extend(
+                    r.rejected
+                        .iter()
+                        .map(|x| format!("  rejected {}: {}", x.name, x.reason)),
+                );
                 lines.join("\n")
             })?
         }
-        Command::Export { project, images, out } => {
+        Command::Export {
+            project,
+            images,
+            out,
+        } => {
             let p = find_project(&lib, &project)?;
             let report = lib.export_zip(p.id, images.as_deref(), &out, &no_cancel, &mut |pr| {
                 progress_line(json, "exporting", pr.done, pr.total)
             })?;
-            print(json, &report, |r| format!("exported {} image(s) to {} ({} bytes)", r.images, r.path.display(), r.bytes))?
+            print(json, &report, |r| {
+                format!(
+                    "exported {} image(s) to {} ({} bytes)",
+                    r.images,
+                    r.path.display(),
+                    r.bytes
+                )
+            })?
         }
         Command::Verify => {
             let report = lib.verify()?;
             print(json, &report, |r| {
                 if r.is_clean() {
-                    format!("library is consistent ({} images checked)", r.images_checked)
+                    format!(
+                        "library is consistent ({} images checked)",
+                        r.images_checked
+                    )
                 } else {
                     format!(
                         "{} missing file(s), {} missing thumbnail(s), {} orphan file(s), {} changed file(s); run repair",
@@ -246,7 +291,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.reindexed.len(),
                     r.thumbnails_rebuilt,
                     r.removed.len(),
-                    if r.remaining.is_clean() { "library is consistent" } else { "some problems need a person (see verify)" }
+                    if r.remaining.is_clean() {
+                        "library is consistent"
+                    } else {
+                        "some problems need a person (see verify)"
+                    }
                 )
             })?
         }

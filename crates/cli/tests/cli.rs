@@ -17,7 +17,11 @@ fn ok_json(lib: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = cli(lib, &all);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -30,7 +34,10 @@ fn png_file(path: &Path, shade: u8) {
 fn projects_import_export_verify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("lib");
-    let created = ok_json(&lib, &["projects", "create", "  Moon ", "--description", "craters"]);
+    let created = ok_json(
+        &lib,
+        &["projects", "create", "  Moon ", "--description", "craters"],
+    );
     assert_eq!(created["name"], "Moon");
     let id = created["id"].as_i64().unwrap().to_string();
 
@@ -45,30 +52,66 @@ fn projects_import_export_verify_round_trip() {
     png_file(&src.join("a.png"), 10);
     png_file(&src.join("b.png"), 20);
     std::fs::write(src.join("c.txt"), "text").unwrap();
-    let report = ok_json(&lib, &["import", "--project", "moon", src.to_str().unwrap()]);
+    let report = ok_json(
+        &lib,
+        &["import", "--project", "moon", src.to_str().unwrap()],
+    );
     assert_eq!(report["imported"].as_array().unwrap().len(), 2);
     assert_eq!(report["rejected"].as_array().unwrap().len(), 1);
-    let again = ok_json(&lib, &["import", "--project", &id, "--on-duplicate", "skip", src.join("a.png").to_str().unwrap()]);
+    let again = ok_json(
+        &lib,
+        &[
+            "import",
+            "--project",
+            &id,
+            "--on-duplicate",
+            "skip",
+            src.join("a.png").to_str().unwrap(),
+        ],
+    );
     assert_eq!(again["skipped_duplicates"][0], "a.png");
 
     let list = ok_json(&lib, &["projects", "list"]);
     assert_eq!(list[0]["image_count"], 2);
 
     let zip = dir.path().join("moon.zip");
-    let exported = ok_json(&lib, &["export", "--project", "Moon", "--out", zip.to_str().unwrap()]);
+    let exported = ok_json(
+        &lib,
+        &[
+            "export",
+            "--project",
+            "Moon",
+            "--out",
+            zip.to_str().unwrap(),
+        ],
+    );
     assert_eq!(exported["images"], 2);
     ok_json(&lib, &["projects", "create", "Copy"]);
-    let back = ok_json(&lib, &["import", "--project", "Copy", zip.to_str().unwrap()]);
+    let back = ok_json(
+        &lib,
+        &["import", "--project", "Copy", zip.to_str().unwrap()],
+    );
     assert_eq!(back["imported"].as_array().unwrap().len(), 2);
 
     let renamed = ok_json(&lib, &["projects", "rename", &id, "--name", "Mars"]);
     assert_eq!(renamed["name"], "Mars");
     assert_eq!(renamed["description"], "craters");
-    assert_eq!(ok_json(&lib, &["verify"])["missing_files"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        ok_json(&lib, &["verify"])["missing_files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     // A missing file makes verify fail with status 1.
     let image_dir = lib.join("images").join(&id);
-    let victim = std::fs::read_dir(&image_dir).unwrap().next().unwrap().unwrap().path();
+    let victim = std::fs::read_dir(&image_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::remove_file(victim).unwrap();
     let verify = cli(&lib, &["verify"]);
     assert_eq!(verify.status.code(), Some(1));
@@ -77,5 +120,11 @@ fn projects_import_export_verify_round_trip() {
     ok_json(&lib, &["projects", "delete", "Mars"]);
     let missing = cli(&lib, &["projects", "delete", "Mars"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no project named \"Mars\""));
-    assert_eq!(ok_json(&lib, &["projects", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        ok_json(&lib, &["projects", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

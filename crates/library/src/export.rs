@@ -104,11 +104,24 @@ pub struct ExportReport {
 fn entry_name(original: &str, ext: &str, taken: &mut HashSet<String>) -> String {
     let clean: String = original
         .chars()
-        .map(|c| if c.is_control() || matches!(c, '/' | '\\' | ':') { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let clean = clean.trim_start_matches('.').trim();
     let (stem, ext) = match clean.rsplit_once('.') {
-        Some((stem, e)) if matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "webp") => (stem, e),
+        Some((stem, e))
+            if matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "webp"
+            ) =>
+        {
+            (stem, e)
+        }
         _ => (clean, ext),
     };
     let stem = if stem.is_empty() { "image" } else { stem };
@@ -138,16 +151,30 @@ impl Library {
         let project = self.project(project_id)?;
         let mut images = self.project_images(project_id)?;
         if let Some(ids) = selection {
-            if let Some(missing) = ids.iter().find(|id| !images.iter().any(|i| i.summary.id == **id)) {
+            if let Some(missing) = ids
+                .iter()
+                .find(|id| !images.iter().any(|i| i.summary.id == **id))
+            {
                 return Err(Error::ImageNotFound(*missing));
             }
             images.retain(|i| ids.contains(&i.summary.id));
         }
-        let file_name = dest
-            .file_name()
-            .ok_or_else(|| Error::io("write export to", dest, std::io::ErrorKind::InvalidInput.into()))?;
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = parent.join(format!(".{}.part-{}", file_name.to_string_lossy(), uuid::Uuid::new_v4().simple()));
+        let file_name = dest.file_name().ok_or_else(|| {
+            Error::io(
+                "write export to",
+                dest,
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = parent.join(format!(
+            ".{}.part-{}",
+            file_name.to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let file = File::create(&temp).ctx("write export to", dest)?;
 
         let written = self.write_zip(file, &project, &images, cancel, progress);
@@ -232,7 +259,8 @@ impl Library {
             });
         }
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
-        zip.start_file(MANIFEST_NAME, SimpleFileOptions::default()).map_err(zip_err)?;
+        zip.start_file(MANIFEST_NAME, SimpleFileOptions::default())
+            .map_err(zip_err)?;
         zip.write_all(&json).map_err(|e| Error::Io {
             context: "cannot write the export archive".into(),
             source: e,
@@ -249,10 +277,22 @@ mod tests {
     fn entry_names_are_flat_and_unique() {
         let mut taken = HashSet::new();
         assert_eq!(entry_name("cat.png", "png", &mut taken), "images/cat.png");
-        assert_eq!(entry_name("CAT.png", "png", &mut taken), "images/CAT (2).png");
-        assert_eq!(entry_name("../../etc/passwd", "png", &mut taken), "images/_.._etc_passwd.png");
-        assert_eq!(entry_name("photo.JPEG", "jpg", &mut taken), "images/photo.JPEG");
+        assert_eq!(
+            entry_name("CAT.png", "png", &mut taken),
+            "images/CAT (2).png"
+        );
+        assert_eq!(
+            entry_name("../../etc/passwd", "png", &mut taken),
+            "images/_.._etc_passwd.png"
+        );
+        assert_eq!(
+            entry_name("photo.JPEG", "jpg", &mut taken),
+            "images/photo.JPEG"
+        );
         assert_eq!(entry_name("", "jpg", &mut taken), "images/image.jpg");
-        assert_eq!(entry_name("a\u{7}b.webp", "webp", &mut taken), "images/a_b.webp");
+        assert_eq!(
+            entry_name("a\u{7}b.webp", "webp", &mut taken),
+            "images/a_b.webp"
+        );
     }
 }

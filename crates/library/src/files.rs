@@ -47,7 +47,9 @@ pub(crate) fn temp_path_for(path: &Path) -> std::path::PathBuf {
 /// Removes a file; a file that is already gone is not an error.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::Error::io("remove", path, e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(crate::Error::io("remove", path, e))
+        }
         _ => Ok(()),
     }
 }

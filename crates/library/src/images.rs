@@ -122,7 +122,12 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Checks and measures an image file kept byte for byte (imports and copies).
-    pub(crate) fn verbatim(name: &str, bytes: Vec<u8>, recipe: Recipe, origin: Origin) -> Result<Prepared> {
+    pub(crate) fn verbatim(
+        name: &str,
+        bytes: Vec<u8>,
+        recipe: Recipe,
+        origin: Origin,
+    ) -> Result<Prepared> {
         let decoded = decode(name, &bytes)?;
         let thumb = thumbnail_jpeg(name, &decoded.image)?;
         Ok(Prepared {
@@ -192,7 +197,13 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// Inserts the row of a stored image; the caller commits.
-pub(crate) fn insert_row(conn: &rusqlite::Connection, project_id: i64, file: &str, thumb: &str, p: &Prepared) -> Result<i64> {
+pub(crate) fn insert_row(
+    conn: &rusqlite::Connection,
+    project_id: i64,
+    file: &str,
+    thumb: &str,
+    p: &Prepared,
+) -> Result<i64> {
     conn.execute(
         "INSERT INTO images(project_id, file, thumb, original_name, sha256, bytes, width, height, format,
                             origin, favorite, prompt, negative_prompt, recipe, created_at)
@@ -221,7 +232,13 @@ pub(crate) fn insert_row(conn: &rusqlite::Connection, project_id: i64, file: &st
 impl Library {
     /// Adds a generated image: any decodable image bytes, stored as PNG with the recipe embedded
     /// as AUTOMATIC1111 `parameters` text and as this app's JSON.
-    pub fn add_image(&self, project_id: i64, bytes: &[u8], recipe: &Recipe, name: Option<&str>) -> Result<ImageDetail> {
+    pub fn add_image(
+        &self,
+        project_id: i64,
+        bytes: &[u8],
+        recipe: &Recipe,
+        name: Option<&str>,
+    ) -> Result<ImageDetail> {
         let label = name.unwrap_or("generated image");
         let decoded = decode(label, bytes)?;
         let png = if decoded.ext == "png" {
@@ -230,11 +247,13 @@ impl Library {
             encode_png(label, &decoded.image)?
         };
         let json = serde_json::to_string(recipe).expect("a recipe always serialises");
-        let png = with_text_chunks(&png, &[(PARAMETERS_KEY, &recipe.to_a1111()), (RECIPE_KEY, &json)]).ok_or_else(|| {
-            Error::CorruptImage {
-                name: label.to_owned(),
-                reason: "malformed PNG chunk stream".into(),
-            }
+        let png = with_text_chunks(
+            &png,
+            &[(PARAMETERS_KEY, &recipe.to_a1111()), (RECIPE_KEY, &json)],
+        )
+        .ok_or_else(|| Error::CorruptImage {
+            name: label.to_owned(),
+            reason: "malformed PNG chunk stream".into(),
         })?;
         let mut prepared = Prepared::verbatim(label, png, recipe.clone(), Origin::Generated)?;
         if name.is_none() {
@@ -275,9 +294,11 @@ impl Library {
     }
 
     fn project_exists(&self, conn: &rusqlite::Connection, project_id: i64) -> Result<()> {
-        conn.query_row("SELECT 1 FROM projects WHERE id = ?1", [project_id], |_| Ok(()))
-            .optional()?
-            .ok_or(Error::ProjectNotFound(project_id))
+        conn.query_row("SELECT 1 FROM projects WHERE id = ?1", [project_id], |_| {
+            Ok(())
+        })
+        .optional()?
+        .ok_or(Error::ProjectNotFound(project_id))
     }
 
     /// A page of a project's images, newest first. The cursor is stable under inserts: images
@@ -311,7 +332,13 @@ impl Library {
              ORDER BY id DESC LIMIT ?5",
         )?;
         let rows = stmt.query_map(
-            params![project_id, before, query.favorites_only, search, limit as i64 + 1],
+            params![
+                project_id,
+                before,
+                query.favorites_only,
+                search,
+                limit as i64 + 1
+            ],
             summary_from_row,
         )?;
         let mut images: Vec<ImageSummary> = rows.collect::<rusqlite::Result<_>>()?;
@@ -321,7 +348,10 @@ impl Library {
         } else {
             None
         };
-        Ok(ImagePage { images, next_cursor })
+        Ok(ImagePage {
+            images,
+            next_cursor,
+        })
     }
 
     /// One image with its recipe.
@@ -343,9 +373,10 @@ impl Library {
 
     /// Sets whether an image is a favourite.
     pub fn set_favorite(&self, id: i64, favorite: bool) -> Result<()> {
-        let changed = self
-            .conn()
-            .execute("UPDATE images SET favorite = ?2 WHERE id = ?1", params![id, favorite])?;
+        let changed = self.conn().execute(
+            "UPDATE images SET favorite = ?2 WHERE id = ?1",
+            params![id, favorite],
+        )?;
         if changed == 0 {
             return Err(Error::ImageNotFound(id));
         }
@@ -367,9 +398,11 @@ impl Library {
             let mut paths = Vec::with_capacity(ids.len() * 2);
             for &id in ids {
                 let (project, file, thumb): (i64, String, String) = tx
-                    .query_row("SELECT project_id, file, thumb FROM images WHERE id = ?1", [id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
+                    .query_row(
+                        "SELECT project_id, file, thumb FROM images WHERE id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
                     .optional()?
                     .ok_or(Error::ImageNotFound(id))?;
                 self.reserve(&tx, &[&file, &thumb])?;
@@ -389,7 +422,10 @@ impl Library {
     /// Copies images into another project (new ids, same bytes and recipes).
     pub fn copy_images(&self, ids: &[i64], target_project: i64) -> Result<Vec<i64>> {
         self.project(target_project)?;
-        let sources = ids.iter().map(|&id| self.image(id)).collect::<Result<Vec<_>>>()?;
+        let sources = ids
+            .iter()
+            .map(|&id| self.image(id))
+            .collect::<Result<Vec<_>>>()?;
         let mut copied = Vec::with_capacity(sources.len());
         for src in sources {
             let path = self.path_of(&src.summary.file);
@@ -400,7 +436,12 @@ impl Library {
                     path: src.summary.file,
                 });
             }
-            let mut p = Prepared::verbatim(&src.summary.original_name, bytes, src.recipe, src.summary.origin)?;
+            let mut p = Prepared::verbatim(
+                &src.summary.original_name,
+                bytes,
+                src.recipe,
+                src.summary.origin,
+            )?;
             p.favorite = src.summary.favorite;
             p.created_at = src.summary.created_at;
             copied.push(self.store(target_project, p)?);

@@ -84,7 +84,7 @@ enum Source {
     Zip {
         archive: usize,
         index: usize,
-        meta: Option<ManifestImage>,
+        meta: Option<Box<ManifestImage>>,
     },
     /// Found while collecting but not importable; the reason is reported.
     Refused(String),
@@ -93,7 +93,12 @@ enum Source {
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "webp"))
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "webp"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -124,7 +129,9 @@ fn read_manifest(archive: &mut zip::ZipArchive<File>) -> Option<Manifest> {
     let mut entry = archive.by_name(MANIFEST_NAME).ok()?;
     let mut text = String::new();
     entry.read_to_string(&mut text).ok()?;
-    serde_json::from_str::<Manifest>(&text).ok().filter(Manifest::is_supported)
+    serde_json::from_str::<Manifest>(&text)
+        .ok()
+        .filter(Manifest::is_supported)
 }
 
 fn collect_folder(dir: &Path, out: &mut Vec<Candidate>) -> Result<()> {
@@ -176,7 +183,10 @@ impl Library {
             let meta = std::fs::metadata(path).ctx("read", path)?;
             if meta.is_dir() {
                 collect_folder(path, &mut candidates)?;
-            } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+            } else if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+            {
                 let mut archive = open_archive(path)?;
                 let manifest = read_manifest(&mut archive);
                 let by_path: HashMap<String, ManifestImage> = manifest
@@ -200,7 +210,7 @@ impl Library {
                         source: Source::Zip {
                             archive: archives.len(),
                             index,
-                            meta: by_path.get(&entry_name).cloned(),
+                            meta: by_path.get(&entry_name).cloned().map(Box::new),
                         },
                     });
                 }
@@ -215,9 +225,9 @@ impl Library {
 
         // Duplicates are judged against what the project held before this import, so a batch
         // (an exported project, a folder tree) comes in whole.
-        let existing_until: i64 = self
-            .conn()
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM images", [], |r| r.get(0))?;
+        let existing_until: i64 =
+            self.conn()
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM images", [], |r| r.get(0))?;
         let mut report = ImportReport::default();
         let total = candidates.len();
         for (done, candidate) in candidates.into_iter().enumerate() {
@@ -226,7 +236,13 @@ impl Library {
                 break;
             }
             let name = candidate.name.clone();
-            match self.import_one(project_id, candidate, &mut archives, options.on_duplicate, existing_until)? {
+            match self.import_one(
+                project_id,
+                candidate,
+                &mut archives,
+                options.on_duplicate,
+                existing_until,
+            )? {
                 Outcome::Imported(id) => report.imported.push(id),
                 Outcome::Replaced(id) => {
                     report.imported.push(id);
@@ -269,21 +285,35 @@ impl Library {
             Source::File(path) => {
                 let size = std::fs::metadata(&path).ctx("read", &path)?.len();
                 if size > MAX_IMAGE_BYTES {
-                    return Ok(Outcome::Rejected(format!("larger than {MAX_IMAGE_BYTES} bytes")));
+                    return Ok(Outcome::Rejected(format!(
+                        "larger than {MAX_IMAGE_BYTES} bytes"
+                    )));
                 }
                 (std::fs::read(&path).ctx("read", &path)?, None)
             }
-            Source::Zip { archive, index, meta } => {
+            Source::Zip {
+                archive,
+                index,
+                meta,
+            } => {
                 let mut entry = match archives[archive].by_index(index) {
                     Ok(e) => e,
-                    Err(e) => return Ok(Outcome::Rejected(format!("cannot read from the archive: {e}"))),
+                    Err(e) => {
+                        return Ok(Outcome::Rejected(format!(
+                            "cannot read from the archive: {e}"
+                        )))
+                    }
                 };
                 if entry.size() > MAX_IMAGE_BYTES {
-                    return Ok(Outcome::Rejected(format!("larger than {MAX_IMAGE_BYTES} bytes")));
+                    return Ok(Outcome::Rejected(format!(
+                        "larger than {MAX_IMAGE_BYTES} bytes"
+                    )));
                 }
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 if let Err(e) = entry.read_to_end(&mut bytes) {
-                    return Ok(Outcome::Rejected(format!("cannot read from the archive: {e}")));
+                    return Ok(Outcome::Rejected(format!(
+                        "cannot read from the archive: {e}"
+                    )));
                 }
                 (bytes, meta)
             }
@@ -295,18 +325,27 @@ impl Library {
         let origin = meta.as_ref().map(|m| m.origin).unwrap_or(Origin::Imported);
         let mut prepared = match Prepared::verbatim(&candidate.name, bytes, recipe, origin) {
             Ok(p) => p,
-            Err(e @ (Error::CorruptImage { .. } | Error::UnsupportedFile(_))) => return Ok(Outcome::Rejected(e.to_string())),
+            Err(e @ (Error::CorruptImage { .. } | Error::UnsupportedFile(_))) => {
+                return Ok(Outcome::Rejected(e.to_string()))
+            }
             Err(e) => return Err(e),
         };
         if let Some(m) = &meta {
             if m.sha256 != prepared.sha256 {
-                return Ok(Outcome::Rejected("damaged in the archive: content does not match the manifest's hash".into()));
+                return Ok(Outcome::Rejected(
+                    "damaged in the archive: content does not match the manifest's hash".into(),
+                ));
             }
             prepared.favorite = m.favorite;
             prepared.created_at = m.created_at;
         }
 
-        let duplicates = self.duplicates_of(project_id, &prepared.original_name, &prepared.sha256, existing_until)?;
+        let duplicates = self.duplicates_of(
+            project_id,
+            &prepared.original_name,
+            &prepared.sha256,
+            existing_until,
+        )?;
         if duplicates.is_empty() || on_duplicate == OnDuplicate::KeepBoth {
             return Ok(Outcome::Imported(self.store(project_id, prepared)?));
         }
@@ -321,7 +360,13 @@ impl Library {
     }
 
     /// Images of a project, up to id `until`, with the same original name or the same content.
-    fn duplicates_of(&self, project_id: i64, name: &str, sha256: &str, until: i64) -> Result<Vec<i64>> {
+    fn duplicates_of(
+        &self,
+        project_id: i64,
+        name: &str,
+        sha256: &str,
+        until: i64,
+    ) -> Result<Vec<i64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id FROM images WHERE project_id = ?1 AND id <= ?4 AND (original_name = ?2 OR sha256 = ?3)",

@@ -71,7 +71,9 @@ impl Library {
 
     /// Absolute path of a library-relative path as stored in the database (`images/3/…`).
     pub fn path_of(&self, relative: &str) -> PathBuf {
-        relative.split('/').fold(self.root.clone(), |p, part| p.join(part))
+        relative
+            .split('/')
+            .fold(self.root.clone(), |p, part| p.join(part))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -82,7 +84,10 @@ impl Library {
     /// a crash leads [`Self::recover`] to delete any of them no image row claims.
     fn reserve(&self, conn: &Connection, paths: &[&str]) -> Result<()> {
         for path in paths {
-            conn.execute("INSERT OR IGNORE INTO pending_files(path) VALUES (?1)", [path])?;
+            conn.execute(
+                "INSERT OR IGNORE INTO pending_files(path) VALUES (?1)",
+                [path],
+            )?;
         }
         Ok(())
     }
@@ -124,7 +129,10 @@ impl Library {
             rows.collect::<Result<_, _>>()?
         };
         if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "cleaning up after an interrupted operation");
+            tracing::info!(
+                count = pending.len(),
+                "cleaning up after an interrupted operation"
+            );
             let refs: Vec<&str> = pending.iter().map(String::as_str).collect();
             self.release(&refs)?;
         }

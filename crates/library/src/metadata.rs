@@ -9,7 +9,12 @@ use crate::recipe::Recipe;
 /// carries no metadata this library understands. Only PNG files carry metadata here.
 pub fn embedded_recipe(bytes: &[u8]) -> Option<Recipe> {
     let texts = read_text_chunks(bytes);
-    let get = |key: &str| texts.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let get = |key: &str| {
+        texts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(recipe) = get(RECIPE_KEY).and_then(|j| serde_json::from_str(j).ok()) {
         return Some(recipe);
     }
@@ -63,7 +68,10 @@ fn comfyui(text: &str) -> Option<Recipe> {
     let inputs = sampler.get("inputs")?;
     let linked = |name: &str| -> Option<&Value> {
         let id = inputs.get(name)?.get(0)?;
-        let id = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+        let id = id
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.to_string());
         nodes.get(&id)?.get("inputs")
     };
     let text_of = |name: &str| {
@@ -74,7 +82,12 @@ fn comfyui(text: &str) -> Option<Recipe> {
             .to_owned()
     };
     let latent = linked("latent_image");
-    let dim = |k: &str| latent.and_then(|l| l.get(k)).and_then(Value::as_u64).map(|d| d as u32);
+    let dim = |k: &str| {
+        latent
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_u64)
+            .map(|d| d as u32)
+    };
     let model = nodes
         .values()
         .find_map(|n| n.get("inputs")?.get("ckpt_name")?.as_str())
@@ -82,10 +95,19 @@ fn comfyui(text: &str) -> Option<Recipe> {
     Some(Recipe {
         prompt: text_of("positive"),
         negative_prompt: text_of("negative"),
-        seed: inputs.get("seed").or_else(|| inputs.get("noise_seed")).and_then(Value::as_u64),
-        steps: inputs.get("steps").and_then(Value::as_u64).map(|s| s as u32),
+        seed: inputs
+            .get("seed")
+            .or_else(|| inputs.get("noise_seed"))
+            .and_then(Value::as_u64),
+        steps: inputs
+            .get("steps")
+            .and_then(Value::as_u64)
+            .map(|s| s as u32),
         guidance: inputs.get("cfg").and_then(Value::as_f64),
-        scheduler: inputs.get("sampler_name").and_then(Value::as_str).map(str::to_owned),
+        scheduler: inputs
+            .get("sampler_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         width: dim("width"),
         height: dim("height"),
         model,
@@ -137,7 +159,10 @@ mod tests {
         let r = embedded_recipe(&png_with("invokeai_metadata", meta)).unwrap();
         assert_eq!(r.prompt, "a castle");
         assert_eq!(r.negative_prompt, "fog");
-        assert_eq!((r.seed, r.steps, r.guidance), (Some(7), Some(25), Some(6.5)));
+        assert_eq!(
+            (r.seed, r.steps, r.guidance),
+            (Some(7), Some(25), Some(6.5))
+        );
         assert_eq!((r.width, r.height), (Some(640), Some(448)));
         assert_eq!(r.model.as_deref(), Some("stable-diffusion-v1-5"));
         assert_eq!(r.backend.as_deref(), Some("invokeai"));
@@ -146,14 +171,18 @@ mod tests {
     #[test]
     fn reads_a1111_parameters() {
         let r = embedded_recipe(&png_with("parameters", "a dog\nSteps: 9, Seed: 3")).unwrap();
-        assert_eq!((r.prompt.as_str(), r.steps, r.seed), ("a dog", Some(9), Some(3)));
+        assert_eq!(
+            (r.prompt.as_str(), r.steps, r.seed),
+            ("a dog", Some(9), Some(3))
+        );
         assert_eq!(r.backend.as_deref(), Some("automatic1111"));
     }
 
     #[test]
     fn own_json_wins_over_parameters() {
         let img = png_with("parameters", "from a1111");
-        let png = with_text_chunks(&img, &[("selfdiffusion", r#"{"prompt":"ours","seed":5}"#)]).unwrap();
+        let png =
+            with_text_chunks(&img, &[("selfdiffusion", r#"{"prompt":"ours","seed":5}"#)]).unwrap();
         let r = embedded_recipe(&png).unwrap();
         assert_eq!((r.prompt.as_str(), r.seed), ("ours", Some(5)));
     }

@@ -42,7 +42,8 @@ pub fn read_text_chunks(png: &[u8]) -> Vec<(String, String)> {
 /// Returns `None` when `png` is not a well-formed chunk stream.
 pub fn with_text_chunks(png: &[u8], entries: &[(&str, &str)]) -> Option<Vec<u8>> {
     let chunks = split_chunks(png)?;
-    let mut out = Vec::with_capacity(png.len() + entries.iter().map(|e| e.1.len() + 64).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(png.len() + entries.iter().map(|e| e.1.len() + 64).sum::<usize>());
     out.extend_from_slice(SIGNATURE);
     let mut inserted = false;
     for chunk in chunks {
@@ -53,7 +54,9 @@ pub fn with_text_chunks(png: &[u8], entries: &[(&str, &str)]) -> Option<Vec<u8>>
             inserted = true;
         }
         let replaced = matches!(&chunk.kind, b"tEXt" | b"zTXt" | b"iTXt")
-            && entries.iter().any(|(key, _)| chunk.keyword() == Some(key.as_bytes()));
+            && entries
+                .iter()
+                .any(|(key, _)| chunk.keyword() == Some(key.as_bytes()));
         if !replaced {
             out.extend_from_slice(chunk.raw);
         }
@@ -130,7 +133,8 @@ mod tests {
     use super::*;
 
     pub(crate) fn tiny_png() -> Vec<u8> {
-        let img = image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 7]));
+        let img =
+            image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 7]));
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
             .unwrap();
@@ -140,7 +144,14 @@ mod tests {
     #[test]
     fn inserted_chunks_read_back_and_pixels_stay() {
         let png = tiny_png();
-        let with = with_text_chunks(&png, &[("parameters", "a cat\nSteps: 3"), ("selfdiffusion", "{\"prompt\":\"日本\"}")]).unwrap();
+        let with = with_text_chunks(
+            &png,
+            &[
+                ("parameters", "a cat\nSteps: 3"),
+                ("selfdiffusion", "{\"prompt\":\"日本\"}"),
+            ],
+        )
+        .unwrap();
         let texts = read_text_chunks(&with);
         assert!(texts.contains(&("parameters".into(), "a cat\nSteps: 3".into())));
         assert!(texts.contains(&("selfdiffusion".into(), "{\"prompt\":\"日本\"}".into())));

@@ -51,7 +51,9 @@ pub fn validate_name(raw: &str) -> Result<String> {
     let problem = if name.is_empty() {
         Some("it is empty".to_owned())
     } else if chars > MAX_NAME_CHARS {
-        Some(format!("it is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"))
+        Some(format!(
+            "it is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"
+        ))
     } else if name.chars().any(char::is_control) {
         Some("it contains control characters".to_owned())
     } else if name.contains(['/', '\\']) || name.contains("..") {
@@ -127,7 +129,11 @@ impl Library {
     /// A project by id.
     pub fn project(&self, id: i64) -> Result<Project> {
         self.conn()
-            .query_row("SELECT * FROM projects WHERE id = ?1", [id], project_from_row)
+            .query_row(
+                "SELECT * FROM projects WHERE id = ?1",
+                [id],
+                project_from_row,
+            )
             .optional()?
             .ok_or(Error::ProjectNotFound(id))
     }
@@ -148,7 +154,9 @@ impl Library {
     pub fn list_projects(&self) -> Result<Vec<ProjectSummary>> {
         let rows: Vec<ProjectSummary> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} GROUP BY p.id ORDER BY p.updated_at DESC, p.id DESC"))?;
+            let mut stmt = conn.prepare(&format!(
+                "{SUMMARY_SQL} GROUP BY p.id ORDER BY p.updated_at DESC, p.id DESC"
+            ))?;
             let rows = stmt.query_map([], summary_from_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -159,7 +167,11 @@ impl Library {
     pub fn project_summary(&self, id: i64) -> Result<ProjectSummary> {
         let summary = self
             .conn()
-            .query_row(&format!("{SUMMARY_SQL} WHERE p.id = ?1 GROUP BY p.id"), [id], summary_from_row)
+            .query_row(
+                &format!("{SUMMARY_SQL} WHERE p.id = ?1 GROUP BY p.id"),
+                [id],
+                summary_from_row,
+            )
             .optional()?
             .ok_or(Error::ProjectNotFound(id))?;
         Ok(self.with_jobs(summary))
@@ -171,8 +183,16 @@ impl Library {
     }
 
     /// Renames and/or re-describes a project; `None` or an empty string leaves a field unchanged.
-    pub fn update_project(&self, id: i64, name: Option<&str>, description: Option<&str>) -> Result<Project> {
-        let name = name.filter(|n| !n.trim().is_empty()).map(validate_name).transpose()?;
+    pub fn update_project(
+        &self,
+        id: i64,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<Project> {
+        let name = name
+            .filter(|n| !n.trim().is_empty())
+            .map(validate_name)
+            .transpose()?;
         let description = description
             .filter(|d| !d.trim().is_empty())
             .map(validate_description)
@@ -210,8 +230,11 @@ impl Library {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             let paths: Vec<String> = {
-                let mut stmt = tx.prepare("SELECT file, thumb FROM images WHERE project_id = ?1")?;
-                let rows = stmt.query_map([id], |r| Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))?;
+                let mut stmt =
+                    tx.prepare("SELECT file, thumb FROM images WHERE project_id = ?1")?;
+                let rows = stmt.query_map([id], |r| {
+                    Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?])
+                })?;
                 let pairs: Vec<[String; 2]> = rows.collect::<rusqlite::Result<_>>()?;
                 pairs.into_iter().flatten().collect()
             };
@@ -255,9 +278,25 @@ mod tests {
     #[test]
     fn names_are_trimmed_and_checked() {
         assert_eq!(validate_name("  Cats  ").unwrap(), "Cats");
-        assert_eq!(validate_name(&"é".repeat(100)).unwrap().chars().count(), 100);
-        for bad in ["", "   ", "a/b", "a\\b", "..", "x..y", "tab\there", "nul\0", &"x".repeat(101)] {
-            assert!(matches!(validate_name(bad), Err(Error::InvalidName(_))), "{bad:?} accepted");
+        assert_eq!(
+            validate_name(&"é".repeat(100)).unwrap().chars().count(),
+            100
+        );
+        for bad in [
+            "",
+            "   ",
+            "a/b",
+            "a\\b",
+            "..",
+            "x..y",
+            "tab\there",
+            "nul\0",
+            &"x".repeat(101),
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName(_))),
+                "{bad:?} accepted"
+            );
         }
     }
 }

@@ -75,7 +75,10 @@ impl Recipe {
             settings.push(format!("Model: {}", quote_if_needed(v)));
         }
         if !self.styles.is_empty() {
-            settings.push(format!("Styles: {}", quote_if_needed(&self.styles.join(", "))));
+            settings.push(format!(
+                "Styles: {}",
+                quote_if_needed(&self.styles.join(", "))
+            ));
         }
         if !settings.is_empty() {
             out.push('\n');
@@ -88,7 +91,10 @@ impl Recipe {
     pub fn from_a1111(text: &str) -> Recipe {
         let mut lines: Vec<&str> = text.lines().collect();
         let mut recipe = Recipe::default();
-        if lines.last().is_some_and(|l| l.trim_start().starts_with("Steps: ")) {
+        if lines
+            .last()
+            .is_some_and(|l| l.trim_start().starts_with("Steps: "))
+        {
             let settings = lines.pop().unwrap_or_default();
             for (key, value) in split_settings(settings) {
                 match key.as_str() {

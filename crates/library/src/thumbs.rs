@@ -26,10 +26,11 @@ pub(crate) fn decode(name: &str, bytes: &[u8]) -> Result<Decoded> {
         ImageFormat::WebP => "webp",
         _ => return Err(Error::UnsupportedFile(name.to_owned())),
     };
-    let image = image::load_from_memory_with_format(bytes, format).map_err(|e| Error::CorruptImage {
-        name: name.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let image =
+        image::load_from_memory_with_format(bytes, format).map_err(|e| Error::CorruptImage {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
     Ok(Decoded { ext, image })
 }
 

@@ -99,7 +99,10 @@ fn files_under(root: &Path, dir: &str) -> Result<Vec<String>> {
         }
         for file in std::fs::read_dir(project.path()).ctx("read folder", &project.path())? {
             let file = file.ctx("read folder", &project.path())?;
-            out.push(format!("{dir}/{project_name}/{}", file.file_name().to_string_lossy()));
+            out.push(format!(
+                "{dir}/{project_name}/{}",
+                file.file_name().to_string_lossy()
+            ));
         }
     }
     out.sort();
@@ -143,10 +146,12 @@ impl Library {
                         });
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing_files.push(MissingFile {
-                    image_id: row.id,
-                    path: row.file.clone(),
-                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.missing_files.push(MissingFile {
+                        image_id: row.id,
+                        path: row.file.clone(),
+                    })
+                }
                 Err(e) => return Err(Error::io("read", &path, e)),
             }
             if !self.path_of(&row.thumb).is_file() {
@@ -190,7 +195,10 @@ impl Library {
             let Ok(decoded) = decode(&image.summary.original_name, &bytes) else {
                 continue;
             };
-            write_atomic(&self.path_of(&missing.path), &thumbnail_jpeg(&image.summary.original_name, &decoded.image)?)?;
+            write_atomic(
+                &self.path_of(&missing.path),
+                &thumbnail_jpeg(&image.summary.original_name, &decoded.image)?,
+            )?;
             report.thumbnails_rebuilt += 1;
         }
         report.remaining = self.verify()?;
@@ -207,9 +215,15 @@ impl Library {
     fn reindex(&self, relative: &str) -> Result<Option<i64>> {
         let path = self.path_of(relative);
         let bytes = std::fs::read(&path).ctx("read", &path)?;
-        let generated = read_text_chunks(&bytes).iter().any(|(k, _)| k == RECIPE_KEY);
+        let generated = read_text_chunks(&bytes)
+            .iter()
+            .any(|(k, _)| k == RECIPE_KEY);
         let recipe = embedded_recipe(&bytes).unwrap_or_default();
-        let origin = if generated { Origin::Generated } else { Origin::Imported };
+        let origin = if generated {
+            Origin::Generated
+        } else {
+            Origin::Imported
+        };
         let name = relative.rsplit('/').next().unwrap_or(relative);
         let Ok(prepared) = Prepared::verbatim(name, bytes, recipe, origin) else {
             return Ok(None);
@@ -218,7 +232,13 @@ impl Library {
             Some(id) if self.project(id).is_ok() => id,
             _ => match self.project_by_name(RECOVERED_PROJECT) {
                 Ok(p) => p.id,
-                Err(_) => self.create_project(RECOVERED_PROJECT, Some("Images found in the library folder without a project"))?.id,
+                Err(_) => {
+                    self.create_project(
+                        RECOVERED_PROJECT,
+                        Some("Images found in the library folder without a project"),
+                    )?
+                    .id
+                }
             },
         };
         let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);

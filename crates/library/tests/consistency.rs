@@ -14,14 +14,34 @@ fn verify_finds_missing_orphan_and_changed_files_and_repair_fixes_the_safe_ones(
 
     std::fs::remove_file(lib.path_of(&a.summary.file)).unwrap();
     std::fs::write(lib.path_of(&b.summary.file), png(3)).unwrap();
-    let orphan_generated = lib.root().join("images").join(p.id.to_string()).join("lost.png");
-    std::fs::write(&orphan_generated, with_text_chunks(&png(4), &[("selfdiffusion", r#"{"prompt":"found again","seed":4}"#)]).unwrap()).unwrap();
+    let orphan_generated = lib
+        .root()
+        .join("images")
+        .join(p.id.to_string())
+        .join("lost.png");
+    std::fs::write(
+        &orphan_generated,
+        with_text_chunks(
+            &png(4),
+            &[("selfdiffusion", r#"{"prompt":"found again","seed":4}"#)],
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let orphan_unknown_project = lib.root().join("images").join("999").join("stray.png");
     std::fs::create_dir_all(orphan_unknown_project.parent().unwrap()).unwrap();
     std::fs::write(&orphan_unknown_project, png(5)).unwrap();
-    let temp = lib.root().join("images").join(p.id.to_string()).join(".tmp-half.png");
+    let temp = lib
+        .root()
+        .join("images")
+        .join(p.id.to_string())
+        .join(".tmp-half.png");
     std::fs::write(&temp, b"half").unwrap();
-    let orphan_thumb = lib.root().join("thumbs").join(p.id.to_string()).join("old.jpg");
+    let orphan_thumb = lib
+        .root()
+        .join("thumbs")
+        .join(p.id.to_string())
+        .join("old.jpg");
     std::fs::write(&orphan_thumb, b"thumb").unwrap();
 
     let report = lib.verify().unwrap();
@@ -41,7 +61,10 @@ fn verify_finds_missing_orphan_and_changed_files_and_repair_fixes_the_safe_ones(
     assert_eq!(found.summary.origin, Origin::Generated);
     assert_eq!(found.summary.project_id, p.id);
     let stray = lib.image(repair.reindexed[1]).unwrap();
-    assert_eq!(lib.project(stray.summary.project_id).unwrap().name, "Recovered images");
+    assert_eq!(
+        lib.project(stray.summary.project_id).unwrap().name,
+        "Recovered images"
+    );
     // Missing files and changed content are left for a person.
     assert_eq!(repair.remaining.missing_files.len(), 1);
     assert_eq!(repair.remaining.hash_mismatches.len(), 1);
@@ -58,13 +81,35 @@ fn reopening_cleans_files_left_by_an_interrupted_operation() {
     // Simulate a crash after an image file was written but before its row committed.
     let conn = rusqlite::Connection::open(root.join("library.sqlite3")).unwrap();
     let half = format!("images/{}/half.png", p.id);
-    conn.execute("INSERT INTO pending_files(path) VALUES (?1)", [&half]).unwrap();
-    conn.execute("INSERT INTO pending_files(path) VALUES (?1)", [&a.summary.file]).unwrap();
+    conn.execute("INSERT INTO pending_files(path) VALUES (?1)", [&half])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO pending_files(path) VALUES (?1)",
+        [&a.summary.file],
+    )
+    .unwrap();
     drop(conn);
-    std::fs::write(root.join("images").join(p.id.to_string()).join("half.png"), png(2)).unwrap();
-    std::fs::write(root.join("images").join(p.id.to_string()).join(".tmp-half.png"), b"partial").unwrap();
+    std::fs::write(
+        root.join("images").join(p.id.to_string()).join("half.png"),
+        png(2),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("images")
+            .join(p.id.to_string())
+            .join(".tmp-half.png"),
+        b"partial",
+    )
+    .unwrap();
 
     let lib = Library::open(&root).unwrap();
-    assert!(lib.verify().unwrap().is_clean(), "{:?}", lib.verify().unwrap());
-    assert!(lib.path_of(&a.summary.file).exists(), "a claimed file is never removed");
+    assert!(
+        lib.verify().unwrap().is_clean(),
+        "{:?}",
+        lib.verify().unwrap()
+    );
+    assert!(
+        lib.path_of(&a.summary.file).exists(),
+        "a claimed file is never removed"
+    );
 }

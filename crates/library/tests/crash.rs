@@ -44,19 +44,30 @@ fn crash_worker() {
         let seed = (std::process::id() as u64).wrapping_mul(31).wrapping_add(i);
         match i % 4 {
             0 | 1 => {
-                let img = lib.add_image(project.id, &png(seed as u8), &recipe("crash", seed), None).unwrap();
+                let img = lib
+                    .add_image(project.id, &png(seed as u8), &recipe("crash", seed), None)
+                    .unwrap();
                 println!("saved {} {}", img.summary.id, img.sha256);
             }
             2 => {
                 let report = lib
-                    .import_paths(project.id, &[inbox.clone()], ImportOptions { on_duplicate: OnDuplicate::KeepBoth }, &no_cancel, &mut |_| {})
+                    .import_paths(
+                        project.id,
+                        std::slice::from_ref(&inbox),
+                        ImportOptions {
+                            on_duplicate: OnDuplicate::KeepBoth,
+                        },
+                        &no_cancel,
+                        &mut |_| {},
+                    )
                     .unwrap();
                 for id in report.imported {
                     println!("saved {id} {}", lib.image(id).unwrap().sha256);
                 }
             }
             _ => {
-                lib.export_zip(project.id, None, &export, &no_cancel, &mut |_| {}).unwrap();
+                lib.export_zip(project.id, None, &export, &no_cancel, &mut |_| {})
+                    .unwrap();
             }
         }
     }
@@ -69,11 +80,19 @@ fn check_export(path: &Path) {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap())
         .expect("a zip under the final name is always complete");
     let mut manifest = String::new();
-    archive.by_name("manifest.json").unwrap().read_to_string(&mut manifest).unwrap();
+    archive
+        .by_name("manifest.json")
+        .unwrap()
+        .read_to_string(&mut manifest)
+        .unwrap();
     let manifest: selfdiffusion_library::Manifest = serde_json::from_str(&manifest).unwrap();
     for image in &manifest.images {
         let mut bytes = Vec::new();
-        archive.by_name(&image.path).unwrap().read_to_end(&mut bytes).unwrap();
+        archive
+            .by_name(&image.path)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
         assert_eq!(bytes.len() as u64, image.bytes);
     }
 }
@@ -92,7 +111,13 @@ fn killed_at_random_points_loses_nothing() {
     let started = Instant::now();
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_worker", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_worker",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WORKER_ENV, &root)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -113,15 +138,28 @@ fn killed_at_random_points_loses_nothing() {
         let report = lib.verify().unwrap();
         assert!(report.is_clean(), "round {round}: {report:?}");
         for (id, sha) in &saved {
-            let image = lib.image(*id).unwrap_or_else(|e| panic!("round {round}: saved image {id} lost: {e}"));
+            let image = lib
+                .image(*id)
+                .unwrap_or_else(|e| panic!("round {round}: saved image {id} lost: {e}"));
             assert_eq!(&image.sha256, sha);
             let bytes = std::fs::read(lib.path_of(&image.summary.file)).unwrap();
-            assert_eq!(&selfdiffusion_library_sha(&bytes), sha, "round {round}: image {id} damaged");
+            assert_eq!(
+                &selfdiffusion_library_sha(&bytes),
+                sha,
+                "round {round}: image {id} damaged"
+            );
         }
         check_export(&dir.path().join("export.zip"));
-        assert!(started.elapsed() < Duration::from_secs(600), "the crash test is bounded in time");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the crash test is bounded in time"
+        );
     }
-    assert!(saved.len() >= ROUNDS, "the worker made progress ({} images saved)", saved.len());
+    assert!(
+        saved.len() >= ROUNDS,
+        "the worker made progress ({} images saved)",
+        saved.len()
+    );
 }
 
 fn selfdiffusion_library_sha(bytes: &[u8]) -> String {

@@ -6,7 +6,9 @@ use selfdiffusion_library::Error;
 #[test]
 fn create_trims_and_refuses_duplicates_without_case() {
     let (_d, lib) = library();
-    let p = lib.create_project("  Space Cats ", Some("cats in space")).unwrap();
+    let p = lib
+        .create_project("  Space Cats ", Some("cats in space"))
+        .unwrap();
     assert_eq!(p.name, "Space Cats");
     assert_eq!(p.description, "cats in space");
     let err = lib.create_project("space cats", None).unwrap_err();
@@ -14,19 +16,33 @@ fn create_trims_and_refuses_duplicates_without_case() {
     assert!(err.to_string().contains("already exists"));
     // Unicode case folding too.
     lib.create_project("ÉTÉ", None).unwrap();
-    assert!(matches!(lib.create_project("été", None), Err(Error::DuplicateName(_))));
+    assert!(matches!(
+        lib.create_project("été", None),
+        Err(Error::DuplicateName(_))
+    ));
 }
 
 #[test]
 fn bad_names_are_refused_and_nothing_is_created() {
     let (_d, lib) = library();
-    for bad in ["", "   ", "a/b", "..", "a\\b", "bell\u{7}", &"n".repeat(101)] {
+    for bad in [
+        "",
+        "   ",
+        "a/b",
+        "..",
+        "a\\b",
+        "bell\u{7}",
+        &"n".repeat(101),
+    ] {
         let err = lib.create_project(bad, None).unwrap_err();
         assert!(matches!(err, Error::InvalidName(_)), "{bad:?}: {err}");
     }
     assert!(lib.list_projects().unwrap().is_empty());
     let long = "d".repeat(selfdiffusion_library::MAX_DESCRIPTION_CHARS + 1);
-    assert!(matches!(lib.create_project("ok", Some(&long)), Err(Error::DescriptionTooLong(_))));
+    assert!(matches!(
+        lib.create_project("ok", Some(&long)),
+        Err(Error::DescriptionTooLong(_))
+    ));
 }
 
 #[test]
@@ -35,14 +51,34 @@ fn update_changes_given_fields_and_keeps_empty_ones() {
     let p = lib.create_project("Alpha", Some("first")).unwrap();
     let other = lib.create_project("Beta", None).unwrap();
     let renamed = lib.update_project(p.id, Some("Gamma"), Some("")).unwrap();
-    assert_eq!((renamed.name.as_str(), renamed.description.as_str()), ("Gamma", "first"));
-    let described = lib.update_project(p.id, Some("  "), Some("second")).unwrap();
-    assert_eq!((described.name.as_str(), described.description.as_str()), ("Gamma", "second"));
+    assert_eq!(
+        (renamed.name.as_str(), renamed.description.as_str()),
+        ("Gamma", "first")
+    );
+    let described = lib
+        .update_project(p.id, Some("  "), Some("second"))
+        .unwrap();
+    assert_eq!(
+        (described.name.as_str(), described.description.as_str()),
+        ("Gamma", "second")
+    );
     // Renaming to the same name in another case is allowed for the project itself.
-    assert_eq!(lib.update_project(p.id, Some("GAMMA"), None).unwrap().name, "GAMMA");
-    assert!(matches!(lib.update_project(other.id, Some("gamma"), None), Err(Error::DuplicateName(_))));
-    assert!(matches!(lib.update_project(other.id, Some("x/y"), None), Err(Error::InvalidName(_))));
-    assert!(matches!(lib.update_project(999, Some("x"), None), Err(Error::ProjectNotFound(999))));
+    assert_eq!(
+        lib.update_project(p.id, Some("GAMMA"), None).unwrap().name,
+        "GAMMA"
+    );
+    assert!(matches!(
+        lib.update_project(other.id, Some("gamma"), None),
+        Err(Error::DuplicateName(_))
+    ));
+    assert!(matches!(
+        lib.update_project(other.id, Some("x/y"), None),
+        Err(Error::InvalidName(_))
+    ));
+    assert!(matches!(
+        lib.update_project(999, Some("x"), None),
+        Err(Error::ProjectNotFound(999))
+    ));
     assert_eq!(lib.project(other.id).unwrap().name, "Beta");
 }
 
@@ -50,8 +86,12 @@ fn update_changes_given_fields_and_keeps_empty_ones() {
 fn summary_counts_images_bytes_and_generated() {
     let (_d, lib) = library();
     let p = lib.create_project("Sum", None).unwrap();
-    let a = lib.add_image(p.id, &png(1), &recipe("one", 1), None).unwrap();
-    let b = lib.add_image(p.id, &png(2), &recipe("two", 2), None).unwrap();
+    let a = lib
+        .add_image(p.id, &png(1), &recipe("one", 1), None)
+        .unwrap();
+    let b = lib
+        .add_image(p.id, &png(2), &recipe("two", 2), None)
+        .unwrap();
     let s = lib.project_summary(p.id).unwrap();
     assert_eq!(s.image_count, 2);
     assert_eq!(s.generated_count, 2);
@@ -75,16 +115,28 @@ fn delete_is_refused_while_jobs_run_then_removes_rows_and_files() {
     assert!(err.to_string().contains("2 tasks running"), "{err}");
     assert_eq!(lib.project_summary(p.id).unwrap().running_jobs, 2);
     drop(job1);
-    assert!(matches!(lib.delete_project(p.id), Err(Error::ProjectBusy { count: 1, .. })));
+    assert!(matches!(
+        lib.delete_project(p.id),
+        Err(Error::ProjectBusy { count: 1, .. })
+    ));
     drop(job2);
     lib.delete_project(p.id).unwrap();
     assert!(matches!(lib.project(p.id), Err(Error::ProjectNotFound(_))));
     assert!(!lib.path_of(&img.summary.file).exists());
     assert!(!lib.root().join("images").join(p.id.to_string()).exists());
-    assert!(matches!(lib.image(img.summary.id), Err(Error::ImageNotFound(_))));
+    assert!(matches!(
+        lib.image(img.summary.id),
+        Err(Error::ImageNotFound(_))
+    ));
     assert!(lib.verify().unwrap().is_clean());
-    assert!(matches!(lib.delete_project(p.id), Err(Error::ProjectNotFound(_))));
-    assert!(matches!(lib.begin_job(p.id), Err(Error::ProjectNotFound(_))));
+    assert!(matches!(
+        lib.delete_project(p.id),
+        Err(Error::ProjectNotFound(_))
+    ));
+    assert!(matches!(
+        lib.begin_job(p.id),
+        Err(Error::ProjectNotFound(_))
+    ));
 }
 
 #[test]
@@ -107,5 +159,8 @@ fn lookup_by_name_ignores_case() {
     let (_d, lib) = library();
     let p = lib.create_project("Mixed Case", None).unwrap();
     assert_eq!(lib.project_by_name(" mixed case ").unwrap().id, p.id);
-    assert!(matches!(lib.project_by_name("nope"), Err(Error::ProjectNameNotFound(_))));
+    assert!(matches!(
+        lib.project_by_name("nope"),
+        Err(Error::ProjectNameNotFound(_))
+    ));
 }

@@ -10,7 +10,13 @@ use selfdiffusion_library::{ImportOptions, ImportReport, Library, OnDuplicate, R
 
 /// An RGB test image whose pixels depend on `seed`, encoded in `format`.
 pub fn image_bytes(seed: u8, format: ImageFormat) -> Vec<u8> {
-    let img = RgbImage::from_fn(24, 16, |x, y| Rgb([seed.wrapping_mul(31).wrapping_add(x as u8 * 7), y as u8 * 11, seed]));
+    let img = RgbImage::from_fn(24, 16, |x, y| {
+        Rgb([
+            seed.wrapping_mul(31).wrapping_add(x as u8 * 7),
+            y as u8 * 11,
+            seed,
+        ])
+    });
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), format).unwrap();
     out
@@ -47,8 +53,19 @@ pub fn library() -> (tempfile::TempDir, Library) {
 }
 
 /// Imports paths with a policy, no cancel, no progress.
-pub fn import(lib: &Library, project: i64, paths: &[&Path], on_duplicate: OnDuplicate) -> ImportReport {
+pub fn import(
+    lib: &Library,
+    project: i64,
+    paths: &[&Path],
+    on_duplicate: OnDuplicate,
+) -> ImportReport {
     let paths: Vec<_> = paths.iter().map(|p| p.to_path_buf()).collect();
-    lib.import_paths(project, &paths, ImportOptions { on_duplicate }, &AtomicBool::new(false), &mut |_| {})
-        .unwrap()
+    lib.import_paths(
+        project,
+        &paths,
+        ImportOptions { on_duplicate },
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap()
 }
