@@ -44,6 +44,7 @@ const env = {
   XDG_DATA_HOME: join(work, 'data'),
   XDG_CACHE_HOME: join(work, 'cache'),
   GSETTINGS_BACKEND: 'memory',
+  RUST_LOG: 'warn',
 };
 const driverBin = process.env.TAURI_DRIVER || 'tauri-driver';
 const driver = spawn(driverBin, ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -145,13 +146,33 @@ try {
     assert.deepEqual(readdirSync(join(work, 'out')), ['export.zip'], 'no temp file left');
   });
 
-  await step('delete the project', async () => {
-    await wd.click('#delete-project');
-    await wd.click('#confirm-ok');
+  await step('move a selected image to another project', async () => {
+    await wd.click('#new-project');
+    await wd.type('#project-name-input', 'E2E Archive');
+    await wd.click('#project-save');
+    await wd.until(async () => (await wd.text('#project-name')) === 'E2E Archive', 'archive selected');
+    const archiveId = await wd.exec('return Number(document.querySelector("#project-list .project.active").dataset.projectId)');
+    await wd.exec('[...document.querySelectorAll("#project-list .project")].find(e => e.textContent.includes("E2E Renamed")).click()');
+    await wd.until(() => wd.exec('return document.querySelectorAll("#gallery .tile").length === 3'), '3 tiles in the first project');
+    await wd.exec('document.querySelector("#gallery .tile").dispatchEvent(new MouseEvent("click", { bubbles: true, ctrlKey: true }))');
+    assert.equal(await wd.text('#selection-count'), '1 selected');
+    await wd.exec('const s = document.getElementById("selection-move"); s.value = String(arguments[0]); s.dispatchEvent(new Event("change"))', archiveId);
+    await wd.until(() => wd.exec('return document.querySelectorAll("#gallery .tile").length === 2'), '2 tiles left');
+    await wd.until(() => wd.exec(
+      'return [...document.querySelectorAll("#project-list .project")].find(e => e.textContent.includes("E2E Archive")).textContent.includes("1 image")',
+    ), 'archive shows 1 image');
+  });
+
+  await step('delete the projects', async () => {
+    for (const left of [1, 0]) {
+      await wd.click('#delete-project');
+      await wd.click('#confirm-ok');
+      await wd.until(() => wd.exec('return document.querySelectorAll("#project-list .project").length === arguments[0]', left), `${left} project(s) left`);
+    }
     await wd.waitFor('#no-project');
-    assert.equal(await wd.exec('return document.querySelectorAll("#project-list .project").length'), 0);
     const left = existsSync(join(library, 'images')) ? readdirSync(join(library, 'images')) : [];
     assert.deepEqual(left, [], 'project files removed');
+    await settle();
     writeFileSync(join(shots, 'empty.png'), await wd.screenshot());
   });
 } catch (e) {

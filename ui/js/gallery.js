@@ -139,6 +139,32 @@ async function favoriteSelection() {
   }
 }
 
+async function moveSelection() {
+  const select = $('selection-move');
+  const target = Number(select.value);
+  select.value = '';
+  if (!target) return;
+  const ids = [...state.selection];
+  const name = state.projects.find((p) => p.id === target)?.name || 'the project';
+  try {
+    await api.moveImages(ids, target);
+    state.selection.clear();
+    toast(`Moved ${ids.length} image(s) to “${name}”`);
+    emit('images-changed');
+    reloadGallery();
+  } catch (e) { toast(e, 'error'); }
+}
+
+/** Lists the other projects as move targets. */
+function fillMoveTargets() {
+  const others = state.projects.filter((p) => p.id !== state.currentId);
+  $('selection-move').replaceChildren(
+    el('option', { value: '' }, others.length ? 'Move to…' : 'No other project'),
+    ...others.map((p) => el('option', { value: String(p.id) }, p.name)),
+  );
+  $('selection-move').disabled = !others.length;
+}
+
 /** Wires search, filters, selection actions and infinite scrolling. */
 export function initGallery() {
   let searchTimer;
@@ -154,6 +180,8 @@ export function initGallery() {
   });
   $('selection-delete').addEventListener('click', deleteSelection);
   $('selection-favorite').addEventListener('click', favoriteSelection);
+  $('selection-move').addEventListener('change', moveSelection);
+  on('projects-loaded', fillMoveTargets);
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadMore();
   }, { rootMargin: '800px' }).observe($('gallery-sentinel'));

@@ -16,6 +16,7 @@ export async function refreshProjects() {
     emit('project-changed');
   }
   render();
+  emit('projects-loaded');
 }
 
 function render() {
@@ -56,6 +57,7 @@ function selectProject(id) {
   state.selection.clear();
   render();
   emit('project-changed');
+  emit('projects-loaded');
 }
 
 /** Opens the create/edit dialog; resolves when it closes. */

@@ -5,11 +5,11 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::embed::png_with_recipe;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
-use crate::png_text::{with_text_chunks, PARAMETERS_KEY, RECIPE_KEY};
 use crate::recipe::Recipe;
-use crate::thumbs::{decode, encode_png, thumbnail_jpeg};
+use crate::thumbs::{decode, thumbnail_jpeg};
 use crate::{now_ms, Library};
 
 /// How an image came into the library.
@@ -240,21 +240,7 @@ impl Library {
         name: Option<&str>,
     ) -> Result<ImageDetail> {
         let label = name.unwrap_or("generated image");
-        let decoded = decode(label, bytes)?;
-        let png = if decoded.ext == "png" {
-            bytes.to_vec()
-        } else {
-            encode_png(label, &decoded.image)?
-        };
-        let json = serde_json::to_string(recipe).expect("a recipe always serialises");
-        let png = with_text_chunks(
-            &png,
-            &[(PARAMETERS_KEY, &recipe.to_a1111()), (RECIPE_KEY, &json)],
-        )
-        .ok_or_else(|| Error::CorruptImage {
-            name: label.to_owned(),
-            reason: "malformed PNG chunk stream".into(),
-        })?;
+        let png = png_with_recipe(label, bytes, recipe)?;
         let mut prepared = Prepared::verbatim(label, png, recipe.clone(), Origin::Generated)?;
         if name.is_none() {
             prepared.original_name = format!("{}.png", &prepared.sha256[..16]);

@@ -6,6 +6,7 @@
 //! the next time the library opens.
 
 mod db;
+mod embed;
 mod error;
 mod export;
 mod files;
@@ -25,6 +26,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub use embed::{png_with_recipe, rgb_png_with_recipe};
 pub use error::{Error, Result};
 pub use export::{ExportProgress, ExportReport, Manifest, ManifestImage, ManifestProject};
 pub use images::{ImageDetail, ImagePage, ImageQuery, ImageSummary, Origin};

@@ -1,0 +1,177 @@
+//! The CLIP text encoder (`CLIPTextModel`), built from its `config.json`; its output is the final
+//! layer norm's, as the Stable Diffusion pipelines use it.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::config::ClipTextConfig;
+use crate::error::{EngineError, Result};
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+impl Activation {
+    fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Activation::Gelu => xs.gelu_erf(),
+        }
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, hidden: usize, heads: usize) -> candle_core::Result<Self> {
+        Ok(Attention {
+            q: linear(hidden, hidden, vb.pp("q_proj"))?,
+            k: linear(hidden, hidden, vb.pp("k_proj"))?,
+            v: linear(hidden, hidden, vb.pp("v_proj"))?,
+            out: linear(hidden, hidden, vb.pp("out_proj"))?,
+            heads,
+            head_dim: hidden / heads,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, seq, hidden) = xs.dims3()?;
+        let split = |t: Tensor| {
+            t.reshape((b, seq, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = split((self.q.forward(xs)? * scale)?)?;
+        let k = split(self.k.forward(xs)?)?;
+        let v = split(self.v.forward(xs)?)?;
+        let weights = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        let weights = candle_nn::ops::softmax_last_dim(&weights)?;
+        let attended = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, seq, hidden))?;
+        self.out.forward(&attended)
+    }
+}
+
+struct Layer {
+    ln1: LayerNorm,
+    attention: Attention,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl Layer {
+    fn forward(&self, xs: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = (xs + self.attention.forward(&self.ln1.forward(xs)?, mask)?)?;
+        let mlp = self.fc2.forward(
+            &self
+                .activation
+                .apply(&self.fc1.forward(&self.ln2.forward(&xs)?)?)?,
+        )?;
+        xs + mlp
+    }
+}
+
+/// A CLIP text transformer.
+pub struct ClipTextEncoder {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<Layer>,
+    final_layer_norm: LayerNorm,
+}
+
+impl ClipTextEncoder {
+    /// Builds the encoder from its config; weights under `text_model.` (as SD checkpoints name them).
+    pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
+        let activation = match config.hidden_act.as_str() {
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu" => Activation::Gelu,
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "text encoder activation {other:?}"
+                )))
+            }
+        };
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
+            return Err(EngineError::Unsupported(format!(
+                "text encoder hidden size {} is not divisible by {} heads",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+        let vb = vb.pp("text_model");
+        let hidden = config.hidden_size;
+        let emb = vb.pp("embeddings");
+        let layers_vb = vb.pp("encoder").pp("layers");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let l = layers_vb.pp(i.to_string());
+                Ok(Layer {
+                    ln1: layer_norm(hidden, config.layer_norm_eps, l.pp("layer_norm1"))?,
+                    attention: Attention::new(
+                        l.pp("self_attn"),
+                        hidden,
+                        config.num_attention_heads,
+                    )?,
+                    ln2: layer_norm(hidden, config.layer_norm_eps, l.pp("layer_norm2"))?,
+                    fc1: linear(hidden, config.intermediate_size, l.pp("mlp").pp("fc1"))?,
+                    fc2: linear(config.intermediate_size, hidden, l.pp("mlp").pp("fc2"))?,
+                    activation,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(ClipTextEncoder {
+            token_embedding: embedding(config.vocab_size, hidden, emb.pp("token_embedding"))?,
+            position_embedding: embedding(
+                config.max_position_embeddings,
+                hidden,
+                emb.pp("position_embedding"),
+            )?,
+            layers,
+            final_layer_norm: layer_norm(hidden, config.layer_norm_eps, vb.pp("final_layer_norm"))?,
+        })
+    }
+
+    /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, seq) = ids.dims2()?;
+        let device = ids.device();
+        let positions = Tensor::arange(0u32, seq as u32, device)?.unsqueeze(0)?;
+        let mut xs = self
+            .token_embedding
+            .forward(ids)?
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = causal_mask(seq, xs.dtype(), device)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &mask)?;
+        }
+        Ok(self.final_layer_norm.forward(&xs)?)
+    }
+}
+
+/// `[seq, seq]` with −∞ above the diagonal, so each token sees only itself and what precedes it.
+fn causal_mask(seq: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let values: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(values, (seq, seq), device)?
+        .to_dtype(dtype)?
+        .unsqueeze(0)?
+        .unsqueeze(0)
+}

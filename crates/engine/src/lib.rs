@@ -1,0 +1,35 @@
+//! SelfDiffusion's local engine: Stable Diffusion 1.x / 2.x / Turbo on candle, computing the same
+//! function as diffusers, with reproducible seeds, per-step progress and cancellation.
+//!
+//! candle-transformers supplies the VAE (built from the model's config); the CLIP text encoder,
+//! the UNet, the schedulers, the noise and the loop are ours, because candle's are closed or
+//! differ from diffusers (see `unet.rs` and `shared/notes/candle.md`).
+
+mod clip;
+pub mod config;
+mod device;
+mod error;
+mod model;
+mod noise;
+mod pipeline;
+mod preview;
+pub mod schedulers;
+mod tokenizer;
+mod unet;
+
+pub use clip::ClipTextEncoder;
+pub use device::{default_dtype, DeviceChoice};
+pub use error::{EngineError, Result};
+pub use model::{vae_config, StableDiffusion};
+pub use noise::{GivenLatents, NoiseSource, SeededNoise};
+pub use pipeline::{
+    load_latents, Conditioning, Control, GeneratedImage, Generation, NoObserver, Observer, Phase,
+    Progress, Request, MAX_COUNT, MAX_STEPS, SIZE_RANGE,
+};
+pub use preview::Preview;
+pub use schedulers::SchedulerKind;
+pub use tokenizer::{PromptTokenizer, Tokens};
+pub use unet::UNet;
+
+/// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.
+pub use candle_core::{DType, Device, Tensor};

@@ -1,0 +1,165 @@
+//! Loading a diffusers-layout Stable Diffusion folder: every size comes from the configs.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+
+use crate::clip::ClipTextEncoder;
+use crate::config::{
+    read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
+};
+use crate::error::{EngineError, Result};
+use crate::schedulers::{Schedule, SchedulerKind};
+use crate::tokenizer::PromptTokenizer;
+use crate::unet::UNet;
+
+/// Pipeline classes this engine runs.
+const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
+
+/// A loaded Stable Diffusion 1.x / 2.x / Turbo model.
+pub struct StableDiffusion {
+    /// The model folder.
+    pub dir: PathBuf,
+    /// The prompt tokenizer.
+    pub tokenizer: PromptTokenizer,
+    /// The text encoder.
+    pub text_encoder: ClipTextEncoder,
+    /// The denoising UNet.
+    pub unet: UNet,
+    /// The autoencoder.
+    pub vae: AutoEncoderKL,
+    /// The VAE's config (scale factor, latent scaling).
+    pub vae_config: VaeConfig,
+    /// The UNet's config.
+    pub unet_config: UNetConfig,
+    /// The training noise schedule.
+    pub schedule: Schedule,
+    /// The scheduler the model was saved with, when it is one of ours.
+    pub default_scheduler: Option<SchedulerKind>,
+    /// Where it runs.
+    pub device: Device,
+    /// Weight precision.
+    pub dtype: DType,
+}
+
+/// Maps weights of `file` (mmapped) for `dtype` on `device`.
+fn weights(file: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    // SAFETY: the file is mapped read-only; a model folder is not modified while the app runs.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[file], dtype, device) }.map_err(|e| {
+        EngineError::Weights {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Wraps a construction error as a weights error naming the file.
+fn in_file<T>(file: &Path, r: candle_core::Result<T>) -> Result<T> {
+    r.map_err(|e| EngineError::Weights {
+        file: file.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Translates a diffusers VAE config into candle's.
+pub fn vae_config(c: &VaeConfig) -> Result<AutoEncoderKLConfig> {
+    if c.block_out_channels.is_empty()
+        || c.block_out_channels
+            .iter()
+            .any(|ch| ch % c.norm_num_groups != 0)
+    {
+        return Err(EngineError::Unsupported(format!(
+            "VAE channels {:?} with {} norm groups",
+            c.block_out_channels, c.norm_num_groups
+        )));
+    }
+    Ok(AutoEncoderKLConfig {
+        block_out_channels: c.block_out_channels.clone(),
+        layers_per_block: c.layers_per_block,
+        latent_channels: c.latent_channels,
+        norm_num_groups: c.norm_num_groups,
+        use_quant_conv: c.use_quant_conv,
+        use_post_quant_conv: c.use_post_quant_conv,
+    })
+}
+
+impl StableDiffusion {
+    /// Loads a model folder for `device` with weights in `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
+        if !SUPPORTED_PIPELINES.contains(&index.class_name.as_str()) {
+            return Err(EngineError::Unsupported(format!(
+                "{} in {}",
+                index.class_name,
+                dir.display()
+            )));
+        }
+        let component = |name: &str| Component {
+            dir: dir.join(name),
+        };
+
+        let tokenizer = PromptTokenizer::load(&component("tokenizer").dir)?;
+
+        let te = component("text_encoder");
+        let te_config: ClipTextConfig = read_json(&te.dir.join("config.json"))?;
+        let te_file = te.weights("model")?;
+        let text_encoder = ClipTextEncoder::new(weights(&te_file, dtype, device)?, &te_config)
+            .map_err(|e| match e {
+                EngineError::Candle(c) => EngineError::Weights {
+                    file: te_file.clone(),
+                    reason: c.to_string(),
+                },
+                other => other,
+            })?;
+
+        let un = component("unet");
+        let unet_cfg: UNetConfig = read_json(&un.dir.join("config.json"))?;
+        let unet_file = un.weights("diffusion_pytorch_model")?;
+        let unet =
+            UNet::new(weights(&unet_file, dtype, device)?, &unet_cfg).map_err(|e| match e {
+                EngineError::Candle(c) => EngineError::Weights {
+                    file: unet_file.clone(),
+                    reason: c.to_string(),
+                },
+                other => other,
+            })?;
+
+        let va = component("vae");
+        let vae_cfg: VaeConfig = read_json(&va.dir.join("config.json"))?;
+        let vae_file = va.weights("diffusion_pytorch_model")?;
+        let vae = in_file(
+            &vae_file,
+            AutoEncoderKL::new(
+                weights(&vae_file, dtype, device)?,
+                vae_cfg.in_channels,
+                vae_cfg.out_channels,
+                vae_config(&vae_cfg)?,
+            ),
+        )?;
+
+        let sched_cfg: SchedulerConfig =
+            read_json(&component("scheduler").dir.join("scheduler_config.json"))?;
+        if unet_cfg.cross_attention_dim != te_config.hidden_size {
+            return Err(EngineError::Unsupported(format!(
+                "the UNet expects {}-wide text context but the text encoder gives {}",
+                unet_cfg.cross_attention_dim, te_config.hidden_size
+            )));
+        }
+        tracing::info!(dir = %dir.display(), ?dtype, "model loaded");
+        Ok(StableDiffusion {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            vae_config: vae_cfg,
+            unet_config: unet_cfg,
+            schedule: Schedule::from_config(&sched_cfg)?,
+            default_scheduler: SchedulerKind::from_class(&sched_cfg.class_name),
+            device: device.clone(),
+            dtype,
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! Helpers for the engine's tests: locating the shared fixture and building a tiny random model.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
+use selfdiffusion_engine::{vae_config, ClipTextEncoder, UNet};
+
+/// The diffusers parity fixture, if present. Under `CI=true` a missing fixture is a failure;
+/// elsewhere the caller skips with the returned message.
+pub fn fixture() -> Result<PathBuf, String> {
+    let candidates = std::env::var_os("SELFDIFFUSION_FIXTURES")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|a| a.join("shared/fixtures")),
+        )
+        .chain(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|a| a.join("../shared/fixtures")),
+        );
+    for base in candidates {
+        let dir = base.join("tiny-sd15");
+        if dir.join("model/model_index.json").is_file() {
+            return Ok(dir);
+        }
+    }
+    let msg = "fixture tiny-sd15 not found (set SELFDIFFUSION_FIXTURES to the folder holding it, or keep ../shared beside the checkout)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}; under CI=true the parity tests must run");
+    }
+    Err(msg.to_string())
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+const TEXT_ENCODER: &str = r#"{"architectures": ["CLIPTextModel"], "hidden_act": "quick_gelu", "hidden_size": 16,
+  "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "max_position_embeddings": 16,
+  "vocab_size": 12, "layer_norm_eps": 1e-5}"#;
+const UNET: &str = r#"{"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 2,
+  "block_out_channels": [16, 32], "cross_attention_dim": 16, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+  "norm_num_groups": 4, "sample_size": 8}"#;
+const VAE: &str = r#"{"_class_name": "AutoencoderKL", "block_out_channels": [8, 8, 16, 16], "in_channels": 3, "out_channels": 3,
+  "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4, "scaling_factor": 0.18215}"#;
+const SCHEDULER: &str = r#"{"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+  "beta_schedule": "scaled_linear", "steps_offset": 1, "timestep_spacing": "leading", "set_alpha_to_one": false}"#;
+const TOKENIZER_CONFIG: &str = r#"{"model_max_length": 16, "pad_token": "<|endoftext|>"}"#;
+
+/// A word-level tokenizer with start/end tokens, as a `tokenizer.json`.
+fn tokenizer_json() -> String {
+    let words = [
+        "a", "cat", "dog", "on", "mars", "red", "blue", "photo", "of",
+    ];
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<|startoftext|>".into(), 0.into());
+    vocab.insert("<|endoftext|>".into(), 1.into());
+    vocab.insert("<unk>".into(), 2.into());
+    for (i, w) in words.iter().enumerate() {
+        vocab.insert((*w).into(), (i + 3).into());
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<|startoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {
+                "<|startoftext|>": {"id": "<|startoftext|>", "ids": [0], "tokens": ["<|startoftext|>"]},
+                "<|endoftext|>": {"id": "<|endoftext|>", "ids": [1], "tokens": ["<|endoftext|>"]}
+            }
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+    .to_string()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Writes a complete tiny SD 1.x folder with random weights into `dir`.
+pub fn tiny_model(dir: &Path) {
+    write(
+        &dir.join("model_index.json"),
+        r#"{"_class_name": "StableDiffusionPipeline"}"#,
+    );
+    write(&dir.join("text_encoder/config.json"), TEXT_ENCODER);
+    write(&dir.join("unet/config.json"), UNET);
+    write(&dir.join("vae/config.json"), VAE);
+    write(&dir.join("scheduler/scheduler_config.json"), SCHEDULER);
+    write(
+        &dir.join("tokenizer/tokenizer_config.json"),
+        TOKENIZER_CONFIG,
+    );
+    write(&dir.join("tokenizer/tokenizer.json"), &tokenizer_json());
+    let device = Device::Cpu;
+
+    let vm = VarMap::new();
+    let te: ClipTextConfig = serde_json::from_str(TEXT_ENCODER).unwrap();
+    ClipTextEncoder::new(VarBuilder::from_varmap(&vm, DType::F32, &device), &te).unwrap();
+    vm.save(dir.join("text_encoder/model.safetensors")).unwrap();
+
+    let vm = VarMap::new();
+    let un: UNetConfig = serde_json::from_str(UNET).unwrap();
+    UNet::new(VarBuilder::from_varmap(&vm, DType::F32, &device), &un).unwrap();
+    vm.save(dir.join("unet/diffusion_pytorch_model.safetensors"))
+        .unwrap();
+
+    let vm = VarMap::new();
+    let va: VaeConfig = serde_json::from_str(VAE).unwrap();
+    AutoEncoderKL::new(
+        VarBuilder::from_varmap(&vm, DType::F32, &device),
+        3,
+        3,
+        vae_config(&va).unwrap(),
+    )
+    .unwrap();
+    vm.save(dir.join("vae/diffusion_pytorch_model.safetensors"))
+        .unwrap();
+}

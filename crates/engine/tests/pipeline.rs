@@ -1,0 +1,470 @@
+//! Behaviour of the pipeline on a tiny random model built by the test itself.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device};
+use selfdiffusion_engine::{
+    Control, EngineError, Generation, Phase, Request, SchedulerKind, StableDiffusion,
+};
+
+struct Tiny {
+    _dir: tempfile::TempDir,
+    model: StableDiffusion,
+}
+
+/// One tiny model per test binary (its weights are random but fixed once written).
+fn tiny() -> &'static StableDiffusion {
+    static MODEL: OnceLock<Tiny> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            common::tiny_model(dir.path());
+            let model = StableDiffusion::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+            Tiny { _dir: dir, model }
+        })
+        .model
+}
+
+fn request() -> Request {
+    Request {
+        prompt: "a red cat on mars".into(),
+        negative_prompt: "blue".into(),
+        steps: 3,
+        guidance: 5.0,
+        seed: 42,
+        width: 64,
+        height: 64,
+        ..Request::default()
+    }
+}
+
+fn generate(req: &Request) -> Generation {
+    tiny()
+        .generate(req, &Control::default(), &mut |_| {})
+        .unwrap()
+}
+
+#[test]
+fn same_seed_gives_identical_images_for_every_scheduler() {
+    for kind in [
+        SchedulerKind::Ddim,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmPp2mKarras,
+    ] {
+        let req = Request {
+            scheduler: Some(kind),
+            ..request()
+        };
+        let a = generate(&req);
+        let b = generate(&req);
+        assert_eq!(
+            a.images[0].rgb, b.images[0].rgb,
+            "{kind:?} is not reproducible"
+        );
+        assert_eq!(a.scheduler, kind);
+        let other = generate(&Request {
+            seed: 43,
+            ..req.clone()
+        });
+        assert_ne!(
+            a.images[0].rgb, other.images[0].rgb,
+            "{kind:?} ignores the seed"
+        );
+    }
+}
+
+#[test]
+fn image_k_of_a_batch_is_remade_alone_with_seed_plus_k() {
+    let batch = generate(&Request {
+        count: 3,
+        scheduler: Some(SchedulerKind::EulerAncestral),
+        ..request()
+    });
+    assert_eq!(batch.images.len(), 3);
+    let third = generate(&Request {
+        seed: 44,
+        scheduler: Some(SchedulerKind::EulerAncestral),
+        ..request()
+    });
+    assert_eq!(batch.images[2].seed, 44);
+    assert_eq!(batch.images[2].rgb, third.images[0].rgb);
+    assert_eq!((batch.images[0].width, batch.images[0].height), (64, 64));
+    assert_eq!(batch.images[0].rgb.len(), 64 * 64 * 3);
+}
+
+#[test]
+fn non_square_sizes_work() {
+    let g = generate(&Request {
+        width: 96,
+        height: 64,
+        ..request()
+    });
+    assert_eq!((g.images[0].width, g.images[0].height), (96, 64));
+}
+
+#[test]
+fn progress_reports_every_step_with_phases_eta_and_previews() {
+    let mut seen = Vec::new();
+    let req = Request {
+        count: 2,
+        preview_every: 1,
+        ..request()
+    };
+    tiny()
+        .generate(&req, &Control::default(), &mut |p| {
+            seen.push((p.phase, p.image, p.step, p.eta.is_some(), p.preview.clone()))
+        })
+        .unwrap();
+    assert_eq!(seen[0].0, Phase::EncodingPrompt);
+    let denoise: Vec<(usize, usize)> = seen
+        .iter()
+        .filter(|s| s.0 == Phase::Denoising)
+        .map(|s| (s.1, s.2))
+        .collect();
+    assert_eq!(
+        denoise,
+        vec![
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3)
+        ]
+    );
+    assert_eq!(seen.iter().filter(|s| s.0 == Phase::Decoding).count(), 2);
+    assert!(
+        seen.iter()
+            .filter(|s| s.0 == Phase::Denoising && s.2 > 0)
+            .all(|s| s.3),
+        "ETA after the first step"
+    );
+    let previews: Vec<_> = seen.iter().filter_map(|s| s.4.clone()).collect();
+    assert_eq!(
+        previews.len(),
+        4,
+        "a preview after steps 1 and 2 of each image"
+    );
+    assert_eq!((previews[0].width, previews[0].height), (8, 8));
+    assert_eq!(&previews[0].to_png()[..4], b"\x89PNG");
+}
+
+#[test]
+fn cancel_stops_between_steps_without_an_image() {
+    let control = Control::default();
+    let mut last_step = 0;
+    let err = tiny()
+        .generate(
+            &Request {
+                steps: 10,
+                ..request()
+            },
+            &control,
+            &mut |p| {
+                last_step = p.step;
+                if p.phase == Phase::Denoising && p.step == 2 {
+                    control.cancel();
+                }
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled), "{err}");
+    assert_eq!(last_step, 2);
+}
+
+#[test]
+fn stop_after_current_finishes_the_image_in_progress() {
+    let control = Control::default();
+    let g = tiny()
+        .generate(
+            &Request {
+                count: 3,
+                ..request()
+            },
+            &control,
+            &mut |p| {
+                if p.image == 0 && p.step == 1 {
+                    control.stop_after_current();
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(g.images.len(), 1);
+    assert!(g.stopped_early);
+}
+
+#[test]
+fn guidance_at_most_one_runs_without_cfg() {
+    struct Batch(Vec<usize>);
+    impl selfdiffusion_engine::Observer for Batch {
+        fn unet(
+            &mut self,
+            _i: usize,
+            input: &candle_core::Tensor,
+            _t: f64,
+            _o: &candle_core::Tensor,
+        ) {
+            self.0.push(input.dims()[0]);
+        }
+    }
+    let model = tiny();
+    for (guidance, batch) in [(1.0, 1), (0.0, 1), (1.5, 2)] {
+        let req = Request {
+            guidance,
+            ..request()
+        };
+        let cond = model
+            .encode_prompts(
+                &req.prompt,
+                &req.negative_prompt,
+                guidance,
+                &mut selfdiffusion_engine::NoObserver,
+            )
+            .unwrap();
+        let mut seen = Batch(Vec::new());
+        let mut noise = selfdiffusion_engine::SeededNoise::new(1);
+        model
+            .run_image(
+                &req,
+                SchedulerKind::Ddim,
+                &cond,
+                &mut noise,
+                &Control::default(),
+                &mut seen,
+            )
+            .unwrap();
+        assert!(
+            seen.0.iter().all(|b| *b == batch),
+            "guidance {guidance}: batches {:?}",
+            seen.0
+        );
+    }
+}
+
+#[test]
+fn long_prompts_are_truncated_and_reported() {
+    let long = "a red cat ".repeat(20);
+    let tokens = tiny().tokenizer.encode(&long).unwrap();
+    assert!(tokens.truncated);
+    assert_eq!(tokens.ids.len(), 16);
+    assert_eq!(
+        (tokens.ids[0], tokens.ids[15]),
+        (0, 1),
+        "start and end tokens kept"
+    );
+    let short = tiny().tokenizer.encode("A Cat").unwrap();
+    assert_eq!(
+        short.ids[..5],
+        [0, 3, 4, 1, 1],
+        "lowercased, ended, padded with the pad token"
+    );
+    assert!(!short.truncated);
+    assert!(
+        generate(&Request {
+            prompt: long,
+            ..request()
+        })
+        .prompt_truncated
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_with_clear_messages() {
+    let cases: Vec<(Request, &str)> = vec![
+        (
+            Request {
+                steps: 0,
+                ..request()
+            },
+            "steps must be between 1 and 150",
+        ),
+        (
+            Request {
+                steps: 151,
+                ..request()
+            },
+            "steps must be between 1 and 150",
+        ),
+        (
+            Request {
+                width: 65,
+                ..request()
+            },
+            "width must be a multiple of 8",
+        ),
+        (
+            Request {
+                height: 4096,
+                ..request()
+            },
+            "height must be between 64 and 2048",
+        ),
+        (
+            Request {
+                guidance: -1.0,
+                ..request()
+            },
+            "guidance must be 0 or more",
+        ),
+        (
+            Request {
+                count: 0,
+                ..request()
+            },
+            "count must be between 1 and 16",
+        ),
+    ];
+    for (req, expected) in cases {
+        let err = tiny()
+            .generate(&req, &Control::default(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn initial_latents_from_a_file_reproduce_the_seeded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("latents.safetensors");
+    let mut noise = selfdiffusion_engine::SeededNoise::new(42);
+    let latents = selfdiffusion_engine::NoiseSource::initial(&mut noise, &[1, 4, 8, 8]).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latents".to_string(), latents)]),
+        &file,
+    )
+    .unwrap();
+    let seeded = generate(&request());
+    let from_file = generate(&Request {
+        init_latents: Some(file),
+        ..request()
+    });
+    assert_eq!(seeded.images[0].rgb, from_file.images[0].rgb);
+    let wrong = generate_err(&Request {
+        init_latents: Some(dir.path().join("nope.safetensors")),
+        ..request()
+    });
+    assert!(wrong.contains("nope.safetensors"), "{wrong}");
+    let mismatched = generate_err(&Request {
+        init_latents: Some(dir.path().join("latents.safetensors")),
+        width: 128,
+        ..request()
+    });
+    assert!(mismatched.contains("shape"), "{mismatched}");
+}
+
+fn generate_err(req: &Request) -> String {
+    tiny()
+        .generate(req, &Control::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&entry, to.join(rel)).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn load_err(dir: &Path) -> String {
+    match StableDiffusion::load(dir, &Device::Cpu, DType::F32) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn broken_model_folders_name_the_file_and_tensor() {
+    let good = tempfile::tempdir().unwrap();
+    common::tiny_model(good.path());
+
+    let missing = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), missing.path());
+    std::fs::remove_file(
+        missing
+            .path()
+            .join("vae/diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    assert!(load_err(missing.path()).contains("vae/diffusion_pytorch_model.safetensors"));
+
+    let corrupt = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), corrupt.path());
+    std::fs::write(
+        corrupt
+            .path()
+            .join("unet/diffusion_pytorch_model.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    assert!(load_err(corrupt.path()).contains("unet/diffusion_pytorch_model.safetensors"));
+
+    let shape = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), shape.path());
+    let cfg = std::fs::read_to_string(shape.path().join("text_encoder/config.json")).unwrap();
+    std::fs::write(
+        shape.path().join("text_encoder/config.json"),
+        cfg.replace("\"intermediate_size\": 32", "\"intermediate_size\": 48"),
+    )
+    .unwrap();
+    let err = load_err(shape.path());
+    assert!(
+        err.contains("text_encoder/model.safetensors") && err.contains("fc1"),
+        "{err}"
+    );
+
+    let fp16 = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), fp16.path());
+    std::fs::rename(
+        fp16.path().join("unet/diffusion_pytorch_model.safetensors"),
+        fp16.path()
+            .join("unet/diffusion_pytorch_model.fp16.safetensors"),
+    )
+    .unwrap();
+    StableDiffusion::load(fp16.path(), &Device::Cpu, DType::F32)
+        .expect("the fp16 variant is found");
+
+    let xl = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), xl.path());
+    std::fs::write(
+        xl.path().join("model_index.json"),
+        r#"{"_class_name": "StableDiffusionXLPipeline"}"#,
+    )
+    .unwrap();
+    let err = load_err(xl.path());
+    assert!(
+        err.contains("StableDiffusionXLPipeline")
+            && err.contains("Supported: Stable Diffusion 1.x, 2.x"),
+        "{err}"
+    );
+
+    let bad_sched = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), bad_sched.path());
+    std::fs::write(
+        bad_sched.path().join("scheduler/scheduler_config.json"),
+        "{ not json",
+    )
+    .unwrap();
+    assert!(load_err(bad_sched.path()).contains("scheduler_config.json"));
+}
