@@ -1,4 +1,6 @@
-//! `selfdiffusion-cli`: the project library from the command line.
+//! `selfdiffusion-cli`: the project library and local generation from the command line.
+
+mod generate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use selfdiffusion_library::{ImportOptions, Library, OnDuplicate, Project};
 use serde::Serialize;
 
-/// Manage the SelfDiffusion image library.
+/// Manage the SelfDiffusion image library and generate images locally.
 #[derive(Parser)]
 #[command(name = "selfdiffusion-cli", version, about)]
 struct Cli {
@@ -26,6 +28,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate images locally from a prompt.
+    Generate(generate::GenerateArgs),
+    #[command(flatten)]
+    Library(LibraryCommand),
+}
+
+#[derive(Subcommand)]
+enum LibraryCommand {
     /// List, create, rename or delete projects.
     Projects {
         #[command(subcommand)]
@@ -154,14 +164,27 @@ fn progress_line(json: bool, label: &str, done: usize, total: usize) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let root = selfdiffusion_library::resolve_root(cli.library.as_deref())
+    match cli.command {
+        Command::Generate(args) => {
+            generate::run(args, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Library(command) => run_library(command, cli.library.as_deref(), cli.json),
+    }
+}
+
+fn run_library(
+    command: LibraryCommand,
+    library: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let root = selfdiffusion_library::resolve_root(library)
         .context("no library folder: pass --library DIR or set SELFDIFFUSION_LIBRARY")?;
     let lib = Library::open(&root)
         .with_context(|| format!("cannot open the library at {}", root.display()))?;
-    let json = cli.json;
     let no_cancel = AtomicBool::new(false);
-    match cli.command {
-        Command::Projects { action } => match action {
+    match command {
+        LibraryCommand::Projects { action } => match action {
             ProjectsAction::List => print(json, &lib.list_projects()?, |list| {
                 list.iter()
                     .map(|p| {
@@ -215,7 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })?
             }
         },
-        Command::Import {
+        LibraryCommand::Import {
             project,
             on_duplicate,
             paths,
@@ -243,7 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lines.join("\n")
             })?
         }
-        Command::Export {
+        LibraryCommand::Export {
             project,
             images,
             out,
@@ -261,7 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 )
             })?
         }
-        Command::Verify => {
+        LibraryCommand::Verify => {
             let report = lib.verify()?;
             print(json, &report, |r| {
                 if r.is_clean() {
@@ -283,7 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Repair => {
+        LibraryCommand::Repair => {
             let report = lib.repair()?;
             print(json, &report, |r| {
                 format!(

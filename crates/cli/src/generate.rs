@@ -1,0 +1,191 @@
+//! `selfdiffusion-cli generate`: local text-to-image with a terminal progress bar.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use selfdiffusion_engine::{
+    default_dtype, Control, DeviceChoice, Phase, Request, SchedulerKind, StableDiffusion,
+};
+use selfdiffusion_library::{rgb_png_with_recipe, Recipe};
+use serde::Serialize;
+
+/// Options of `generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The prompt.
+    prompt: String,
+    /// The negative prompt.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// A diffusers model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Denoising steps (1–150).
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Guidance scale (≤ 1 turns classifier-free guidance off).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    /// Seed of the first image (random when absent); image k uses seed + k.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Width in pixels (multiple of 8).
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    /// Height in pixels (multiple of 8).
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    /// Number of images.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Scheduler: ddim, euler, euler_a, dpmpp_2m_karras (default: the model's own).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Folder for the PNGs.
+    #[arg(long)]
+    out: PathBuf,
+    /// Initial latents (safetensors, key `latents`) instead of seeded noise for the first image.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// One written image.
+#[derive(Serialize)]
+struct Written {
+    path: PathBuf,
+    seed: u64,
+    width: usize,
+    height: usize,
+}
+
+/// The JSON report of a run.
+#[derive(Serialize)]
+struct Report {
+    images: Vec<Written>,
+    scheduler: &'static str,
+    prompt_truncated: bool,
+    stopped_early: bool,
+}
+
+fn random_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (nanos as u64 ^ (std::process::id() as u64).rotate_left(32)) % (1 << 53)
+}
+
+/// Writes `bytes` beside `path` and renames, so a half-written PNG never has the final name.
+fn write_new(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let mut path = dir.join(format!("{stem}.png"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stem}-{n}.png"));
+        n += 1;
+    }
+    let tmp = dir.join(format!(".{stem}.png.part"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs a generation and writes one PNG per image, recipe embedded.
+pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerKind::parse)
+        .transpose()?;
+    let device = DeviceChoice::parse(&args.device)?.open()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((args.steps * args.count) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<24} [{bar:30}] {pos}/{len} steps, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("loading model");
+    let model = StableDiffusion::load(&args.model, &device, default_dtype(&device))?;
+    let request = Request {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative.clone(),
+        steps: args.steps,
+        guidance: args.guidance,
+        seed,
+        width: args.width,
+        height: args.height,
+        count: args.count,
+        scheduler,
+        init_latents: args.latents.clone(),
+        preview_every: 0,
+    };
+    let generation = model.generate(&request, &Control::default(), &mut |p| {
+        let label = match p.phase {
+            Phase::LoadingModel => "loading model".to_string(),
+            Phase::EncodingPrompt => "encoding prompt".to_string(),
+            Phase::Denoising => format!("image {}/{}", p.image + 1, p.images),
+            Phase::Decoding => format!("decoding {}/{}", p.image + 1, p.images),
+        };
+        bar.set_message(label);
+        bar.set_position((p.image * p.steps + p.step) as u64);
+    })?;
+    bar.finish_and_clear();
+    if generation.prompt_truncated {
+        eprintln!("warning: the prompt is longer than the model reads; its end was cut");
+    }
+    let model_name = args
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| args.model.display().to_string());
+    let mut written = Vec::new();
+    for image in &generation.images {
+        let recipe = Recipe {
+            prompt: args.prompt.clone(),
+            negative_prompt: args.negative.clone(),
+            model: Some(model_name.clone()),
+            scheduler: Some(generation.scheduler.name().to_owned()),
+            steps: Some(args.steps as u32),
+            guidance: Some(args.guidance),
+            seed: Some(image.seed),
+            width: Some(image.width as u32),
+            height: Some(image.height as u32),
+            backend: Some("local".into()),
+            ..Recipe::default()
+        };
+        let png =
+            rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)?;
+        let path = write_new(&args.out, &image.seed.to_string(), &png)?;
+        if !json {
+            println!("{}", path.display());
+        }
+        written.push(Written {
+            path,
+            seed: image.seed,
+            width: image.width,
+            height: image.height,
+        });
+    }
+    if json {
+        let report = Report {
+            images: written,
+            scheduler: generation.scheduler.name(),
+            prompt_truncated: generation.prompt_truncated,
+            stopped_early: generation.stopped_early,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

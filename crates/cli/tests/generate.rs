@@ -1,0 +1,118 @@
+//! `selfdiffusion-cli generate` on a tiny random model built by the test.
+
+#[path = "../../engine/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use selfdiffusion_library::metadata::embedded_recipe;
+
+/// A quick run: 3 steps at 64×64.
+const SMALL: &[&str] = &["--steps", "3", "--width", "64", "--height", "64"];
+
+fn generate(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_selfdiffusion-cli"))
+        .args(["generate", "a red cat", "--negative", "blue"])
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn writes_pngs_with_recipes_and_the_same_seed_gives_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-model");
+    common::tiny_model(&model);
+    let out = dir.path().join("out");
+
+    let run = generate(
+        &model,
+        &out,
+        &[
+            SMALL,
+            &[
+                "--seed",
+                "7",
+                "--count",
+                "2",
+                "--scheduler",
+                "euler_a",
+                "--json",
+                "--device",
+                "cpu",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let images = report["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(report["scheduler"], "euler_a");
+    let first = std::fs::read(images[0]["path"].as_str().unwrap()).unwrap();
+    let recipe = embedded_recipe(&first).unwrap();
+    assert_eq!(recipe.prompt, "a red cat");
+    assert_eq!(recipe.negative_prompt, "blue");
+    assert_eq!(recipe.seed, Some(7));
+    assert_eq!(recipe.steps, Some(3));
+    assert_eq!(recipe.scheduler.as_deref(), Some("euler_a"));
+    assert_eq!(recipe.model.as_deref(), Some("tiny-model"));
+    assert_eq!(recipe.backend.as_deref(), Some("local"));
+    assert_eq!(images[1]["seed"], 8);
+
+    // The second image alone, from its own seed, is the same file.
+    let again = generate(
+        &model,
+        &out,
+        &[SMALL, &["--seed", "8", "--scheduler", "euler_a", "--json"]].concat(),
+    );
+    assert!(again.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let remade = std::fs::read(report["images"][0]["path"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        remade,
+        std::fs::read(images[1]["path"].as_str().unwrap()).unwrap()
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    common::tiny_model(&model);
+    let out = dir.path().join("out");
+    let mut cases: Vec<(&[&str], &str)> = vec![
+        (
+            &["--steps", "0", "--width", "64", "--height", "64"],
+            "steps must be between 1 and 150",
+        ),
+        (&["--width", "65"], "width must be a multiple of 8"),
+        (
+            &["--scheduler", "plms"],
+            "valid schedulers: ddim, euler, euler_a, dpmpp_2m_karras",
+        ),
+    ];
+    if !cfg!(feature = "cuda") {
+        cases.push((&["--device", "cuda"], "no CUDA support"));
+    }
+    for (args, expected) in &cases {
+        let run = generate(&model, &out, args);
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let missing = generate(&dir.path().join("nope"), &out, SMALL);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("model_index.json"));
+}

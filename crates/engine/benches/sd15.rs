@@ -1,0 +1,114 @@
+//! Full-size SD 1.5 shapes with random weights (no download): seconds per UNet step (batch 2 for
+//! CFG, 64×64 latent), VAE decode at 512×512, text encoding, and peak RSS.
+//!
+//! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--json FILE]`
+//! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
+use selfdiffusion_engine::{default_dtype, vae_config, ClipTextEncoder, DeviceChoice, UNet};
+
+const CLIP: &str = r#"{"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+  "num_hidden_layers": 12, "max_position_embeddings": 77, "vocab_size": 49408}"#;
+const UNET: &str = r#"{"act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+  "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 32}"#;
+const VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+  "layers_per_block": 2, "norm_num_groups": 32}"#;
+
+/// Peak resident memory of this process in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn sync(t: &Tensor) {
+    // Reading one value back waits for the device.
+    let _ = t
+        .flatten_all()
+        .and_then(|f| f.get(0))
+        .and_then(|v| v.to_dtype(DType::F32))
+        .and_then(|v| v.to_scalar::<f32>());
+}
+
+/// Runs `f` once to warm up, then `n` times; returns mean seconds.
+fn time<T>(n: usize, mut f: impl FnMut() -> T, done: impl Fn(&T)) -> f64 {
+    done(&f());
+    let start = Instant::now();
+    for _ in 0..n {
+        done(&f());
+    }
+    start.elapsed().as_secs_f64() / n as f64
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let device = DeviceChoice::parse(&arg("--device").unwrap_or_else(|| "cpu".into()))?.open()?;
+    let dtype = default_dtype(&device);
+    let steps: usize = arg("--steps").map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let device_name = if device.is_cpu() {
+        "cpu".to_string()
+    } else {
+        format!("{device:?}")
+    };
+    eprintln!("building SD 1.5-sized models with random weights on {device_name} ({dtype:?})…");
+
+    let vm = VarMap::new();
+    let clip_cfg: ClipTextConfig = serde_json::from_str(CLIP)?;
+    let clip = ClipTextEncoder::new(VarBuilder::from_varmap(&vm, dtype, &device), &clip_cfg)?;
+    let unet_cfg: UNetConfig = serde_json::from_str(UNET)?;
+    let unet = UNet::new(
+        VarBuilder::from_varmap(&vm, dtype, &device).pp("unet"),
+        &unet_cfg,
+    )?;
+    let vae_cfg: VaeConfig = serde_json::from_str(VAE)?;
+    let vae = AutoEncoderKL::new(
+        VarBuilder::from_varmap(&vm, dtype, &device).pp("vae"),
+        3,
+        3,
+        vae_config(&vae_cfg)?,
+    )?;
+
+    let ids = Tensor::arange(0u32, 77, &device)?
+        .unsqueeze(0)?
+        .repeat((2, 1))?;
+    let text = time(steps, || clip.forward(&ids).unwrap(), sync);
+    let context = clip.forward(&ids)?;
+    let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &device)?.to_dtype(dtype)?;
+    let unet_step = time(
+        steps,
+        || unet.forward(&latents, 500.0, &context).unwrap(),
+        sync,
+    );
+    let one = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &device)?.to_dtype(dtype)?;
+    let decode = time(steps.min(2), || vae.decode(&one).unwrap(), sync);
+
+    let report = serde_json::json!({
+        "implementation": "selfdiffusion (candle)",
+        "device": device_name,
+        "dtype": format!("{dtype:?}").to_lowercase(),
+        "text_encode_batch2_s": text,
+        "unet_step_batch2_64x64_s": unet_step,
+        "vae_decode_512_s": decode,
+        "peak_rss_mib": peak_rss_mib(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = arg("--json") {
+        std::fs::write(path, serde_json::to_string(&report)?)?;
+    }
+    Ok(())
+}
