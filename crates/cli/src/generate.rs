@@ -20,7 +20,7 @@ pub struct GenerateArgs {
     /// The negative prompt.
     #[arg(long, default_value = "")]
     negative: String,
-    /// A diffusers model folder.
+    /// A catalog id (downloaded), an imported model id, or a diffusers model folder.
     #[arg(long)]
     model: PathBuf,
     /// Denoising steps (1–150).
@@ -117,7 +117,8 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message("loading model");
-    let model = StableDiffusion::load(&args.model, &device, default_dtype(&device))?;
+    let folder = crate::models::resolve(&args.model)?;
+    let model = StableDiffusion::load(&folder, &device, default_dtype(&device))?;
     let request = Request {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),

@@ -1,6 +1,7 @@
 //! `selfdiffusion-cli`: the project library and local generation from the command line.
 
 mod generate;
+mod models;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ struct Cli {
 enum Command {
     /// Generate images locally from a prompt.
     Generate(generate::GenerateArgs),
+    /// List, download, verify or import models.
+    Models {
+        #[command(subcommand)]
+        action: models::ModelsAction,
+    },
     #[command(flatten)]
     Library(LibraryCommand),
 }
@@ -167,6 +173,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => {
             generate::run(args, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models { action } => {
+            models::run(action, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Library(command) => run_library(command, cli.library.as_deref(), cli.json),

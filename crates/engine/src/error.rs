@@ -45,6 +45,9 @@ pub enum EngineError {
     /// The run was cancelled; no image was produced for the unfinished one.
     #[error("cancelled")]
     Cancelled,
+    /// The engine hit a bug; the request failed but the app goes on.
+    #[error("internal error in the engine: {0}")]
+    Panicked(String),
     /// A tensor operation failed.
     #[error("inference failed: {0}")]
     Candle(#[from] candle_core::Error),

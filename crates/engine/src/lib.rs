@@ -8,6 +8,7 @@
 mod clip;
 pub mod config;
 mod device;
+mod engine;
 mod error;
 mod model;
 mod noise;
@@ -19,6 +20,7 @@ mod unet;
 
 pub use clip::ClipTextEncoder;
 pub use device::{default_dtype, DeviceChoice};
+pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use model::{vae_config, StableDiffusion};
 pub use noise::{GivenLatents, NoiseSource, SeededNoise};

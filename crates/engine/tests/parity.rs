@@ -206,3 +206,33 @@ fn ddim_matches_diffusers_stage_by_stage() {
 fn euler_ancestral_matches_diffusers_stage_by_stage() {
     run(SchedulerKind::EulerAncestral, "euler_a");
 }
+
+#[test]
+fn clip_bpe_from_vocab_and_merges_matches_tokenizer_json() {
+    let dir = match fixture() {
+        Ok(d) => d.join("model/tokenizer"),
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let bare = tempfile::tempdir().unwrap();
+    for name in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(name), bare.path().join(name)).unwrap();
+    }
+    let full = selfdiffusion_engine::PromptTokenizer::load(&dir).unwrap();
+    let built = selfdiffusion_engine::PromptTokenizer::load(bare.path()).unwrap();
+    for prompt in [
+        "a photograph of an astronaut riding a horse on mars",
+        "",
+        "Hello,   WORLD!! It's 2026 — café naïve 東京 🚀",
+        "masterpiece, (best quality:1.2), 8k uhd, dslr",
+        &"long prompt words ".repeat(40),
+    ] {
+        assert_eq!(
+            built.encode(prompt).unwrap(),
+            full.encode(prompt).unwrap(),
+            "{prompt:?}"
+        );
+    }
+}

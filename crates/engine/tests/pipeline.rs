@@ -468,3 +468,41 @@ fn broken_model_folders_name_the_file_and_tensor() {
     .unwrap();
     assert!(load_err(bad_sched.path()).contains("scheduler_config.json"));
 }
+
+#[test]
+fn the_engine_caches_one_model_and_turns_panics_into_errors() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    common::tiny_model(a.path());
+    common::tiny_model(b.path());
+    let engine = selfdiffusion_engine::Engine::new(Device::Cpu, DType::F32);
+    let loads = |dir: &Path| {
+        let mut n = 0;
+        engine
+            .generate(dir, &request(), &Control::default(), &mut |p| {
+                n += usize::from(p.phase == Phase::LoadingModel)
+            })
+            .unwrap();
+        n
+    };
+    assert_eq!(loads(a.path()), 1);
+    assert_eq!(loads(a.path()), 0, "the cached model is reused");
+    assert_eq!(loads(b.path()), 1);
+    assert!(
+        engine.is_loaded(b.path()) && !engine.is_loaded(a.path()),
+        "switching drops the old model"
+    );
+
+    let err = engine
+        .generate(b.path(), &request(), &Control::default(), &mut |p| {
+            if p.phase == Phase::Denoising && p.step == 1 {
+                panic!("a bug in a progress handler");
+            }
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Panicked(ref m) if m.contains("a bug")),
+        "{err}"
+    );
+    assert_eq!(loads(b.path()), 0, "the engine still works after a panic");
+}

@@ -1,6 +1,6 @@
 //! DPM-Solver++ 2M with Karras sigmas, as diffusers' `DPMSolverMultistepScheduler` with
 //! `use_karras_sigmas=True`, `algorithm_type="dpmsolver++"`, `solver_order=2` and
-//! `final_sigmas_type="zero"` and `lower_order_final` (so the last step lands on x₀).
+//! `final_sigmas_type="zero"` (so the last step is first order and lands on x₀).
 
 use candle_core::Tensor;
 
@@ -49,7 +49,7 @@ impl DpmPp2m {
             .collect();
         let timesteps = sigmas
             .iter()
-            .map(|s| sigma_to_t(*s, &log_sigmas).round())
+            .map(|s| sigma_to_t(*s, &log_sigmas).round_ties_even())
             .collect();
         sigmas.push(0.0);
         DpmPp2m {
@@ -74,10 +74,8 @@ impl DpmPp2m {
             Prediction::Epsilon => ((sample - (model_output * sigma_s)?)? / alpha_s)?,
             Prediction::V => ((sample * alpha_s)? - (model_output * sigma_s)?)?,
         };
-        // diffusers' `lower_order_final`: the last step is first order, and so is the one
-        // before it when there are fewer than 15 steps.
-        let steps = self.timesteps.len();
-        let last = i + 1 == steps || (steps < 15 && i + 2 == steps);
+        // The first step has no history; the last is first order (`final_sigmas_type="zero"`).
+        let last = i + 1 == self.timesteps.len();
         let lambda = |alpha: f64, sigma: f64| alpha.ln() - sigma.ln();
         let lambda_s = lambda(alpha_s, sigma_s);
         let lambda_t = lambda(alpha_t, sigma_t);

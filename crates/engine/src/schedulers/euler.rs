@@ -21,7 +21,7 @@ pub struct Euler {
 impl Euler {
     /// Prepares `steps` steps.
     pub fn new(schedule: &Schedule, steps: usize, ancestral: bool) -> Self {
-        let timesteps = schedule.timesteps(steps);
+        let timesteps = schedule.fractional_timesteps(steps);
         let train = schedule.train_sigmas();
         let mut sigmas: Vec<f64> = timesteps.iter().map(|t| interp(*t, &train)).collect();
         sigmas.push(0.0);

@@ -151,8 +151,19 @@ impl Schedule {
         self.alphas_cumprod.len()
     }
 
-    /// Inference timesteps, highest first, as diffusers' `set_timesteps` picks them.
+    /// Inference timesteps, highest first, as diffusers' `set_timesteps` picks them (whole
+    /// numbers, rounded half to even as numpy does).
     pub fn timesteps(&self, steps: usize) -> Vec<f64> {
+        self.spaced(steps, true)
+    }
+
+    /// Like [`Schedule::timesteps`], but `linspace` spacing keeps fractional timesteps, as
+    /// diffusers' Euler schedulers do.
+    pub fn fractional_timesteps(&self, steps: usize) -> Vec<f64> {
+        self.spaced(steps, false)
+    }
+
+    fn spaced(&self, steps: usize, round_linspace: bool) -> Vec<f64> {
         let n = self.train_steps();
         match self.spacing {
             Spacing::Leading => {
@@ -165,13 +176,19 @@ impl Schedule {
             Spacing::Trailing => {
                 let ratio = n as f64 / steps as f64;
                 (0..steps)
-                    .map(|i| (n as f64 - i as f64 * ratio).round() - 1.0)
+                    .map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0)
                     .collect()
             }
             Spacing::Linspace => linspace(0.0, (n - 1) as f64, steps)
                 .into_iter()
                 .rev()
-                .map(f64::round)
+                .map(|t| {
+                    if round_linspace {
+                        t.round_ties_even()
+                    } else {
+                        t
+                    }
+                })
                 .collect(),
         }
     }

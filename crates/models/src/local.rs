@@ -1,0 +1,111 @@
+//! Model folders the user imported from disk, remembered in a small JSON registry.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoPath, ModelError, Result};
+
+/// Pipeline classes the engine runs.
+const SUPPORTED: &[&str] = &["StableDiffusionPipeline"];
+
+/// An imported model folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalModel {
+    /// Id, `local:<folder name>` (made unique).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The folder.
+    pub path: PathBuf,
+}
+
+/// The registry of imported folders.
+#[derive(Debug)]
+pub struct LocalModels {
+    file: PathBuf,
+}
+
+impl LocalModels {
+    /// The registry stored in `file` (created on first import).
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        LocalModels { file: file.into() }
+    }
+
+    /// The registry in the OS data dir (`SelfDiffusion/models.json`).
+    pub fn default_location() -> Option<Self> {
+        dirs::data_dir().map(|d| Self::new(d.join("SelfDiffusion").join("models.json")))
+    }
+
+    /// Every imported model.
+    pub fn list(&self) -> Result<Vec<LocalModel>> {
+        match std::fs::read_to_string(&self.file) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::NotAModel {
+                path: self.file.clone(),
+                reason: format!("the registry is damaged ({e}); fix or delete it"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).at(&self.file),
+        }
+    }
+
+    /// Checks that `folder` is a diffusers Stable Diffusion folder and remembers it.
+    pub fn import(&self, folder: &Path) -> Result<LocalModel> {
+        let path = std::fs::canonicalize(folder).at(folder)?;
+        check_folder(&path)?;
+        let mut models = self.list()?;
+        if let Some(existing) = models.iter().find(|m| m.path == path) {
+            return Ok(existing.clone());
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let mut id = format!("local:{name}");
+        let mut n = 2;
+        while models.iter().any(|m| m.id == id) {
+            id = format!("local:{name}-{n}");
+            n += 1;
+        }
+        let model = LocalModel { id, name, path };
+        models.push(model.clone());
+        let dir = self.file.parent().expect("the registry file has a folder");
+        std::fs::create_dir_all(dir).at(dir)?;
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(&models).expect("models serialise"),
+        )
+        .at(&tmp)?;
+        std::fs::rename(&tmp, &self.file).at(&self.file)?;
+        Ok(model)
+    }
+}
+
+/// A diffusers folder of a supported pipeline with the components the engine loads.
+pub fn check_folder(path: &Path) -> Result<()> {
+    let not = |reason: String| ModelError::NotAModel {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let index = std::fs::read_to_string(path.join("model_index.json"))
+        .map_err(|_| not("no model_index.json: not a diffusers model folder".into()))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&index).map_err(|e| not(format!("model_index.json: {e}")))?;
+    let class = index
+        .get("_class_name")
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    if !SUPPORTED.contains(&class) {
+        return Err(not(format!(
+            "{class:?} is not supported; supported kinds: Stable Diffusion 1.x, 2.x and SD-Turbo ({})",
+            SUPPORTED.join(", ")
+        )));
+    }
+    for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        if !path.join(component).is_dir() {
+            return Err(not(format!("the {component} folder is missing")));
+        }
+    }
+    Ok(())
+}
