@@ -56,10 +56,14 @@ fn weights(file: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'sta
 }
 
 /// Wraps a construction error as a weights error naming the file.
-fn in_file<T>(file: &Path, r: candle_core::Result<T>) -> Result<T> {
-    r.map_err(|e| EngineError::Weights {
-        file: file.to_path_buf(),
-        reason: e.to_string(),
+/// Tensor errors while building a component (a missing tensor, a wrong shape) name its file.
+fn in_file<T>(file: &Path, r: Result<T>) -> Result<T> {
+    r.map_err(|e| match e {
+        EngineError::Candle(c) => EngineError::Weights {
+            file: file.to_path_buf(),
+            reason: c.to_string(),
+        },
+        other => other,
     })
 }
 
@@ -105,26 +109,18 @@ impl StableDiffusion {
         let te = component("text_encoder");
         let te_config: ClipTextConfig = read_json(&te.dir.join("config.json"))?;
         let te_file = te.weights("model")?;
-        let text_encoder = ClipTextEncoder::new(weights(&te_file, dtype, device)?, &te_config)
-            .map_err(|e| match e {
-                EngineError::Candle(c) => EngineError::Weights {
-                    file: te_file.clone(),
-                    reason: c.to_string(),
-                },
-                other => other,
-            })?;
+        let text_encoder = in_file(
+            &te_file,
+            ClipTextEncoder::new(weights(&te_file, dtype, device)?, &te_config),
+        )?;
 
         let un = component("unet");
         let unet_cfg: UNetConfig = read_json(&un.dir.join("config.json"))?;
         let unet_file = un.weights("diffusion_pytorch_model")?;
-        let unet =
-            UNet::new(weights(&unet_file, dtype, device)?, &unet_cfg).map_err(|e| match e {
-                EngineError::Candle(c) => EngineError::Weights {
-                    file: unet_file.clone(),
-                    reason: c.to_string(),
-                },
-                other => other,
-            })?;
+        let unet = in_file(
+            &unet_file,
+            UNet::new(weights(&unet_file, dtype, device)?, &unet_cfg),
+        )?;
 
         let va = component("vae");
         let vae_cfg: VaeConfig = read_json(&va.dir.join("config.json"))?;
@@ -136,7 +132,8 @@ impl StableDiffusion {
                 vae_cfg.in_channels,
                 vae_cfg.out_channels,
                 vae_config(&vae_cfg)?,
-            ),
+            )
+            .map_err(EngineError::from),
         )?;
 
         let sched_cfg: SchedulerConfig =

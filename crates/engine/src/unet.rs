@@ -358,6 +358,40 @@ struct Block {
 }
 
 impl Block {
+    /// One resnet per entry of `inputs` (its input channels), each followed by a transformer
+    /// in cross-attention blocks.
+    fn layers(
+        vb: &VarBuilder,
+        b: &BlockPlan,
+        inputs: &[usize],
+        temb: usize,
+        p: &Plan,
+    ) -> CResult<(Vec<Resnet>, Vec<Transformer2D>)> {
+        let mut resnets = Vec::with_capacity(inputs.len());
+        let mut attentions = Vec::new();
+        for (l, &cin) in inputs.iter().enumerate() {
+            let name = l.to_string();
+            resnets.push(Resnet::new(
+                vb.pp("resnets").pp(&name),
+                cin,
+                b.channels,
+                temb,
+                p,
+                1.0,
+            )?);
+            if b.cross {
+                attentions.push(Transformer2D::new(
+                    vb.pp("attentions").pp(&name),
+                    b.channels,
+                    b.heads,
+                    b.depth,
+                    p,
+                )?);
+            }
+        }
+        Ok((resnets, attentions))
+    }
+
     fn layer(&self, i: usize, xs: &Tensor, temb: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let xs = self.resnets[i].forward(xs, temb)?;
         match self.attentions.get(i) {
@@ -404,29 +438,11 @@ impl UNet {
         let mut cin = ch0;
         for (i, b) in p.blocks.iter().enumerate() {
             let vb = vb.pp("down_blocks").pp(i.to_string());
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for l in 0..p.layers_per_block {
-                let rin = if l == 0 { cin } else { b.channels };
-                resnets.push(Resnet::new(
-                    vb.pp("resnets").pp(l.to_string()),
-                    rin,
-                    b.channels,
-                    temb,
-                    p,
-                    1.0,
-                )?);
-                if b.cross {
-                    attentions.push(Transformer2D::new(
-                        vb.pp("attentions").pp(l.to_string()),
-                        b.channels,
-                        b.heads,
-                        b.depth,
-                        p,
-                    )?);
-                }
-                skip_channels.push(b.channels);
-            }
+            let inputs: Vec<usize> = (0..p.layers_per_block)
+                .map(|l| if l == 0 { cin } else { b.channels })
+                .collect();
+            skip_channels.extend(inputs.iter().map(|_| b.channels));
+            let (resnets, attentions) = Block::layers(&vb, b, &inputs, temb, p)?;
             let resample = if i + 1 < n {
                 skip_channels.push(b.channels);
                 let conv = conv3(
@@ -484,29 +500,13 @@ impl UNet {
         for i in 0..n {
             let b = p.blocks[n - 1 - i];
             let vb = vb.pp("up_blocks").pp(i.to_string());
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for l in 0..=p.layers_per_block {
-                let skip = skip_channels.pop().expect("one skip per up resnet");
-                let rin = if l == 0 { prev } else { b.channels };
-                resnets.push(Resnet::new(
-                    vb.pp("resnets").pp(l.to_string()),
-                    rin + skip,
-                    b.channels,
-                    temb,
-                    p,
-                    1.0,
-                )?);
-                if b.cross {
-                    attentions.push(Transformer2D::new(
-                        vb.pp("attentions").pp(l.to_string()),
-                        b.channels,
-                        b.heads,
-                        b.depth,
-                        p,
-                    )?);
-                }
-            }
+            let inputs: Vec<usize> = (0..=p.layers_per_block)
+                .map(|l| {
+                    let skip = skip_channels.pop().expect("one skip per up resnet");
+                    skip + if l == 0 { prev } else { b.channels }
+                })
+                .collect();
+            let (resnets, attentions) = Block::layers(&vb, &b, &inputs, temb, p)?;
             let resample = (i + 1 < n)
                 .then(|| {
                     conv3(
