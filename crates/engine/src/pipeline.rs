@@ -155,11 +155,13 @@ impl Control {
         self.stop_after_current.store(true, Ordering::Relaxed);
     }
 
-    fn cancelled(&self) -> bool {
+    /// Whether a cancel was asked for.
+    pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    fn stopping(&self) -> bool {
+    /// Whether a stop after the current image was asked for.
+    pub fn stopping(&self) -> bool {
         self.stop_after_current.load(Ordering::Relaxed)
     }
 }
