@@ -20,6 +20,19 @@ const inbox = join(work, 'inbox');
 const exportPath = join(work, 'out', 'export.zip');
 mkdirSync(inbox);
 mkdirSync(join(work, 'out'));
+// The tiny diffusers model of ../shared/fixtures, registered as an imported model.
+const fixtures = process.env.SELFDIFFUSION_FIXTURES || resolve('..', 'shared', 'fixtures');
+const tinyModel = join(fixtures, 'tiny-sd15', 'model');
+const haveModel = existsSync(join(tinyModel, 'model_index.json'));
+if (!haveModel && process.env.CI === 'true') {
+  console.error(`e2e: the tiny model is missing at ${tinyModel}; under CI=true generation must be tested`);
+  process.exit(1);
+}
+mkdirSync(join(work, 'data', 'SelfDiffusion'), { recursive: true });
+if (haveModel) {
+  writeFileSync(join(work, 'data', 'SelfDiffusion', 'models.json'),
+    JSON.stringify([{ id: 'local:tiny-sd15', name: 'tiny-sd15', path: tinyModel }]));
+}
 const prompts = ['a lighthouse on a cliff at dawn', 'a red fox in fresh snow', 'a bowl of ramen, studio light'];
 const inputs = prompts.map((prompt, i) => {
   const file = join(inbox, `input-${i}.png`);
@@ -43,6 +56,7 @@ const env = {
   XDG_CONFIG_HOME: join(work, 'config'),
   XDG_DATA_HOME: join(work, 'data'),
   XDG_CACHE_HOME: join(work, 'cache'),
+  HF_HOME: join(work, 'hf'),
   GSETTINGS_BACKEND: 'memory',
   RUST_LOG: 'warn',
 };
@@ -163,8 +177,83 @@ try {
     ), 'archive shows 1 image');
   });
 
+  if (haveModel) {
+    const tiles = () => wd.exec('return document.querySelectorAll("#gallery .tile").length');
+    const setValue = (id, value) => wd.exec(
+      'const e = document.getElementById(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event("input")); e.dispatchEvent(new Event("change"))',
+      id, String(value),
+    );
+    const jobStates = () => wd.exec('return [...document.querySelectorAll("#job-list li")].map(li => li.dataset.state)');
+
+    await step('generate two images with a style and watch progress', async () => {
+      await wd.click('#new-project');
+      await wd.type('#project-name-input', 'E2E Generate');
+      await wd.click('#project-save');
+      await wd.until(async () => (await wd.text('#project-name')) === 'E2E Generate', 'generate project');
+      assert.equal(await wd.exec('return document.getElementById("gen-model").value'), 'local:tiny-sd15');
+      assert.equal(await wd.exec('return document.getElementById("gen-submit").disabled'), true, 'Generate is disabled without a prompt');
+      assert.match(await wd.text('#gen-error'), /prompt/);
+      await wd.exec(`window.__seen = []; window.__TAURI__.event.listen('job-progress', e => window.__seen.push(e.payload));`);
+      await wd.type('#gen-prompt', 'a photograph of an astronaut riding a horse on mars');
+      await wd.exec('document.querySelector(\'#style-list label[data-style="Watercolor"] input\').click()');
+      await wd.until(async () => (await wd.text('#gen-final')).startsWith('watercolor painting of a photograph of an astronaut'), 'styled prompt');
+      await setValue('gen-width', 128);
+      await setValue('gen-height', 128);
+      await setValue('gen-steps', 12);
+      await setValue('gen-count', 2);
+      await setValue('gen-seed', 7);
+      await setValue('gen-scheduler', 'ddim');
+      await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
+      await wd.click('#gen-submit');
+      await wd.until(async () => (await tiles()) === 2, '2 generated images in the gallery', 120000);
+      await wd.until(async () => (await jobStates()).includes('done'), 'job done');
+      const steps = await wd.exec('return window.__seen.filter(p => p.phase === "denoising").map(p => p.image * p.steps + p.step)');
+      assert.ok(steps.length >= 12, `progress events: ${steps.length}`);
+      assert.ok(steps.every((v, i) => i === 0 || v >= steps[i - 1]), 'progress only advances');
+      assert.ok(await wd.exec('return window.__seen.some(p => p.eta_s !== null)'), 'an ETA is reported');
+    });
+
+    await step('cancel a long job midway: nothing saved for it', async () => {
+      await setValue('gen-width', 512);
+      await setValue('gen-height', 512);
+      await setValue('gen-steps', 150);
+      await setValue('gen-count', 1);
+      await wd.exec('window.__seen = []');
+      await wd.click('#gen-submit');
+      await wd.until(() => wd.exec('return window.__seen.some(p => p.phase === "denoising" && p.step >= 3)'), 'the long job running', 120000);
+      await settle();
+      writeFileSync(join(shots, 'generate-running.png'), await wd.screenshot());
+      await wd.click('#job-list li[data-state="running"] button[data-action="cancel"]');
+      await wd.until(async () => (await jobStates())[0] === 'cancelled', 'job cancelled', 30000);
+      assert.equal(await tiles(), 2, 'no image from the cancelled job');
+    });
+
+    await step('reuse parameters and generate again: the same file', async () => {
+      await wd.exec('document.querySelector("#gallery .tile").click()');
+      await wd.waitFor('#viewer[open] #viewer-recipe');
+      assert.equal(await wd.text('#viewer-recipe dd[data-field="seed"]'), '8');
+      assert.equal(await wd.text('#viewer-recipe dd[data-field="styles"]'), 'Watercolor');
+      assert.match(await wd.text('#viewer-recipe dd[data-field="prompt"]'), /^watercolor painting of a photograph of an astronaut/);
+      const sha = await wd.text('#viewer-recipe dd[data-field="sha-256"]');
+      await wd.click('#viewer-reuse');
+      assert.equal(await wd.exec('return document.getElementById("gen-seed").value'), '8');
+      assert.equal(await wd.exec('return document.getElementById("gen-width").value'), '128');
+      await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
+      await wd.click('#gen-submit');
+      await wd.until(async () => (await tiles()) === 3, 'the regenerated image', 120000);
+      await wd.exec('document.querySelector("#gallery .tile").click()');
+      await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="sha-256"]')) === sha, 'identical file hash');
+      await wd.click('#viewer-close');
+      await settle();
+      writeFileSync(join(shots, 'generate-gallery.png'), await wd.screenshot());
+    });
+  } else {
+    console.log(`e2e: generation steps skipped: no tiny model at ${tinyModel} (set SELFDIFFUSION_FIXTURES)`);
+  }
+
   await step('delete the projects', async () => {
-    for (const left of [1, 0]) {
+    const count = await wd.exec('return document.querySelectorAll("#project-list .project").length');
+    for (let left = count - 1; left >= 0; left -= 1) {
       await wd.click('#delete-project');
       await wd.click('#confirm-ok');
       await wd.until(() => wd.exec('return document.querySelectorAll("#project-list .project").length === arguments[0]', left), `${left} project(s) left`);

@@ -20,6 +20,13 @@ const COMMANDS: &[&str] = &[
     "cancel_export",
     "verify_library",
     "repair_library",
+    "list_styles",
+    "preview_prompt",
+    "list_models",
+    "submit_job",
+    "cancel_job",
+    "stop_job",
+    "list_jobs",
 ];
 
 fn main() {

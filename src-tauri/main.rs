@@ -3,6 +3,7 @@
 
 mod commands;
 mod dialogs;
+mod generation;
 mod logging;
 mod settings;
 mod state;
@@ -17,6 +18,7 @@ fn main() {
             app.manage(guard);
             let state = state::AppState::open(app.handle());
             app.manage(state);
+            app.manage(generation::Generation::default());
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
@@ -37,6 +39,13 @@ fn main() {
             commands::cancel_export,
             commands::verify_library,
             commands::repair_library,
+            generation::list_styles,
+            generation::preview_prompt,
+            generation::list_models,
+            generation::submit_job,
+            generation::cancel_job,
+            generation::stop_job,
+            generation::list_jobs,
         ])
         .run(tauri::generate_context!())
         .unwrap_or_else(|e| {

@@ -23,6 +23,13 @@ export const api = {
   cancelExport: () => invoke('cancel_export'),
   verifyLibrary: () => invoke('verify_library'),
   repairLibrary: () => invoke('repair_library'),
+  listStyles: () => invoke('list_styles'),
+  previewPrompt: (prompt, negative, styles) => invoke('preview_prompt', { prompt, negative, styles }),
+  listModels: () => invoke('list_models'),
+  submitJob: (params) => invoke('submit_job', { params }),
+  cancelJob: (id) => invoke('cancel_job', { id }),
+  stopJob: (id) => invoke('stop_job', { id }),
+  listJobs: () => invoke('list_jobs'),
 };
 
 let libraryRoot = '';

@@ -4,6 +4,7 @@ import { initGallery } from './gallery.js';
 import { initViewer } from './viewer.js';
 import { initTransfer } from './transfer.js';
 import { initSettings, loadLibraryInfo } from './settings.js';
+import { initGenerate } from './generate.js';
 import { on } from './state.js';
 import { toast } from './dom.js';
 
@@ -15,6 +16,7 @@ async function start() {
   await initTransfer();
   on('library-changed', refreshProjects);
   if (await loadLibraryInfo()) await refreshProjects();
+  await initGenerate();
   document.body.dataset.ready = 'true';
 }
 

@@ -2,6 +2,7 @@
 import { api, fileUrl } from './api.js';
 import { $, el, toast, formatBytes } from './dom.js';
 import { emit } from './state.js';
+import { reuseRecipe } from './generate.js';
 
 let current = null;
 let step = () => null;
@@ -80,6 +81,12 @@ async function toggleFavorite() {
 export function initViewer() {
   $('viewer-close').addEventListener('click', () => $('viewer').close());
   $('viewer-copy-prompt').addEventListener('click', copyPrompt);
+  $('viewer-reuse').addEventListener('click', () => {
+    if (!current) return;
+    reuseRecipe(current.recipe);
+    $('viewer').close();
+    toast('Parameters copied into the generate panel');
+  });
   $('viewer-favorite').addEventListener('click', toggleFavorite);
   $('viewer').addEventListener('keydown', (e) => {
     if (!current) return;

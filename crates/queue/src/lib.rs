@@ -456,7 +456,7 @@ fn run_job(
                 error: "the engine returned no image".into(),
             };
         };
-        let recipe = Recipe {
+        let mut recipe = Recipe {
             prompt: request.prompt.clone(),
             negative_prompt: negative.to_owned(),
             styles: spec.styles.iter().map(|s| s.name.clone()).collect(),
@@ -470,6 +470,14 @@ fn run_job(
             backend: Some("local".into()),
             ..Recipe::default()
         };
+        // What the user typed, so "reuse parameters" can apply the same styles again.
+        recipe
+            .extra
+            .insert("user_prompt".into(), spec.prompt.clone().into());
+        recipe.extra.insert(
+            "user_negative_prompt".into(),
+            spec.negative_prompt.clone().into(),
+        );
         let saved =
             rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
                 .and_then(|png| {

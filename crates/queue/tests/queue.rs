@@ -128,6 +128,13 @@ fn jobs_run_in_order_and_save_every_image_with_its_recipe() {
     );
     assert_eq!(r.backend.as_deref(), Some("local"));
     assert_eq!(
+        (
+            r.extra["user_prompt"].as_str(),
+            r.extra["user_negative_prompt"].as_str()
+        ),
+        (Some("a red cat"), Some("blue"))
+    );
+    assert_eq!(
         s.library.image(ja.images[1]).unwrap().recipe.seed,
         Some(101)
     );
