@@ -8,6 +8,7 @@ import { join, delimiter, resolve } from 'node:path';
 import assert from 'node:assert/strict';
 import { WebDriver } from './webdriver.mjs';
 import { makePng } from './png.mjs';
+import { startHub } from './hub.mjs';
 
 const app = resolve(process.argv[2] || '');
 const shots = resolve(process.argv[3] || 'target/e2e');
@@ -20,7 +21,7 @@ const inbox = join(work, 'inbox');
 const exportPath = join(work, 'out', 'export.zip');
 mkdirSync(inbox);
 mkdirSync(join(work, 'out'));
-// The tiny diffusers model of ../shared/fixtures, registered as an imported model.
+// The tiny diffusers model of ../shared/fixtures, served as the catalog's sd-1.5 by a local hub.
 const fixtures = process.env.SELFDIFFUSION_FIXTURES || resolve('..', 'shared', 'fixtures');
 const tinyModel = join(fixtures, 'tiny-sd15', 'model');
 const haveModel = existsSync(join(tinyModel, 'model_index.json'));
@@ -28,11 +29,7 @@ if (!haveModel && process.env.CI === 'true') {
   console.error(`e2e: the tiny model is missing at ${tinyModel}; under CI=true generation must be tested`);
   process.exit(1);
 }
-mkdirSync(join(work, 'data', 'SelfDiffusion'), { recursive: true });
-if (haveModel) {
-  writeFileSync(join(work, 'data', 'SelfDiffusion', 'models.json'),
-    JSON.stringify([{ id: 'local:tiny-sd15', name: 'tiny-sd15', path: tinyModel }]));
-}
+const hub = haveModel ? await startHub(tinyModel, 'unet/diffusion_pytorch_model.fp16.safetensors') : null;
 const prompts = ['a lighthouse on a cliff at dawn', 'a red fox in fresh snow', 'a bowl of ramen, studio light'];
 const inputs = prompts.map((prompt, i) => {
   const file = join(inbox, `input-${i}.png`);
@@ -57,6 +54,7 @@ const env = {
   XDG_DATA_HOME: join(work, 'data'),
   XDG_CACHE_HOME: join(work, 'cache'),
   HF_HOME: join(work, 'hf'),
+  HF_ENDPOINT: hub ? hub.url : 'http://127.0.0.1:9',
   GSETTINGS_BACKEND: 'memory',
   RUST_LOG: 'warn',
 };
@@ -185,12 +183,26 @@ try {
     );
     const jobStates = () => wd.exec('return [...document.querySelectorAll("#job-list li")].map(li => li.dataset.state)');
 
-    await step('generate two images with a style and watch progress', async () => {
+    await step('download the default model: cut midway, then resumed', async () => {
       await wd.click('#new-project');
       await wd.type('#project-name-input', 'E2E Generate');
       await wd.click('#project-save');
       await wd.until(async () => (await wd.text('#project-name')) === 'E2E Generate', 'generate project');
-      assert.equal(await wd.exec('return document.getElementById("gen-model").value'), 'local:tiny-sd15');
+      assert.match(await wd.text('#model-download'), /^Download Stable Diffusion 1\.5 \(about 2\.1 GB\)$/);
+      await wd.click('#model-download');
+      await wd.until(async () => (await wd.text('#toasts')).includes('transfer failed'), 'the cut download reported', 60000);
+      await wd.until(() => wd.exec('return !document.getElementById("model-download").disabled'), 'download offered again');
+      await wd.click('#model-download');
+      await wd.until(() => wd.exec('return document.getElementById("gen-model-hint").hidden'), 'sd-1.5 installed', 60000);
+      assert.equal(await wd.exec('return document.getElementById("gen-model").value'), 'sd-1.5');
+      const resumed = hub.requests.filter((r) => r.range && r.url.startsWith('/blobs/'));
+      assert.equal(resumed.length, 1, `one ranged request resumes the cut file: ${JSON.stringify(hub.requests)}`);
+      assert.ok(Number(/bytes=(\d+)-/.exec(resumed[0].range)[1]) > 0, 'it resumes past the bytes already fetched');
+      const configs = hub.requests.filter((r) => r.method === 'GET' && r.url.endsWith('model_index.json'));
+      assert.equal(configs.length, 1, 'files already complete are not fetched again');
+    });
+
+    await step('generate two images with a style and watch progress', async () => {
       assert.equal(await wd.exec('return document.getElementById("gen-submit").disabled'), true, 'Generate is disabled without a prompt');
       assert.match(await wd.text('#gen-error'), /prompt/);
       await wd.exec(`window.__seen = []; window.__TAURI__.event.listen('job-progress', e => window.__seen.push(e.payload));`);
@@ -271,6 +283,7 @@ try {
 } finally {
   await wd.quit();
   driver.kill('SIGTERM'); // SIGKILL would leave WebKitWebDriver holding the pipes
+  if (hub) await hub.close();
   rmSync(work, { recursive: true, force: true });
 }
 console.log(failed ? 'e2e: failed' : `e2e: all steps passed; screenshots in ${shots}`);

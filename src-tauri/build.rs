@@ -27,6 +27,8 @@ const COMMANDS: &[&str] = &[
     "cancel_job",
     "stop_job",
     "list_jobs",
+    "download_model",
+    "cancel_model_download",
 ];
 
 fn main() {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine, SchedulerKind};
 use selfdiffusion_library::Library;
-use selfdiffusion_models::{Catalog, Defaults, HubCache, LocalModels};
+use selfdiffusion_models::{Catalog, Defaults, Downloader, HubCache, LocalModels};
 use selfdiffusion_queue::{JobId, JobInfo, JobSpec, Queue, QueueEvent};
 use selfdiffusion_styles::{Style, StyleProblem};
 use serde::{Deserialize, Serialize};
@@ -15,11 +15,13 @@ use tauri::{AppHandle, Emitter, Manager, State};
 
 use crate::state::AppState;
 
-/// The queue and the engine it runs on, made on first use for the open library.
+/// The queue and the engine it runs on, made on first use for the open library, and the
+/// cancel flag of a model download.
 #[derive(Default)]
 pub struct Generation {
     queue: Mutex<Option<(PathBuf, Arc<Queue>)>>,
     engine: Mutex<Option<Arc<Engine>>>,
+    download_cancel: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Generation {
@@ -289,4 +291,47 @@ pub fn stop_job(gen: State<'_, Generation>, id: JobId) -> Result<(), String> {
 #[tauri::command]
 pub fn list_jobs(gen: State<'_, Generation>) -> Vec<JobInfo> {
     with_queue(&gen, |q| Ok(q.jobs())).unwrap_or_default()
+}
+
+/// Downloads a catalog model into the Hugging Face cache (checking free disk first, resuming an
+/// interrupted download), emitting `model-download-progress`. Returns the model list afterwards.
+#[tauri::command]
+pub async fn download_model(
+    app: AppHandle,
+    gen: State<'_, Generation>,
+    id: String,
+) -> Result<Vec<ModelEntry>, String> {
+    let model = Catalog::builtin()
+        .get(&id)
+        .map_err(|e| e.to_string())?
+        .clone();
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    *gen.download_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    let result = tauri::async_runtime::spawn_blocking(move || {
+        Downloader::from_env().download(&model, &cancel, &mut |p| {
+            let _ = app.emit("model-download-progress", p);
+        })
+    })
+    .await
+    .map_err(|e| format!("the download stopped unexpectedly: {e}"))?;
+    *gen.download_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
+    result.map_err(|e| e.to_string())?;
+    Ok(models())
+}
+
+/// Cancels the model download in progress; it resumes where it stopped next time.
+#[tauri::command]
+pub fn cancel_model_download(gen: State<'_, Generation>) {
+    if let Some(flag) = gen
+        .download_cancel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -46,6 +46,8 @@ fn main() {
             generation::cancel_job,
             generation::stop_job,
             generation::list_jobs,
+            generation::download_model,
+            generation::cancel_model_download,
         ])
         .run(tauri::generate_context!())
         .unwrap_or_else(|e| {

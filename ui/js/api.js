@@ -30,6 +30,8 @@ export const api = {
   cancelJob: (id) => invoke('cancel_job', { id }),
   stopJob: (id) => invoke('stop_job', { id }),
   listJobs: () => invoke('list_jobs'),
+  downloadModel: (id) => invoke('download_model', { id }),
+  cancelModelDownload: () => invoke('cancel_model_download'),
 };
 
 let libraryRoot = '';

@@ -43,8 +43,14 @@ function renderModels() {
   }, m.installed ? m.name : `${m.name} (not downloaded, about ${(m.approx_bytes / 1e9).toFixed(1)} GB)`)));
   const hint = $('gen-model-hint');
   hint.hidden = installed.length > 0;
-  hint.textContent = 'No model is installed yet. Download the default one with '
-    + '`selfdiffusion-cli models download sd-1.5`, or import a diffusers folder with `selfdiffusion-cli models import`.';
+  const suggested = models.find((m) => !m.installed && m.approx_bytes);
+  $('gen-model-hint-text').textContent = 'No model is installed yet. Download one to generate on this computer '
+    + '(it is checked and can be resumed if interrupted), or import a diffusers folder with `selfdiffusion-cli models import`.';
+  $('model-download').hidden = !suggested;
+  if (suggested) {
+    $('model-download').textContent = `Download ${suggested.name} (about ${(suggested.approx_bytes / 1e9).toFixed(1)} GB)`;
+    $('model-download').dataset.modelId = suggested.id;
+  }
   if (installed.length) {
     $('gen-model').value = installed[0].id;
     applyDefaults(installed[0]);
@@ -186,6 +192,29 @@ function onProgress(p) {
   }
 }
 
+async function downloadModel() {
+  const id = $('model-download').dataset.modelId;
+  $('model-download').disabled = true;
+  $('model-download-progress').hidden = false;
+  try {
+    models = await api.downloadModel(id);
+    renderModels();
+    toast('Model ready');
+  } catch (e) {
+    toast(e, 'error');
+  } finally {
+    $('model-download').disabled = false;
+    $('model-download-progress').hidden = true;
+    validate();
+  }
+}
+
+function onDownloadProgress(p) {
+  $('model-download-bar').max = Math.max(p.bytes_total, 1);
+  $('model-download-bar').value = p.bytes_done;
+  $('model-download-text').textContent = `${(p.bytes_done / 1e6).toFixed(1)} of ${(p.bytes_total / 1e6).toFixed(1)} MB · ${p.file}`;
+}
+
 /** Fills the form from an image's recipe ("reuse parameters"), seed included. */
 export function reuseRecipe(recipe) {
   $('gen-prompt').value = recipe.user_prompt ?? recipe.prompt ?? '';
@@ -232,6 +261,9 @@ export async function initGenerate() {
   $('gen-random-seed').addEventListener('click', () => { $('gen-seed').value = ''; validate(); });
   $('gen-last-seed').addEventListener('click', () => { if (lastSeed !== null) $('gen-seed').value = lastSeed; validate(); });
   $('gen-submit').addEventListener('click', submit);
+  $('model-download').addEventListener('click', downloadModel);
+  $('model-download-cancel').addEventListener('click', () => api.cancelModelDownload());
+  await listen('model-download-progress', (e) => onDownloadProgress(e.payload));
   await listen('job-changed', (e) => onJobChanged(e.payload));
   await listen('job-progress', (e) => onProgress(e.payload));
   for (const j of await api.listJobs()) jobs.set(j.id, j);
