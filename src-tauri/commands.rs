@@ -1,7 +1,7 @@
 //! Tauri commands: thin adapters from the WebView to the library. Errors reach the UI as text.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use selfdiffusion_library::{
@@ -194,35 +194,21 @@ pub async fn export_zip(
     else {
         return Ok(None);
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    *state
-        .export_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    let cancel = state.export_cancel.begin();
     let result = blocking(&state, move |lib| {
         lib.export_zip(project_id, image_ids.as_deref(), &dest, &cancel, &mut |p| {
             let _ = app.emit("export-progress", p);
         })
     })
     .await;
-    *state
-        .export_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = None;
+    state.export_cancel.end();
     result.map(Some)
 }
 
 /// Cancels the export in progress, if any.
 #[tauri::command]
 pub fn cancel_export(state: State<'_, AppState>) {
-    if let Some(flag) = state
-        .export_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        flag.store(true, Ordering::Relaxed);
-    }
+    state.export_cancel.cancel();
 }
 
 #[tauri::command]

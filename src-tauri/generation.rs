@@ -13,6 +13,7 @@ use selfdiffusion_styles::{Style, StyleProblem};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
+use crate::cancel::CancelSlot;
 use crate::state::AppState;
 
 /// The queue and the engine it runs on, made on first use for the open library, and the
@@ -21,7 +22,7 @@ use crate::state::AppState;
 pub struct Generation {
     queue: Mutex<Option<(PathBuf, Arc<Queue>)>>,
     engine: Mutex<Option<Arc<Engine>>>,
-    download_cancel: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
+    download_cancel: CancelSlot,
 }
 
 impl Generation {
@@ -305,10 +306,7 @@ pub async fn download_model(
         .get(&id)
         .map_err(|e| e.to_string())?
         .clone();
-    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    *gen.download_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+    let cancel = gen.download_cancel.begin();
     let result = tauri::async_runtime::spawn_blocking(move || {
         Downloader::from_env().download(&model, &cancel, &mut |p| {
             let _ = app.emit("model-download-progress", p);
@@ -316,9 +314,7 @@ pub async fn download_model(
     })
     .await
     .map_err(|e| format!("the download stopped unexpectedly: {e}"))?;
-    *gen.download_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = None;
+    gen.download_cancel.end();
     result.map_err(|e| e.to_string())?;
     Ok(models())
 }
@@ -326,12 +322,5 @@ pub async fn download_model(
 /// Cancels the model download in progress; it resumes where it stopped next time.
 #[tauri::command]
 pub fn cancel_model_download(gen: State<'_, Generation>) {
-    if let Some(flag) = gen
-        .download_cancel
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    gen.download_cancel.cancel();
 }

@@ -1,6 +1,7 @@
 //! SelfDiffusion desktop shell: adapts the domain crates to Tauri commands and events.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod cancel;
 mod commands;
 mod dialogs;
 mod generation;

@@ -1,17 +1,18 @@
 //! The shell's state: the open library and the cancel flag of a running export.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use selfdiffusion_library::Library;
 use tauri::{AppHandle, Manager};
 
+use crate::cancel::CancelSlot;
+
 /// State shared by all commands.
 pub struct AppState {
     library: Mutex<Result<Arc<Library>, String>>,
     /// Set to cancel the export in progress.
-    pub export_cancel: Mutex<Option<Arc<AtomicBool>>>,
+    pub export_cancel: CancelSlot,
 }
 
 impl AppState {
@@ -30,7 +31,7 @@ impl AppState {
         }
         AppState {
             library: Mutex::new(library),
-            export_cancel: Mutex::new(None),
+            export_cancel: CancelSlot::default(),
         }
     }
 
