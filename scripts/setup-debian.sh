@@ -5,12 +5,14 @@
 #     librsvg, libxdo, appindicator, OpenSSL dev files; for tests also Xvfb and
 #     webkit2gtk-driver (WebKitWebDriver)
 #   Rust: the stable toolchain via rustup if cargo is missing
-#   for tests: tauri-driver (cargo install), Node.js (apt) if missing
+#   for tests: tauri-driver (cargo install), Node.js (apt) if missing, and the Cognito emulator
+#     moto 5.2.5 (PyPI) in a virtualenv under ~/.cache/selfdiffusion-moto
 set -euo pipefail
 
 APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
   libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
 TEST_PACKAGES=(xvfb xauth webkit2gtk-driver)
+MOTO_VENV="${MOTO_VENV:-$HOME/.cache/selfdiffusion-moto}"
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -50,4 +52,10 @@ setup_tests() {
     echo "==> cargo: installing tauri-driver"
     cargo install tauri-driver --locked
   fi
+  if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+    echo "==> pip: installing the Cognito emulator (moto) into $MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" 2>/dev/null || { install_packages python3-venv; python3 -m venv "$MOTO_VENV"; }
+    "$MOTO_VENV/bin/pip" install -q 'moto[server,cognitoidp]==5.2.5'
+  fi
+  export MOTO_SERVER="$MOTO_VENV/bin/moto_server"
 }
