@@ -94,7 +94,8 @@ pub struct ClipTextEncoder {
 }
 
 impl ClipTextEncoder {
-    /// Builds the encoder from its config; weights under `text_model.` (as SD checkpoints name them).
+    /// Builds the encoder from its config; weights under `text_model.` (as SD checkpoints name
+    /// them) or without the prefix.
     pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
         let activation = match config.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
@@ -115,7 +116,12 @@ impl ClipTextEncoder {
                 config.hidden_size, config.num_attention_heads
             )));
         }
-        let vb = vb.pp("text_model");
+        // SD checkpoints name the weights `text_model.*`; transformers 5 saves them bare.
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
         let hidden = config.hidden_size;
         let emb = vb.pp("embeddings");
         let layers_vb = vb.pp("encoder").pp("layers");
