@@ -1,11 +1,15 @@
-//! SelfDiffusion's cloud accounts: Amazon Cognito user pools through the official SDK, with
-//! errors a user can act on, tokens that never reach logs, and the refresh token kept in a
-//! private file between runs.
+//! SelfDiffusion's cloud side: accounts (Amazon Cognito user pools through the official SDK,
+//! errors a user can act on, tokens that never reach logs, the refresh token in a private file)
+//! and the client of the cloud `generate` / `result` protocol.
 
 mod accounts;
+mod client;
 mod error;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
+pub use client::{
+    cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus, Status, MAX_IMAGE_BYTES,
+};
 pub use error::AccountError;
 pub use session::{restored, RefreshStore, Tokens};

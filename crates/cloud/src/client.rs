@@ -1,0 +1,373 @@
+//! The cloud generation client: `POST {base}/generate` → `{job_id}`, `POST {base}/result` →
+//! `{status, progress?, images, error?}`, with a Bearer token that is refreshed before it
+//! expires and once more on a 401; polling with backoff; retries of timeouts and 5xx with
+//! jitter; image downloads with a size cap and a content-type check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::accounts::{needs_refresh, Accounts};
+use crate::error::AccountError;
+use crate::session::Tokens;
+
+/// Largest image accepted from the cloud.
+pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
+/// Attempts for one request when the server times out or answers 5xx.
+const ATTEMPTS: u32 = 4;
+
+/// What can go wrong talking to the cloud.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    /// The server could not be reached.
+    #[error(
+        "cannot reach the cloud at {0}: you seem to be offline (local generation still works)"
+    )]
+    Offline(String),
+    /// The session is no longer accepted.
+    #[error("your session has expired or was signed out; log in again")]
+    Unauthorized,
+    /// The account service failed while refreshing.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The server refused the request.
+    #[error("the cloud refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered something that is not the protocol.
+    #[error("the cloud sent an unexpected answer: {0}")]
+    Protocol(String),
+    /// The job failed on the server.
+    #[error("the cloud job failed: {0}")]
+    JobFailed(String),
+    /// The job did not finish in time.
+    #[error("the cloud job did not finish within {0:?}; it may still complete later")]
+    TimedOut(Duration),
+    /// The user stopped following the job.
+    #[error("stopped following the cloud job")]
+    Cancelled,
+    /// A downloaded file is not an acceptable image.
+    #[error("{url}: {reason}")]
+    BadImage {
+        /// The image URL.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// A generation request (`samples` images of `prompt`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub prompt: String,
+    /// Number of images (1–4).
+    pub samples: u32,
+    /// Negative prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Style names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub styles: Option<Vec<String>>,
+    /// Steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// Guidance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// Seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Model id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Where a cloud job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting.
+    Queued,
+    /// Being generated.
+    Running,
+    /// Done; `images` are ready.
+    Succeeded,
+    /// Failed; `error` says why.
+    Failed,
+}
+
+/// The `result` answer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct JobStatus {
+    /// Where the job is.
+    pub status: Status,
+    /// 0..1 when the server reports it.
+    #[serde(default)]
+    pub progress: Option<f64>,
+    /// Image URLs, once succeeded.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Submitted {
+    job_id: String,
+}
+
+/// A client for one cloud endpoint and one signed-in session.
+pub struct CloudClient {
+    base: String,
+    http: reqwest::Client,
+    accounts: Arc<Accounts>,
+    tokens: Mutex<Tokens>,
+}
+
+/// Jittered exponential backoff: 200 ms, 400 ms, 800 ms … plus up to 50 %.
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.min(6);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_millis(base + (nanos as u64 % (base / 2 + 1)))
+}
+
+impl CloudClient {
+    /// A client for `base` (e.g. `https://api.example.com`), authenticating with `tokens`.
+    pub fn new(base: &str, accounts: Arc<Accounts>, tokens: Tokens) -> Self {
+        CloudClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client with the built-in TLS configuration builds"),
+            accounts,
+            tokens: Mutex::new(tokens),
+        }
+    }
+
+    /// The current tokens (refreshed ones included), e.g. to store the refresh token.
+    pub async fn tokens(&self) -> Tokens {
+        self.tokens.lock().await.clone()
+    }
+
+    async fn bearer(&self, force_refresh: bool) -> Result<String, CloudError> {
+        let mut tokens = self.tokens.lock().await;
+        if force_refresh || needs_refresh(&tokens, SystemTime::now()) {
+            *tokens = self.accounts.refresh(&tokens).await.map_err(|e| match e {
+                AccountError::WrongCredentials => CloudError::Unauthorized,
+                other => CloudError::Account(other),
+            })?;
+        }
+        Ok(tokens.id_token().to_owned())
+    }
+
+    /// POSTs JSON with retries (timeouts, connection resets, 5xx) and one refresh on a 401.
+    async fn post<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, CloudError> {
+        let url = format!("{}{path}", self.base);
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            let token = self.bearer(false).await?;
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(body)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e)
+                    if (e.is_timeout() || e.is_connect() || e.is_request())
+                        && attempt + 1 < ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    return Err(CloudError::Offline(self.base.clone()))
+                }
+                Err(e) => return Err(CloudError::Protocol(e.to_string())),
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED {
+                if refreshed {
+                    return Err(CloudError::Unauthorized);
+                }
+                refreshed = true;
+                self.bearer(true).await?;
+                continue;
+            }
+            if status.is_server_error() && attempt + 1 < ATTEMPTS {
+                attempt += 1;
+                tracing::warn!(%url, status = status.as_u16(), attempt, "cloud server error; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            let text = response
+                .text()
+                .await
+                .map_err(|e| CloudError::Protocol(e.to_string()))?;
+            if !status.is_success() {
+                let message = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("error")
+                            .or_else(|| v.get("message"))
+                            .and_then(|m| m.as_str())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| text.chars().take(200).collect());
+                return Err(CloudError::Refused {
+                    status: status.as_u16(),
+                    message,
+                });
+            }
+            return serde_json::from_str(&text)
+                .map_err(|e| CloudError::Protocol(format!("{path}: {e}")));
+        }
+    }
+
+    /// Submits a generation; returns the job id.
+    pub async fn generate(&self, request: &GenerateRequest) -> Result<String, CloudError> {
+        let body = serde_json::to_value(request).expect("a request serialises");
+        let submitted: Submitted = self.post("/generate", &body).await?;
+        Ok(submitted.job_id)
+    }
+
+    /// Asks where a job is.
+    pub async fn result(&self, job_id: &str) -> Result<JobStatus, CloudError> {
+        self.post("/result", &serde_json::json!({ "job_id": job_id }))
+            .await
+    }
+
+    /// Polls until the job succeeds or fails, backing off from 0.5 s to 5 s; `on_status` sees
+    /// every answer. Setting `cancel` stops following the job.
+    pub async fn wait(
+        &self,
+        job_id: &str,
+        timeout: Duration,
+        cancel: &AtomicBool,
+        on_status: &mut (dyn FnMut(&JobStatus) + Send),
+    ) -> Result<JobStatus, CloudError> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CloudError::Cancelled);
+            }
+            let status = self.result(job_id).await?;
+            on_status(&status);
+            match status.status {
+                Status::Succeeded => return Ok(status),
+                Status::Failed => {
+                    return Err(CloudError::JobFailed(
+                        status.error.unwrap_or_else(|| "no reason given".into()),
+                    ))
+                }
+                Status::Queued | Status::Running => {}
+            }
+            if started.elapsed() + delay > timeout {
+                return Err(CloudError::TimedOut(timeout));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Downloads a result image: at most [`MAX_IMAGE_BYTES`], and only PNG, JPEG or WebP. The
+    /// token is sent only to the cloud's own host (signed URLs elsewhere need none).
+    pub async fn download(&self, url: &str) -> Result<Vec<u8>, CloudError> {
+        let bad = |reason: String| CloudError::BadImage {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut request = self.http.get(url);
+        if url.starts_with(&self.base) {
+            request = request.bearer_auth(self.bearer(false).await?);
+        }
+        let mut response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                CloudError::Offline(self.base.clone())
+            } else {
+                bad(e.to_string())
+            }
+        })?;
+        if !response.status().is_success() {
+            return Err(bad(format!("the server answered {}", response.status())));
+        }
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !["image/png", "image/jpeg", "image/webp"]
+            .iter()
+            .any(|t| kind.starts_with(t))
+        {
+            return Err(bad(format!("not an image (content type {kind:?})")));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_IMAGE_BYTES)
+        {
+            return Err(bad(format!("larger than {MAX_IMAGE_BYTES} bytes")));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| bad(e.to_string()))? {
+            if bytes.len() + chunk.len() > MAX_IMAGE_BYTES {
+                return Err(bad(format!("larger than {MAX_IMAGE_BYTES} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+/// The recipe of a cloud image: the request, the backend and the job id.
+pub fn cloud_recipe(
+    request: &GenerateRequest,
+    job_id: &str,
+    index: usize,
+) -> selfdiffusion_library::Recipe {
+    selfdiffusion_library::Recipe {
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone().unwrap_or_default(),
+        styles: request.styles.clone().unwrap_or_default(),
+        model: request.model.clone(),
+        steps: request.steps,
+        guidance: request.guidance,
+        seed: request.seed.map(|s| s + index as u64),
+        width: request.width,
+        height: request.height,
+        backend: Some("cloud".into()),
+        job_id: Some(job_id.to_owned()),
+        ..selfdiffusion_library::Recipe::default()
+    }
+}

@@ -1,0 +1,297 @@
+//! The cloud client against a scripted generate/result server on loopback, with real tokens
+//! from the Cognito emulator (so refreshes are real).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{moto, pool, PASSWORD};
+use selfdiffusion_cloud::{
+    cloud_recipe, Accounts, CloudClient, CloudError, GenerateRequest, Status,
+};
+
+/// What the scripted server does.
+#[derive(Default)]
+struct Script {
+    /// Answer the first `/generate` with 500.
+    fail_first_generate: bool,
+    /// Reject this bearer token with 401 (a token the server considers expired).
+    reject_token: Option<String>,
+    /// Authorization headers seen.
+    seen_tokens: Vec<String>,
+    /// How many `/result` calls per job.
+    polls: HashMap<String, usize>,
+}
+
+/// A 2×2 PNG from the library's writer.
+fn png() -> Vec<u8> {
+    selfdiffusion_library::rgb_png_with_recipe(
+        2,
+        2,
+        &[255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9],
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+fn start(script: Arc<Mutex<Script>>) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let base2 = base.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let auth = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Authorization"))
+                .map(|h| h.value.to_string())
+                .unwrap_or_default();
+            let mut body = String::new();
+            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+            let json = |code: u16, v: &str| {
+                tiny_http::Response::from_string(v)
+                    .with_status_code(code)
+                    .with_header(
+                        tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
+                    )
+                    .boxed()
+            };
+            let mut s = script.lock().unwrap();
+            s.seen_tokens.push(auth.clone());
+            let token = auth.strip_prefix("Bearer ").unwrap_or("").to_owned();
+            let url = req.url().to_owned();
+            let response = if url.starts_with("/images/") {
+                match url.as_str() {
+                    "/images/0.png" | "/images/1.png" => tiny_http::Response::from_data(png())
+                        .with_header(
+                            tiny_http::Header::from_bytes("Content-Type", "image/png").unwrap(),
+                        )
+                        .boxed(),
+                    "/images/page.png" => tiny_http::Response::from_string("<html>")
+                        .with_header(
+                            tiny_http::Header::from_bytes("Content-Type", "text/html").unwrap(),
+                        )
+                        .boxed(),
+                    "/images/huge.png" => tiny_http::Response::new(
+                        200.into(),
+                        vec![tiny_http::Header::from_bytes("Content-Type", "image/png").unwrap()],
+                        Box::new(Cursor::new(vec![
+                            0u8;
+                            selfdiffusion_cloud::MAX_IMAGE_BYTES + 1
+                        ])) as Box<dyn std::io::Read + Send>,
+                        Some(selfdiffusion_cloud::MAX_IMAGE_BYTES + 1),
+                        None,
+                    ),
+                    _ => json(404, r#"{"error": "no such image"}"#),
+                }
+            } else if token.is_empty() || s.reject_token.as_deref() == Some(token.as_str()) {
+                json(401, r#"{"error": "token expired"}"#)
+            } else if url == "/generate" {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if s.fail_first_generate {
+                    s.fail_first_generate = false;
+                    json(500, r#"{"error": "busy"}"#)
+                } else if v["prompt"].as_str().is_some_and(|p| p.len() > 1000) {
+                    json(400, r#"{"error": "prompt longer than 1000 characters"}"#)
+                } else if v["prompt"] == "malformed" {
+                    json(200, "{not json")
+                } else {
+                    json(200, &format!(r#"{{"job_id": "job-{}"}}"#, v["samples"]))
+                }
+            } else if url == "/result" {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let job = v["job_id"].as_str().unwrap_or_default().to_owned();
+                let n = {
+                    let n = s.polls.entry(job.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                match (job.as_str(), n) {
+                    ("job-2", 1) => json(200, r#"{"status": "queued", "images": []}"#),
+                    ("job-2", 2) => json(
+                        200,
+                        r#"{"status": "running", "progress": 0.5, "images": []}"#,
+                    ),
+                    ("job-2", _) => json(
+                        200,
+                        &format!(
+                            r#"{{"status": "succeeded", "images": ["{base2}/images/0.png", "{base2}/images/1.png"]}}"#
+                        ),
+                    ),
+                    ("job-3", _) => json(
+                        200,
+                        r#"{"status": "failed", "images": [], "error": "out of GPU memory"}"#,
+                    ),
+                    _ => json(404, r#"{"error": "unknown job_id"}"#),
+                }
+            } else {
+                json(404, r#"{"error": "not found"}"#)
+            };
+            drop(s);
+            let _ = req.respond(response);
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_poll_download_and_save_with_the_recipe() {
+    let Some(moto) = moto() else { return };
+    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
+    accounts
+        .sign_up("eve@example.com", "eve", PASSWORD)
+        .await
+        .unwrap();
+    accounts.confirm_sign_up("eve", "1").await.unwrap();
+    let tokens = accounts.log_in("eve", PASSWORD).await.unwrap();
+    let script = Arc::new(Mutex::new(Script {
+        fail_first_generate: true,
+        reject_token: Some(tokens.id_token().to_owned()),
+        ..Script::default()
+    }));
+    let base = start(script.clone());
+    let client = CloudClient::new(&base, accounts.clone(), tokens.clone());
+
+    // The login token is refused once (401): the client refreshes and retries; then a 500 is retried.
+    let request = GenerateRequest {
+        prompt: "a kite over dunes".into(),
+        samples: 2,
+        negative_prompt: Some("blurry".into()),
+        seed: Some(40),
+        ..GenerateRequest::default()
+    };
+    let job = client.generate(&request).await.unwrap();
+    assert_eq!(job, "job-2");
+    assert_ne!(
+        client.tokens().await.id_token(),
+        tokens.id_token(),
+        "the session was refreshed"
+    );
+    assert!(
+        script.lock().unwrap().seen_tokens.len() >= 3,
+        "401, then 500, then success"
+    );
+
+    let mut seen = Vec::new();
+    let done = client
+        .wait(
+            &job,
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+            &mut |s| seen.push(s.status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen, [Status::Queued, Status::Running, Status::Succeeded]);
+    assert_eq!(done.images.len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let library = selfdiffusion_library::Library::open(dir.path()).unwrap();
+    let project = library.create_project("Cloud", None).unwrap();
+    for (i, url) in done.images.iter().enumerate() {
+        let bytes = client.download(url).await.unwrap();
+        let recipe = cloud_recipe(&request, &job, i);
+        let saved = library
+            .add_image(project.id, &bytes, &recipe, None)
+            .unwrap();
+        assert_eq!(saved.recipe.backend.as_deref(), Some("cloud"));
+        assert_eq!(saved.recipe.job_id.as_deref(), Some("job-2"));
+        assert_eq!(saved.recipe.seed, Some(40 + i as u64));
+    }
+    assert_eq!(library.project_summary(project.id).unwrap().image_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_are_clear() {
+    let Some(moto) = moto() else { return };
+    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
+    accounts
+        .sign_up("fay@example.com", "fay", PASSWORD)
+        .await
+        .unwrap();
+    accounts.confirm_sign_up("fay", "1").await.unwrap();
+    let tokens = accounts.log_in("fay", PASSWORD).await.unwrap();
+    let base = start(Arc::new(Mutex::new(Script::default())));
+    let client = CloudClient::new(&base, accounts.clone(), tokens.clone());
+    let req = |prompt: &str| GenerateRequest {
+        prompt: prompt.into(),
+        samples: 3,
+        ..GenerateRequest::default()
+    };
+
+    assert!(matches!(
+        client.generate(&req("malformed")).await,
+        Err(CloudError::Protocol(_))
+    ));
+    match client.generate(&req(&"x".repeat(1001))).await {
+        Err(CloudError::Refused {
+            status: 400,
+            message,
+        }) => assert!(message.contains("1000")),
+        other => panic!("{other:?}"),
+    }
+    match client.result("nope").await {
+        Err(CloudError::Refused {
+            status: 404,
+            message,
+        }) => assert!(message.contains("unknown job_id")),
+        other => panic!("{other:?}"),
+    }
+    let failed = client
+        .wait(
+            "job-3",
+            Duration::from_secs(10),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(CloudError::JobFailed(ref m)) if m.contains("GPU")),
+        "{failed:?}"
+    );
+    assert!(matches!(
+        client
+            .wait(
+                "job-2",
+                Duration::from_secs(10),
+                &AtomicBool::new(true),
+                &mut |_| {}
+            )
+            .await,
+        Err(CloudError::Cancelled)
+    ));
+    let page = client
+        .download(&format!("{base}/images/page.png"))
+        .await
+        .unwrap_err();
+    assert!(page.to_string().contains("not an image"), "{page}");
+    let huge = client
+        .download(&format!("{base}/images/huge.png"))
+        .await
+        .unwrap_err();
+    assert!(huge.to_string().contains("larger than"), "{huge}");
+
+    // A signed-out session fails clearly after one refresh attempt.
+    accounts.sign_out(&tokens).await.unwrap();
+    let revoked = Arc::new(Mutex::new(Script {
+        reject_token: Some(tokens.id_token().to_owned()),
+        ..Script::default()
+    }));
+    let signed_out = CloudClient::new(&start(revoked), accounts.clone(), tokens.clone());
+    assert!(matches!(
+        signed_out.generate(&req("a cat")).await,
+        Err(CloudError::Unauthorized)
+    ));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let offline = CloudClient::new(&format!("http://{closed}"), accounts, tokens);
+    let err = offline.generate(&req("a cat")).await.unwrap_err();
+    assert!(err.to_string().contains("offline"), "{err}");
+}
