@@ -197,6 +197,10 @@ impl Resnet {
     }
 }
 
+/// Largest attention score matrix computed at once, in bytes (a 64×64 latent has 4096 tokens:
+/// one head's scores take 64 MiB).
+const SCORE_BUDGET: usize = 256 << 20;
+
 /// Multi-head attention; self-attention when no context is given.
 struct Attention {
     to_q: Linear,
@@ -232,20 +236,33 @@ impl Attention {
         let q = split(self.to_q.forward(xs)?)?;
         let k = split(self.to_k.forward(context)?)?;
         let v = split(self.to_v.forward(context)?)?;
-        // Scores and softmax in f32 whatever the weights (diffusers upcasts too where it matters).
-        let dtype = q.dtype();
-        let scores = (q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            * self.scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+        let out = attend(&q, &k, &v, self.scale, SCORE_BUDGET)?;
         let out = out
             .reshape((b, self.heads, seq, d))?
             .transpose(1, 2)?
             .reshape((b, seq, dim))?;
         self.to_out.forward(&out)
     }
+}
+
+/// softmax(q·kᵀ·scale)·v over `[rows, seq, d]`, with scores and softmax in f32 whatever the
+/// weights (diffusers upcasts too where it matters), a few rows (heads) at a time so that no
+/// score matrix exceeds `budget` bytes.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, budget: usize) -> CResult<Tensor> {
+    let dtype = q.dtype();
+    let rows = q.dim(0)?;
+    let per_row = q.dim(1)? * k.dim(1)? * 4;
+    let chunk = (budget / per_row.max(1)).clamp(1, rows);
+    let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
+    for start in (0..rows).step_by(chunk) {
+        let len = chunk.min(rows - start);
+        let q = q.narrow(0, start, len)?.to_dtype(DType::F32)?;
+        let k = k.narrow(0, start, len)?.to_dtype(DType::F32)?;
+        let v = v.narrow(0, start, len)?.to_dtype(DType::F32)?;
+        let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+        parts.push(probs.matmul(&v)?.to_dtype(dtype)?);
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// Self-attention, cross-attention and a GEGLU feed-forward, each pre-normed with a residual.
@@ -613,5 +630,32 @@ impl UNet {
         }
         let h = candle_nn::ops::silu(&self.norm_out.forward(&h)?)?;
         self.conv_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn attention_in_chunks_equals_attention_at_once() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (6, 10, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (6, 7, 4), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (6, 7, 4), &dev).unwrap();
+        let whole = attend(&q, &k, &v, 0.5, usize::MAX).unwrap();
+        for budget in [1, 10 * 7 * 4, 10 * 7 * 4 * 4] {
+            let parts = attend(&q, &k, &v, 0.5, budget).unwrap();
+            let diff = (&whole - parts)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "budget {budget}");
+        }
     }
 }
