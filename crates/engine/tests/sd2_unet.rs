@@ -1,6 +1,8 @@
 //! Our UNet against diffusers on a tiny SD 2.x-style UNet (linear projections, per-block head
 //! counts, three blocks, a 6×10 latent), made by `data/make_sd2_unet_reference.py`.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::{DType, Device};
@@ -20,16 +22,7 @@ fn sd2_style_unet_matches_diffusers() {
     let unet = UNet::new(vb, &config).unwrap();
     let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).unwrap();
     let ours = unet.forward(&io["sample"], 421.0, &io["context"]).unwrap();
-    let diff = (ours - &io["out"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_diff(&ours, &io["out"]);
     eprintln!("sd2 unet: max |diff| = {diff:.2e}");
     assert!(diff < 1e-4, "max |diff| = {diff:e}");
 }
@@ -53,16 +46,7 @@ fn gelu_text_encoder_matches_transformers() {
     let ours = clip
         .forward(&io["ids"].to_dtype(DType::U32).unwrap())
         .unwrap();
-    let diff = (ours - &io["hidden"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_diff(&ours, &io["hidden"]);
     eprintln!("gelu clip: max |diff| = {diff:.2e}");
     assert!(diff < 1e-4, "max |diff| = {diff:e}");
 }
