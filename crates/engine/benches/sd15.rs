@@ -4,6 +4,7 @@
 //! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--json FILE]`
 //! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
@@ -27,6 +28,11 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn sync(t: &Tensor) {
@@ -66,36 +72,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     eprintln!("building SD 1.5-sized models with random weights on {device_name} ({dtype:?})…");
 
+    // Random weights come from a VarMap; the models then load detached copies, as from a file:
+    // computing on `Var`s would record a backprop graph and keep every intermediate alive.
     let vm = VarMap::new();
     let clip_cfg: ClipTextConfig = serde_json::from_str(CLIP)?;
-    let clip = ClipTextEncoder::new(VarBuilder::from_varmap(&vm, dtype, &device), &clip_cfg)?;
     let unet_cfg: UNetConfig = serde_json::from_str(UNET)?;
-    let unet = UNet::new(
+    let vae_cfg: VaeConfig = serde_json::from_str(VAE)?;
+    ClipTextEncoder::new(VarBuilder::from_varmap(&vm, dtype, &device), &clip_cfg)?;
+    UNet::new(
         VarBuilder::from_varmap(&vm, dtype, &device).pp("unet"),
         &unet_cfg,
     )?;
-    let vae_cfg: VaeConfig = serde_json::from_str(VAE)?;
-    let vae = AutoEncoderKL::new(
+    AutoEncoderKL::new(
         VarBuilder::from_varmap(&vm, dtype, &device).pp("vae"),
         3,
         3,
         vae_config(&vae_cfg)?,
     )?;
+    let detached: HashMap<String, Tensor> = vm
+        .data()
+        .lock()
+        .expect("the varmap lock is not poisoned")
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    drop(vm);
+    let vb = VarBuilder::from_tensors(detached, dtype, &device);
+    let clip = ClipTextEncoder::new(vb.clone(), &clip_cfg)?;
+    let unet = UNet::new(vb.pp("unet"), &unet_cfg)?;
+    let vae = AutoEncoderKL::new(vb.pp("vae"), 3, 3, vae_config(&vae_cfg)?)?;
 
+    let weights_rss = peak_rss_mib();
     let ids = Tensor::arange(0u32, 77, &device)?
         .unsqueeze(0)?
         .repeat((2, 1))?;
+    reset_peak();
     let text = time(steps, || clip.forward(&ids).unwrap(), sync);
+    let text_rss = peak_rss_mib();
     let context = clip.forward(&ids)?;
     let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &device)?.to_dtype(dtype)?;
+    reset_peak();
     let unet_step = time(
         steps,
         || unet.forward(&latents, 500.0, &context).unwrap(),
         sync,
     );
+    let unet_rss = peak_rss_mib();
     let one = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &device)?.to_dtype(dtype)?;
+    reset_peak();
     let decode = time(steps.min(2), || vae.decode(&one).unwrap(), sync);
+    let vae_rss = peak_rss_mib();
 
+    let peak = [weights_rss, text_rss, unet_rss, vae_rss]
+        .into_iter()
+        .flatten()
+        .fold(0.0, f64::max);
     let report = serde_json::json!({
         "implementation": "selfdiffusion (candle)",
         "device": device_name,
@@ -103,7 +134,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "text_encode_batch2_s": text,
         "unet_step_batch2_64x64_s": unet_step,
         "vae_decode_512_s": decode,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
+        "peak_rss_after_weights_mib": weights_rss,
+        "peak_rss_text_mib": text_rss,
+        "peak_rss_unet_mib": unet_rss,
+        "peak_rss_vae_mib": vae_rss,
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
