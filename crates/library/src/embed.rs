@@ -4,18 +4,30 @@
 use crate::error::{Error, Result};
 use crate::png_text::{with_text_chunks, PARAMETERS_KEY, RECIPE_KEY};
 use crate::recipe::Recipe;
-use crate::thumbs::{decode, encode_png};
+use crate::thumbs::{decode, encode_png, Decoded};
 
 /// Any decodable image (`label` names it in errors) as a PNG carrying `recipe`.
 /// PNG input keeps its pixel data byte for byte; other formats are re-encoded losslessly.
 pub fn png_with_recipe(label: &str, bytes: &[u8], recipe: &Recipe) -> Result<Vec<u8>> {
-    let decoded = decode(label, bytes)?;
+    png_and_pixels(label, bytes, recipe).map(|(png, _)| png)
+}
+
+/// [`png_with_recipe`], also handing back the decoded pixels (the same in the PNG, which is
+/// lossless), so a caller need not decode the result again.
+pub(crate) fn png_and_pixels(
+    label: &str,
+    bytes: &[u8],
+    recipe: &Recipe,
+) -> Result<(Vec<u8>, Decoded)> {
+    let mut decoded = decode(label, bytes)?;
     let png = if decoded.ext == "png" {
         bytes.to_vec()
     } else {
-        encode_png(label, &decoded.image)?
+        let png = encode_png(label, &decoded.image)?;
+        decoded.ext = "png";
+        png
     };
-    embed(label, &png, recipe)
+    Ok((embed(label, &png, recipe)?, decoded))
 }
 
 /// 8-bit RGB pixels as a PNG carrying `recipe`.

@@ -5,11 +5,11 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::embed::png_with_recipe;
+use crate::embed::png_and_pixels;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::recipe::Recipe;
-use crate::thumbs::{decode, thumbnail_jpeg};
+use crate::thumbs::{decode, thumbnail_jpeg, Decoded};
 use crate::{now_ms, Library};
 
 /// How an image came into the library.
@@ -129,6 +129,17 @@ impl Prepared {
         origin: Origin,
     ) -> Result<Prepared> {
         let decoded = decode(name, &bytes)?;
+        Self::from_decoded(name, bytes, decoded, recipe, origin)
+    }
+
+    /// Measures an image file whose pixels were already decoded.
+    fn from_decoded(
+        name: &str,
+        bytes: Vec<u8>,
+        decoded: Decoded,
+        recipe: Recipe,
+        origin: Origin,
+    ) -> Result<Prepared> {
         let thumb = thumbnail_jpeg(name, &decoded.image)?;
         Ok(Prepared {
             sha256: sha256_hex(&bytes),
@@ -240,8 +251,9 @@ impl Library {
         name: Option<&str>,
     ) -> Result<ImageDetail> {
         let label = name.unwrap_or("generated image");
-        let png = png_with_recipe(label, bytes, recipe)?;
-        let mut prepared = Prepared::verbatim(label, png, recipe.clone(), Origin::Generated)?;
+        let (png, pixels) = png_and_pixels(label, bytes, recipe)?;
+        let mut prepared =
+            Prepared::from_decoded(label, png, pixels, recipe.clone(), Origin::Generated)?;
         if name.is_none() {
             prepared.original_name = format!("{}.png", &prepared.sha256[..16]);
         }
