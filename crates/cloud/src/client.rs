@@ -54,6 +54,9 @@ pub enum CloudError {
     /// The user stopped following the job.
     #[error("stopped following the cloud job")]
     Cancelled,
+    /// The library could not save an image.
+    #[error("cannot save the image into the library: {0}")]
+    Library(String),
     /// A downloaded file is not an acceptable image.
     #[error("{url}: {reason}")]
     BadImage {

@@ -5,6 +5,7 @@
 mod accounts;
 mod client;
 mod error;
+mod job;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
@@ -12,4 +13,5 @@ pub use client::{
     cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus, Status, MAX_IMAGE_BYTES,
 };
 pub use error::AccountError;
+pub use job::{run_cloud_job, CloudJobEvent};
 pub use session::{restored, RefreshStore, Tokens};

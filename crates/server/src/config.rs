@@ -1,0 +1,374 @@
+//! The server's configuration: a TOML file, then `SELFDIFFUSION_SERVER_*` environment variables
+//! over it. Every value is checked before the server starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The address clients reach the server at, used in image URLs (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Folder for generated images and the URL signing key.
+    pub data_dir: PathBuf,
+    /// The diffusers-layout model folder the workers run.
+    pub model: Option<PathBuf>,
+    /// The model's name, as clients may ask for it in `model`.
+    pub model_name: String,
+    /// Device: `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
+    pub device: String,
+    /// Generation workers sharing the one loaded model.
+    pub workers: usize,
+    /// How long a signed image URL stays valid, in seconds.
+    pub signed_url_ttl_s: u64,
+    /// How long finished jobs (and their images) are kept, in seconds.
+    pub job_retention_s: u64,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Which tokens are accepted: Cognito user pool JWTs, RS256.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The expected `iss`; defaults to the AWS URL of `region` + `user_pool_id`.
+    pub issuer: Option<String>,
+    /// Where the key set is; defaults to `<issuer>/.well-known/jwks.json`.
+    pub jwks_url: Option<String>,
+    /// The pool's region (with `user_pool_id`, instead of `issuer`).
+    pub region: Option<String>,
+    /// The pool id (with `region`).
+    pub user_pool_id: Option<String>,
+    /// App client ids whose tokens are accepted (`aud` of id tokens, `client_id` of access tokens).
+    pub client_ids: Vec<String>,
+    /// Least time between two fetches of the key set caused by unknown key ids, in seconds.
+    pub jwks_refetch_min_s: Option<u64>,
+}
+
+/// What one request and one user may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest prompt (and negative prompt), in characters.
+    pub max_prompt_chars: usize,
+    /// Most images per request.
+    pub max_samples: usize,
+    /// Largest width or height, in pixels.
+    pub max_side: usize,
+    /// Most denoising steps.
+    pub max_steps: usize,
+    /// Most jobs one user may have queued or running.
+    pub max_jobs_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_prompt_chars: 2000,
+            max_samples: 4,
+            max_side: 1024,
+            max_steps: 100,
+            max_jobs_per_user: 4,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            public_url: None,
+            data_dir: PathBuf::from("selfdiffusion-server-data"),
+            model: None,
+            model_name: "sd-1.5".into(),
+            device: "auto".into(),
+            workers: 1,
+            signed_url_ttl_s: 900,
+            job_retention_s: 24 * 3600,
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The verified token settings.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    /// Expected issuer.
+    pub issuer: String,
+    /// Key set URL.
+    pub jwks_url: String,
+    /// Accepted app client ids.
+    pub client_ids: Vec<String>,
+    /// Least time between two fetches caused by unknown key ids.
+    pub refetch_min: std::time::Duration,
+}
+
+impl Config {
+    /// Reads `file` (when given), then applies the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `SELFDIFFUSION_SERVER_*` values read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let var = |name: &str| get(&format!("SELFDIFFUSION_SERVER_{name}"));
+        fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "SELFDIFFUSION_SERVER_{name} must be a number (got {v:?})"
+                ))
+            })
+        }
+        if let Some(v) = var("LISTEN") {
+            self.listen = v.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "SELFDIFFUSION_SERVER_LISTEN must be host:port, e.g. 0.0.0.0:8787 (got {v:?})"
+                ))
+            })?;
+        }
+        if let Some(v) = var("PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = var("DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = var("MODEL") {
+            self.model = Some(v.into());
+        }
+        if let Some(v) = var("MODEL_NAME") {
+            self.model_name = v;
+        }
+        if let Some(v) = var("DEVICE") {
+            self.device = v;
+        }
+        if let Some(v) = var("WORKERS") {
+            self.workers = number("WORKERS", &v)?;
+        }
+        if let Some(v) = var("SIGNED_URL_TTL_S") {
+            self.signed_url_ttl_s = number("SIGNED_URL_TTL_S", &v)?;
+        }
+        if let Some(v) = var("JOB_RETENTION_S") {
+            self.job_retention_s = number("JOB_RETENTION_S", &v)?;
+        }
+        if let Some(v) = var("ISSUER") {
+            self.auth.issuer = Some(v);
+        }
+        if let Some(v) = var("JWKS_URL") {
+            self.auth.jwks_url = Some(v);
+        }
+        if let Some(v) = var("REGION") {
+            self.auth.region = Some(v);
+        }
+        if let Some(v) = var("USER_POOL_ID") {
+            self.auth.user_pool_id = Some(v);
+        }
+        if let Some(v) = var("CLIENT_IDS") {
+            self.auth.client_ids = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        let limits = &mut self.limits;
+        for (name, slot) in [
+            ("MAX_PROMPT_CHARS", &mut limits.max_prompt_chars),
+            ("MAX_SAMPLES", &mut limits.max_samples),
+            ("MAX_SIDE", &mut limits.max_side),
+            ("MAX_STEPS", &mut limits.max_steps),
+            ("MAX_JOBS_PER_USER", &mut limits.max_jobs_per_user),
+        ] {
+            if let Some(v) = var(name) {
+                *slot = number(name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The model folder, which must exist.
+    pub fn model_dir(&self) -> Result<&Path, ConfigError> {
+        let dir = self.model.as_deref().ok_or_else(|| {
+            ConfigError(
+                "no model: set `model` in the config file or SELFDIFFUSION_SERVER_MODEL to a \
+                 diffusers-layout folder"
+                    .into(),
+            )
+        })?;
+        if !dir.join("model_index.json").is_file() && !dir.join("unet").is_dir() {
+            return Err(ConfigError(format!(
+                "{} is not a diffusers model folder (no model_index.json or unet/)",
+                dir.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// The token rules, derived and checked.
+    pub fn token_rules(&self) -> Result<TokenRules, ConfigError> {
+        let auth = &self.auth;
+        let issuer = match (&auth.issuer, &auth.region, &auth.user_pool_id) {
+            (Some(issuer), _, _) => issuer.trim_end_matches('/').to_owned(),
+            (None, Some(region), Some(pool)) => {
+                format!("https://cognito-idp.{region}.amazonaws.com/{pool}")
+            }
+            _ => {
+                return Err(ConfigError(
+                    "set auth.issuer, or auth.region and auth.user_pool_id, so tokens can be \
+                     verified"
+                        .into(),
+                ))
+            }
+        };
+        if auth.client_ids.is_empty() {
+            return Err(ConfigError(
+                "set auth.client_ids to the app client id(s) whose tokens are accepted".into(),
+            ));
+        }
+        let jwks_url = auth
+            .jwks_url
+            .clone()
+            .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+        Ok(TokenRules {
+            issuer,
+            jwks_url,
+            client_ids: auth.client_ids.clone(),
+            refetch_min: std::time::Duration::from_secs(auth.jwks_refetch_min_s.unwrap_or(30)),
+        })
+    }
+
+    /// Checks the numbers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.into()));
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_samples == 0 || l.max_samples > 4 {
+            return bad("limits.max_samples must be between 1 and 4");
+        }
+        if l.max_prompt_chars == 0 || l.max_steps == 0 || l.max_jobs_per_user == 0 {
+            return bad("limits must be at least 1");
+        }
+        let (min, max) = selfdiffusion_engine::SIZE_RANGE;
+        if l.max_side < min || l.max_side > max {
+            return Err(ConfigError(format!(
+                "limits.max_side must be between {min} and {max}"
+            )));
+        }
+        if l.max_steps > selfdiffusion_engine::MAX_STEPS {
+            return Err(ConfigError(format!(
+                "limits.max_steps must be at most {}",
+                selfdiffusion_engine::MAX_STEPS
+            )));
+        }
+        if self.signed_url_ttl_s == 0 {
+            return bad("signed_url_ttl_s must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The base of image URLs.
+    pub fn public_base(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_environment_overrides_the_file_and_errors_name_the_variable() {
+        let mut config: Config = toml::from_str(
+            r#"
+            workers = 2
+            [auth]
+            region = "eu-west-1"
+            user_pool_id = "eu-west-1_abc"
+            client_ids = ["one"]
+            [limits]
+            max_samples = 3
+            "#,
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("SELFDIFFUSION_SERVER_WORKERS", "3"),
+            ("SELFDIFFUSION_SERVER_CLIENT_IDS", "a, b"),
+            ("SELFDIFFUSION_SERVER_MAX_STEPS", "50"),
+        ]
+        .into();
+        config
+            .apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.limits.max_samples, 3);
+        assert_eq!(config.limits.max_steps, 50);
+        let rules = config.token_rules().unwrap();
+        assert_eq!(
+            rules.issuer,
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"
+        );
+        assert_eq!(
+            rules.jwks_url,
+            format!("{}/.well-known/jwks.json", rules.issuer)
+        );
+        assert_eq!(rules.client_ids, ["a", "b"]);
+        config.validate().unwrap();
+
+        let err = config
+            .apply_env(|k| (k == "SELFDIFFUSION_SERVER_WORKERS").then(|| "many".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SELFDIFFUSION_SERVER_WORKERS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_fix() {
+        let err = toml::from_str::<Config>("wokers = 2").unwrap_err();
+        assert!(err.to_string().contains("wokers"), "{err}");
+        let config = Config::default();
+        assert!(config.token_rules().unwrap_err().0.contains("auth.issuer"));
+        assert!(config
+            .model_dir()
+            .unwrap_err()
+            .0
+            .contains("SELFDIFFUSION_SERVER_MODEL"));
+        let config = Config {
+            limits: Limits {
+                max_samples: 9,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().0.contains("max_samples"));
+    }
+}

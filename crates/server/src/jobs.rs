@@ -1,0 +1,362 @@
+//! The job queue: jobs wait first in, first out; N worker threads share one engine (and one
+//! loaded model) and write each job's images into its own folder. A job belongs to the user who
+//! submitted it; finished jobs and their images are removed after the retention time.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use selfdiffusion_engine::{Control, Engine, Phase, Request};
+use selfdiffusion_library::{rgb_png_with_recipe, Recipe};
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::request::JobRequest;
+
+/// Where a job is, as `/result` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a worker.
+    Queued,
+    /// Being generated.
+    Running,
+    /// Done; its images are ready.
+    Succeeded,
+    /// Failed; `error` says why.
+    Failed,
+}
+
+/// A job as its owner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    /// Where it is.
+    pub status: Status,
+    /// 0..1 while running.
+    pub progress: Option<f64>,
+    /// How many images are ready (named `0.png` …).
+    pub images: usize,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Refusals of [`Jobs::submit`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The user already has the most jobs allowed waiting or running.
+    #[error("you already have {0} jobs queued or running; wait for one to finish")]
+    TooMany(usize),
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+struct Job {
+    owner: String,
+    username: String,
+    request: JobRequest,
+    view: JobView,
+    control: Arc<Control>,
+    finished_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    queue: VecDeque<String>,
+    shutdown: bool,
+}
+
+/// What the workers need.
+pub struct JobsConfig {
+    /// The engine (one model, shared by the workers).
+    pub engine: Arc<Engine>,
+    /// The model folder.
+    pub model_dir: PathBuf,
+    /// The model's name for recipes.
+    pub model_name: String,
+    /// Where job folders go.
+    pub images_dir: PathBuf,
+    /// Worker threads.
+    pub workers: usize,
+    /// Most jobs queued or running per user.
+    pub max_jobs_per_user: usize,
+    /// How long finished jobs are kept.
+    pub retention: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    config: JobsConfig,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, id: &str, change: impl FnOnce(&mut Job)) {
+        if let Some(job) = self.lock().jobs.get_mut(id) {
+            change(job);
+        }
+    }
+}
+
+/// The queue and its workers (stopped, running jobs cancelled, when dropped).
+pub struct Jobs {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Jobs {
+    /// Starts `config.workers` workers.
+    pub fn start(config: JobsConfig) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            config,
+        });
+        let workers = (0..shared.config.workers)
+            .map(|n| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn(move || worker(&shared))
+                    .expect("a worker thread starts")
+            })
+            .collect();
+        Jobs { shared, workers }
+    }
+
+    /// Queues `request` for `caller`; returns the job id.
+    pub fn submit(&self, caller: &Caller, request: JobRequest) -> Result<String, SubmitError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        {
+            let mut state = self.shared.lock();
+            if state.shutdown {
+                return Err(SubmitError::ShuttingDown);
+            }
+            self.sweep(&mut state);
+            let limit = self.shared.config.max_jobs_per_user;
+            let open = state
+                .jobs
+                .values()
+                .filter(|j| j.owner == caller.sub && j.finished_at.is_none())
+                .count();
+            if open >= limit {
+                return Err(SubmitError::TooMany(limit));
+            }
+            state.jobs.insert(
+                id.clone(),
+                Job {
+                    owner: caller.sub.clone(),
+                    username: caller.username.clone(),
+                    request,
+                    view: JobView {
+                        status: Status::Queued,
+                        progress: None,
+                        images: 0,
+                        error: None,
+                    },
+                    control: Arc::new(Control::default()),
+                    finished_at: None,
+                },
+            );
+            state.queue.push_back(id.clone());
+        }
+        tracing::info!(job = %id, user = %caller.username, "job queued");
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// The job `id` if it belongs to `owner` (another user's job looks just like a missing one).
+    pub fn view(&self, owner: &str, id: &str) -> Option<JobView> {
+        let state = self.shared.lock();
+        state
+            .jobs
+            .get(id)
+            .filter(|j| j.owner == owner)
+            .map(|j| j.view.clone())
+    }
+
+    /// The file of image `index` of job `id`, if it is ready and (when `owner` is given) the
+    /// job is theirs.
+    pub fn image_file(&self, owner: Option<&str>, id: &str, index: usize) -> Option<PathBuf> {
+        let state = self.shared.lock();
+        let job = state.jobs.get(id)?;
+        if owner.is_some_and(|o| o != job.owner) || index >= job.view.images {
+            return None;
+        }
+        Some(image_path(&self.shared.config.images_dir, id, index))
+    }
+
+    /// Jobs waiting and running.
+    pub fn load(&self) -> (usize, usize) {
+        let state = self.shared.lock();
+        let running = state
+            .jobs
+            .values()
+            .filter(|j| j.view.status == Status::Running)
+            .count();
+        (state.queue.len(), running)
+    }
+
+    /// Forgets jobs finished longer ago than the retention time, with their images.
+    fn sweep(&self, state: &mut State) {
+        let retention = self.shared.config.retention;
+        let old: Vec<String> = state
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.finished_at.is_some_and(|t| t.elapsed() > retention))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in old {
+            state.jobs.remove(&id);
+            let dir = self.shared.config.images_dir.join(&id);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old job's images");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.shutdown = true;
+            for job in state.jobs.values() {
+                job.control.cancel();
+            }
+        }
+        self.shared.wake.notify_all();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn image_path(images_dir: &Path, id: &str, index: usize) -> PathBuf {
+    images_dir.join(id).join(format!("{index}.png"))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("an image path has a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("png.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let (id, request, control, username) = {
+            let mut state = shared.lock();
+            loop {
+                if state.shutdown {
+                    return;
+                }
+                if let Some(id) = state.queue.pop_front() {
+                    let job = state.jobs.get_mut(&id).expect("queued jobs exist");
+                    job.view.status = Status::Running;
+                    job.view.progress = Some(0.0);
+                    break (
+                        id,
+                        job.request.clone(),
+                        job.control.clone(),
+                        job.username.clone(),
+                    );
+                }
+                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        tracing::info!(job = %id, user = %username, "job started");
+        let outcome = run(shared, &id, &request, &control);
+        shared.update(&id, |job| {
+            match outcome {
+                Ok(images) => {
+                    job.view.status = Status::Succeeded;
+                    job.view.progress = Some(1.0);
+                    job.view.images = images;
+                }
+                Err(error) => {
+                    tracing::warn!(job = %id, %error, "job failed");
+                    job.view.status = Status::Failed;
+                    job.view.progress = None;
+                    job.view.error = Some(error);
+                }
+            }
+            job.finished_at = Some(Instant::now());
+        });
+        tracing::info!(job = %id, "job finished");
+    }
+}
+
+/// Generates the job's images and writes them; returns how many were written.
+fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result<usize, String> {
+    let config = &shared.config;
+    let request = Request {
+        prompt: job.prompt.clone(),
+        negative_prompt: job.negative_prompt.clone(),
+        steps: job.steps,
+        guidance: job.guidance,
+        seed: job.seed,
+        width: job.width,
+        height: job.height,
+        count: job.samples,
+        scheduler: None,
+        init_latents: None,
+        preview_every: 0,
+    };
+    let total = (job.samples * job.steps) as f64;
+    let generation = config
+        .engine
+        .generate(&config.model_dir, &request, control, &mut |p| {
+            if p.phase == Phase::Denoising {
+                let done = (p.image * p.steps + p.step) as f64;
+                shared.update(id, |j| j.view.progress = Some((done / total).min(1.0)));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    for (index, image) in generation.images.iter().enumerate() {
+        let mut recipe = Recipe {
+            prompt: job.prompt.clone(),
+            negative_prompt: job.negative_prompt.clone(),
+            styles: job.styles.clone(),
+            model: Some(config.model_name.clone()),
+            scheduler: Some(generation.scheduler.name().to_owned()),
+            steps: Some(job.steps as u32),
+            guidance: Some(job.guidance),
+            seed: Some(image.seed),
+            width: Some(image.width as u32),
+            height: Some(image.height as u32),
+            backend: Some("selfdiffusion-server".into()),
+            job_id: Some(id.to_owned()),
+            ..Recipe::default()
+        };
+        // What the user typed, so "reuse parameters" applies the same styles again.
+        recipe
+            .extra
+            .insert("user_prompt".into(), job.user_prompt.clone().into());
+        recipe.extra.insert(
+            "user_negative_prompt".into(),
+            job.user_negative_prompt.clone().into(),
+        );
+        let png = rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
+            .map_err(|e| e.to_string())?;
+        write_atomically(&image_path(&config.images_dir, id, index), &png).map_err(|e| {
+            tracing::error!(job = %id, error = %e, "cannot write an image");
+            "the server could not store the image".to_owned()
+        })?;
+    }
+    Ok(generation.images.len())
+}

@@ -1,0 +1,66 @@
+//! The self-hostable SelfDiffusion generation server: the cloud `generate` / `result` protocol
+//! over HTTP, Cognito JWTs verified against the pool's key set, a per-user job queue on the
+//! local engine, and images served to their owner or through signed, expiring URLs.
+
+pub mod auth;
+pub mod config;
+pub mod jobs;
+pub mod request;
+pub mod routes;
+pub mod signed_url;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine};
+
+pub use config::{Config, ConfigError};
+pub use routes::{router, AppState};
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The device cannot be opened.
+    #[error(transparent)]
+    Engine(#[from] selfdiffusion_engine::EngineError),
+    /// The data folder cannot be used.
+    #[error("data folder {path}: {error}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// What failed.
+        error: std::io::Error,
+    },
+}
+
+/// Checks `config`, opens the device, prepares the data folder and starts the workers.
+pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
+    config.validate()?;
+    let rules = config.token_rules()?;
+    let model_dir = config.model_dir()?.to_path_buf();
+    let device = DeviceChoice::parse(&config.device)?.open()?;
+    let dtype = default_dtype(&device);
+    let data_error = |error| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        error,
+    };
+    let images_dir = config.data_dir.join("images");
+    std::fs::create_dir_all(&images_dir).map_err(data_error)?;
+    let signer = signed_url::UrlSigner::load_or_create(&config.data_dir.join("signing.key"))
+        .map_err(data_error)?;
+    tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
+    let jobs = jobs::Jobs::start(jobs::JobsConfig {
+        engine: Arc::new(Engine::new(device, dtype)),
+        model_dir,
+        model_name: config.model_name.clone(),
+        images_dir,
+        workers: config.workers,
+        max_jobs_per_user: config.limits.max_jobs_per_user,
+        retention: Duration::from_secs(config.job_retention_s),
+    });
+    let verifier = auth::Verifier::new(rules);
+    Ok(Arc::new(AppState::new(config, jobs, verifier, signer)))
+}

@@ -1,0 +1,256 @@
+//! The HTTP surface: `POST /generate`, `POST /result`, `GET /health`, and
+//! `GET /images/{job}/{n}.png` (with the owner's token or a signed, expiring URL). Every error is
+//! JSON `{"error": "..."}` with a status that says whose fault it is.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{AuthError, Caller, Verifier};
+use crate::config::{Config, Limits};
+use crate::jobs::{Jobs, Status, SubmitError};
+use crate::request::GenerateBody;
+use crate::signed_url::UrlSigner;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The job queue.
+    pub jobs: Jobs,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Image URL signing.
+    pub signer: UrlSigner,
+    /// Request limits.
+    pub limits: Limits,
+    /// The served model's name.
+    pub model_name: String,
+    /// Base of image URLs.
+    pub public_base: String,
+    /// Signed URL lifetime.
+    pub signed_url_ttl_s: u64,
+    /// The styles clients may name.
+    pub styles: Vec<selfdiffusion_styles::Style>,
+}
+
+impl AppState {
+    /// State for `config` around running `jobs`.
+    pub fn new(config: &Config, jobs: Jobs, verifier: Verifier, signer: UrlSigner) -> Self {
+        AppState {
+            jobs,
+            verifier,
+            signer,
+            limits: config.limits.clone(),
+            model_name: config.model_name.clone(),
+            public_base: config.public_base(),
+            signed_url_ttl_s: config.signed_url_ttl_s,
+            styles: selfdiffusion_styles::builtin(),
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = match e {
+            AuthError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            format!("invalid request body: {}", e.body_text())
+        };
+        ApiError::new(status, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+/// The routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/generate", post(generate))
+        .route("/result", post(result))
+        .route("/images/{job}/{file}", get(image))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Missing)?;
+    Ok(state.verifier.verify(token).await?)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let (queued, running) = state.jobs.load();
+    Json(json!({
+        "status": "ok",
+        "model": state.model_name,
+        "queued": queued,
+        "running": running,
+        "max_samples": state.limits.max_samples,
+    }))
+}
+
+async fn generate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<GenerateBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Json(body) = body?;
+    let request = body
+        .validate(&state.limits, &state.model_name, &state.styles)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
+        SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    })?;
+    Ok(Json(json!({ "job_id": job_id })))
+}
+
+/// The `POST /result` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultBody {
+    job_id: String,
+}
+
+async fn result(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ResultBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Json(body) = body?;
+    let view = state
+        .jobs
+        .view(&caller.sub, &body.job_id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job {:?}", body.job_id)))?;
+    let images: Vec<String> = if view.status == Status::Succeeded {
+        (0..view.images)
+            .map(|n| {
+                let path = format!("/images/{}/{n}.png", body.job_id);
+                let query = state.signer.sign(&path, state.signed_url_ttl_s);
+                format!("{}{path}?{query}", state.public_base)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut answer = json!({ "status": view.status, "images": images });
+    if let Some(progress) = view.progress {
+        answer["progress"] = json!(progress);
+    }
+    if let Some(error) = view.error {
+        answer["error"] = json!(error);
+    }
+    Ok(Json(answer))
+}
+
+/// The query of a signed image URL.
+#[derive(Deserialize)]
+struct Signature {
+    expires: Option<u64>,
+    signature: Option<String>,
+}
+
+async fn image(
+    State(state): State<Arc<AppState>>,
+    Path((job, file)): Path<(String, String)>,
+    Query(signature): Query<Signature>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such image");
+    let index: usize = file
+        .strip_suffix(".png")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(not_found)?;
+    let owner = match (signature.expires, signature.signature) {
+        (Some(expires), Some(sig)) => {
+            let path = format!("/images/{job}/{file}");
+            state
+                .signer
+                .check(&path, expires, &sig)
+                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+            None
+        }
+        _ => Some(caller(&state, &headers).await?.sub),
+    };
+    let path = state
+        .jobs
+        .image_file(owner.as_deref(), &job, index)
+        .ok_or_else(not_found)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        tracing::error!(file = %path.display(), error = %e, "cannot read an image");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the image cannot be read",
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

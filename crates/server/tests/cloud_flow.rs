@@ -1,0 +1,264 @@
+//! The whole cloud path on loopback: accounts in the Cognito emulator, the real server with a
+//! tiny model, the desktop's client saving into a real library; then what other users, stale
+//! links and bad requests get.
+
+mod common;
+
+#[path = "../../cloud/tests/common/mod.rs"]
+mod cognito;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use selfdiffusion_cloud::{
+    run_cloud_job, Accounts, CloudClient, CloudError, CloudJobEvent, GenerateRequest, Status,
+};
+use selfdiffusion_library::Library;
+use selfdiffusion_server::config::Limits;
+
+struct Cloud {
+    _moto: cognito::Moto,
+    accounts: Arc<Accounts>,
+    server: common::Running,
+}
+
+async fn cloud(limits: Limits) -> Option<Cloud> {
+    let moto = cognito::moto()?;
+    let config = cognito::pool(&moto.url, false).await;
+    let issuer = format!(
+        "https://cognito-idp.{}.amazonaws.com/{}",
+        config.region, config.user_pool_id
+    );
+    let jwks = format!("{}/{}/.well-known/jwks.json", moto.url, config.user_pool_id);
+    let server = common::start(&issuer, &jwks, &config.client_id, limits).await;
+    Some(Cloud {
+        accounts: Arc::new(Accounts::new(config)),
+        _moto: moto,
+        server,
+    })
+}
+
+async fn user(accounts: &Accounts, name: &str) -> selfdiffusion_cloud::Tokens {
+    accounts
+        .sign_up(&format!("{name}@example.com"), name, cognito::PASSWORD)
+        .await
+        .unwrap();
+    accounts.confirm_sign_up(name, "123456").await.unwrap();
+    accounts.log_in(name, cognito::PASSWORD).await.unwrap()
+}
+
+fn request(samples: u32, steps: u32) -> GenerateRequest {
+    GenerateRequest {
+        prompt: "a lighthouse at dusk".into(),
+        samples,
+        negative_prompt: Some("fog".into()),
+        styles: Some(vec![selfdiffusion_styles::builtin()[0].name.clone()]),
+        steps: Some(steps),
+        guidance: Some(6.0),
+        seed: Some(7),
+        width: Some(64),
+        height: Some(64),
+        model: Some("tiny".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_log_in_generate_and_save_with_the_recipe() {
+    let Some(cloud) = cloud(Limits::default()).await else {
+        return;
+    };
+    let base = &cloud.server.base;
+    let tokens = user(&cloud.accounts, "ana").await;
+
+    let (status, _) = common::post(&format!("{base}/health"), None, "").await;
+    assert_eq!(status, 405, "health is a GET");
+    let (status, _, body) = common::get(&format!("{base}/health"), None).await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["model"].as_str()),
+        (Some("ok"), Some("tiny"))
+    );
+
+    // The access token has expired: the client refreshes it before the first call.
+    let stale = tokens
+        .clone()
+        .expiring_at(SystemTime::now() - Duration::from_secs(60));
+    let client = CloudClient::new(base, cloud.accounts.clone(), stale);
+    let dir = tempfile::tempdir().unwrap();
+    let library = Arc::new(Library::open(dir.path()).unwrap());
+    let project = library.create_project("Cloud", None).unwrap();
+    let mut events = Vec::new();
+    let request = request(2, 2);
+    let saved = run_cloud_job(
+        &client,
+        &request,
+        library.clone(),
+        project.id,
+        Duration::from_secs(120),
+        &AtomicBool::new(false),
+        &mut |e| events.push(e),
+    )
+    .await
+    .unwrap();
+    assert!(
+        client.tokens().await.expires_at() > SystemTime::now(),
+        "refreshed"
+    );
+    assert_eq!(saved.len(), 2);
+
+    let job_id = match &events[0] {
+        CloudJobEvent::Submitted { job_id } => job_id.clone(),
+        other => panic!("first event {other:?}"),
+    };
+    let statuses: Vec<Status> = events
+        .iter()
+        .filter_map(|e| match e {
+            CloudJobEvent::Status(s) => Some(s.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses.last(), Some(&Status::Succeeded));
+    for (i, id) in saved.iter().enumerate() {
+        let image = library.image(*id).unwrap();
+        assert_eq!((image.summary.width, image.summary.height), (64, 64));
+        let recipe = &image.recipe;
+        assert_eq!(recipe.backend.as_deref(), Some("cloud"));
+        assert_eq!(recipe.job_id.as_deref(), Some(job_id.as_str()));
+        assert_eq!(recipe.prompt, "a lighthouse at dusk");
+        assert_eq!(recipe.seed, Some(7 + i as u64));
+        assert_eq!(recipe.styles, request.styles.clone().unwrap());
+        assert_eq!(
+            (recipe.steps, recipe.model.as_deref()),
+            (Some(2), Some("tiny"))
+        );
+    }
+
+    // The links are signed: without the signature the image needs its owner's token.
+    let done = client.result(&job_id).await.unwrap();
+    let url = &done.images[0];
+    let (status, kind, png) = common::get(url, None).await;
+    assert_eq!((status, kind.as_str()), (200, "image/png"));
+    assert!(png.starts_with(b"\x89PNG"));
+    let bare = url.split('?').next().unwrap();
+    assert_eq!(common::get(bare, None).await.0, 401);
+    assert_eq!(common::get(bare, Some(tokens.id_token())).await.0, 200);
+    let tampered = url.replace("/0.png", "/1.png");
+    assert_eq!(common::get(&tampered, None).await.0, 403);
+    let longer = url.replace("expires=", "expires=9");
+    assert_eq!(common::get(&longer, None).await.0, 403);
+
+    // The server's own copy records its recipe too.
+    let files = std::fs::read_dir(cloud.server.data.join("images").join(&job_id))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2, "no temporary files left");
+
+    // Another user sees nothing of it.
+    let bob = user(&cloud.accounts, "bob").await;
+    let body = serde_json::json!({ "job_id": job_id }).to_string();
+    let (status, json) = common::post(&format!("{base}/result"), Some(bob.id_token()), body).await;
+    assert_eq!(status, 404, "{json}");
+    assert_eq!(common::get(bare, Some(bob.id_token())).await.0, 404);
+    // Access tokens are accepted as well as id tokens.
+    let body = serde_json::json!({ "job_id": job_id }).to_string();
+    let (status, _) =
+        common::post(&format!("{base}/result"), Some(tokens.access_token()), body).await;
+    assert_eq!(status, 200);
+
+    // After signing out, the client fails clearly instead of looping.
+    cloud
+        .accounts
+        .sign_out(&client.tokens().await)
+        .await
+        .unwrap();
+    let signed_out = CloudClient::new(
+        base,
+        cloud.accounts.clone(),
+        client.tokens().await.expiring_at(SystemTime::UNIX_EPOCH),
+    );
+    let err = signed_out.result(&job_id).await.unwrap_err();
+    assert!(matches!(err, CloudError::Unauthorized), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors() {
+    let limits = Limits {
+        max_jobs_per_user: 2,
+        ..Limits::default()
+    };
+    let Some(cloud) = cloud(limits).await else {
+        return;
+    };
+    let base = &cloud.server.base;
+    let tokens = user(&cloud.accounts, "cy").await;
+    let token = Some(tokens.id_token());
+    let generate = format!("{base}/generate");
+
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{\"prompt\": ".into(), 400, "invalid request body"),
+        ("[1, 2]".into(), 400, "invalid request body"),
+        (r#"{"samples": 1}"#.into(), 400, "prompt"),
+        (
+            r#"{"prompt": "a", "samples": 9}"#.into(),
+            400,
+            "samples must be between 1 and 4",
+        ),
+        (
+            r#"{"prompt": "a", "samples": -1}"#.into(),
+            400,
+            "invalid request body",
+        ),
+        (
+            serde_json::json!({"prompt": "p".repeat(5000), "samples": 1}).to_string(),
+            400,
+            "limit is 2000",
+        ),
+        (
+            serde_json::json!({"prompt": "p".repeat(100_000), "samples": 1}).to_string(),
+            413,
+            "larger than",
+        ),
+        (
+            r#"{"prompt": "a", "samples": 1, "width": 4000}"#.into(),
+            400,
+            "width",
+        ),
+        (
+            r#"{"prompt": "a", "samples": 1, "model": "sdxl"}"#.into(),
+            400,
+            "not served",
+        ),
+    ];
+    for (body, status, expected) in cases {
+        let (got, json) = common::post(&generate, token, body.clone()).await;
+        let message = common::message(&json);
+        assert_eq!(got, status, "{}: {message}", &body[..body.len().min(60)]);
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    let (status, json) =
+        common::post(&format!("{base}/result"), token, r#"{"job_id": "nope"}"#).await;
+    assert_eq!(
+        (status, common::message(&json).as_str()),
+        (404, "no job \"nope\"")
+    );
+    let (status, _) = common::post(&format!("{base}/result"), token, r#"{"id": "x"}"#).await;
+    assert_eq!(status, 400);
+
+    // Per-user limit on waiting jobs: long jobs fill it, the next is refused with 429.
+    let long = serde_json::json!({"prompt": "slow", "samples": 4, "steps": 100, "width": 64, "height": 64})
+        .to_string();
+    for _ in 0..2 {
+        assert_eq!(common::post(&generate, token, long.clone()).await.0, 200);
+    }
+    let (status, json) = common::post(&generate, token, long.clone()).await;
+    assert_eq!(status, 429);
+    assert!(common::message(&json).contains("2 jobs"), "{json}");
+    // Another user is not held back by cy's jobs.
+    let dee = user(&cloud.accounts, "dee").await;
+    assert_eq!(
+        common::post(&generate, Some(dee.id_token()), long).await.0,
+        200
+    );
+}
