@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { WebDriver } from './webdriver.mjs';
 import { makePng } from './png.mjs';
 import { startHub } from './hub.mjs';
+import { startCloud, motoBinary } from './cloud.mjs';
 
 const app = resolve(process.argv[2] || '');
 const shots = resolve(process.argv[3] || 'target/e2e');
@@ -30,6 +31,12 @@ if (!haveModel && process.env.CI === 'true') {
   process.exit(1);
 }
 const hub = haveModel ? await startHub(tinyModel, 'unet/diffusion_pytorch_model.fp16.safetensors') : null;
+const moto = motoBinary();
+if (haveModel && !moto && process.env.CI === 'true') {
+  console.error('e2e: moto_server not found (scripts/test.sh installs it; or set MOTO_SERVER)');
+  process.exit(1);
+}
+const cloud = haveModel && moto ? await startCloud({ moto, appBinary: app, model: tinyModel, work }) : null;
 const prompts = ['a lighthouse on a cliff at dawn', 'a red fox in fresh snow', 'a bowl of ramen, studio light'];
 const inputs = prompts.map((prompt, i) => {
   const file = join(inbox, `input-${i}.png`);
@@ -57,6 +64,7 @@ const env = {
   HF_ENDPOINT: hub ? hub.url : 'http://127.0.0.1:9',
   GSETTINGS_BACKEND: 'memory',
   RUST_LOG: 'warn',
+  ...(cloud ? cloud.env : {}),
 };
 const driverBin = process.env.TAURI_DRIVER || 'tauri-driver';
 const driver = spawn(driverBin, ['--port', String(port)], { env, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -259,6 +267,69 @@ try {
       await settle();
       writeFileSync(join(shots, 'generate-gallery.png'), await wd.screenshot());
     });
+
+    if (cloud) {
+      await step('sign up, confirm and log in on the account screen', async () => {
+        assert.equal(await wd.exec('return document.querySelector(\'#gen-backend option[value="cloud"]\').disabled'), true, 'cloud needs a login');
+        await wd.click('#open-account');
+        await wd.waitFor('#account-dialog[open] #account-login');
+        await wd.exec('document.querySelector("#account-login [data-go=signup]").click()');
+        await wd.type('#signup-email', 'e2e@example.com');
+        await wd.type('#signup-username', 'e2e-user');
+        await wd.type('#signup-password', 'short');
+        await wd.click('#signup-submit');
+        await wd.until(async () => (await wd.text('#account-error')).includes('too weak'), 'the weak password refused');
+        await setValue('signup-password', 'Sunlit7Lighthouse');
+        await wd.click('#signup-submit');
+        await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "confirm"'), 'the confirm view');
+        assert.equal(await wd.exec('return document.getElementById("confirm-username").value'), 'e2e-user');
+        await wd.type('#confirm-code', '123456');
+        await wd.click('#confirm-submit');
+        await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "login"'), 'back to log in');
+        assert.equal(await wd.exec('return document.getElementById("login-username").value'), 'e2e-user');
+        await wd.type('#login-password', 'Wrong7Password');
+        await wd.click('#login-submit');
+        await wd.until(async () => (await wd.text('#account-error')) === 'wrong username or password', 'a wrong password refused');
+        await setValue('login-password', 'Sunlit7Lighthouse');
+        await wd.click('#login-submit');
+        await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "signed-in"'), 'signed in');
+        assert.equal(await wd.text('#account-username'), 'e2e-user');
+        assert.equal(await wd.text('#account-label'), 'e2e-user');
+        await settle();
+        writeFileSync(join(shots, 'account.png'), await wd.screenshot());
+        await wd.click('#account-close');
+      });
+
+      await step('generate one image in the cloud into the same gallery', async () => {
+        const before = await tiles();
+        assert.equal(await wd.exec('return document.querySelector(\'#gen-backend option[value="cloud"]\').disabled'), false);
+        await setValue('gen-backend', 'cloud');
+        await setValue('gen-prompt', 'a lighthouse seen from the cloud');
+        await setValue('gen-width', 128);
+        await setValue('gen-height', 128);
+        await setValue('gen-steps', 4);
+        await setValue('gen-count', 5);
+        await wd.until(async () => (await wd.text('#gen-error')).includes('between 1 and 4 in the cloud'), 'cloud count limit');
+        await setValue('gen-count', 1);
+        await setValue('gen-seed', 21);
+        await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
+        await wd.click('#gen-submit');
+        await wd.waitFor('#job-list li[data-backend="cloud"]');
+        await wd.until(() => wd.exec('return document.querySelector(\'#job-list li[data-backend="cloud"]\').dataset.state === "done"'), 'cloud job done', 120000);
+        await wd.until(async () => (await tiles()) === before + 1, 'the cloud image in the gallery', 30000);
+        await wd.exec('document.querySelector("#gallery .tile").click()');
+        await wd.waitFor('#viewer[open] #viewer-recipe');
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="backend"]'), 'cloud');
+        assert.match(await wd.text('#viewer-recipe dd[data-field="cloud-job"]'), /^[0-9a-f-]{36}$/);
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="seed"]'), '21');
+        await settle();
+        writeFileSync(join(shots, 'cloud-image.png'), await wd.screenshot());
+        await wd.click('#viewer-close');
+        await setValue('gen-backend', 'local');
+      });
+    } else {
+      console.log('e2e: cloud steps skipped: moto_server not found (scripts/test.sh installs it)');
+    }
   } else {
     console.log(`e2e: generation steps skipped: no tiny model at ${tinyModel} (set SELFDIFFUSION_FIXTURES)`);
   }
@@ -284,6 +355,7 @@ try {
   await wd.quit();
   driver.kill('SIGTERM'); // SIGKILL would leave WebKitWebDriver holding the pipes
   if (hub) await hub.close();
+  if (cloud) cloud.close();
   rmSync(work, { recursive: true, force: true });
 }
 console.log(failed ? 'e2e: failed' : `e2e: all steps passed; screenshots in ${shots}`);

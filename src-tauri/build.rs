@@ -29,6 +29,16 @@ const COMMANDS: &[&str] = &[
     "list_jobs",
     "download_model",
     "cancel_model_download",
+    "account_status",
+    "set_cloud_settings",
+    "account_sign_up",
+    "account_confirm",
+    "account_resend_code",
+    "account_log_in",
+    "account_forgot_password",
+    "account_reset_password",
+    "account_sign_out",
+    "submit_cloud_job",
 ];
 
 fn main() {

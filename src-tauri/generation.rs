@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
 use crate::cancel::CancelSlot;
+use crate::cloud::{Cloud, CloudJobInfo};
 use crate::state::AppState;
 
 /// The queue and the engine it runs on, made on first use for the open library, and the
@@ -204,7 +205,8 @@ pub struct Submitted {
     seed: u64,
 }
 
-fn random_seed() -> u64 {
+/// A seed for a job that asked for a random one (53 bits, exact in JavaScript).
+pub fn random_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -277,8 +279,17 @@ fn with_queue<T>(
     }
 }
 
+/// Cancels a local job, or stops following a cloud one (`backend` = `"cloud"`).
 #[tauri::command]
-pub fn cancel_job(gen: State<'_, Generation>, id: JobId) -> Result<(), String> {
+pub fn cancel_job(
+    gen: State<'_, Generation>,
+    cloud: State<'_, Cloud>,
+    id: JobId,
+    backend: Option<String>,
+) -> Result<(), String> {
+    if backend.as_deref() == Some("cloud") {
+        return cloud.cancel(id);
+    }
     with_queue(&gen, |q| q.cancel(id).map_err(|e| e.to_string()))
 }
 
@@ -289,9 +300,25 @@ pub fn stop_job(gen: State<'_, Generation>, id: JobId) -> Result<(), String> {
     })
 }
 
+/// A job of either backend, as the job list shows it.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum AnyJob {
+    /// On this computer.
+    Local(JobInfo),
+    /// In the cloud.
+    Cloud(CloudJobInfo),
+}
+
+/// Local and cloud jobs of this run.
 #[tauri::command]
-pub fn list_jobs(gen: State<'_, Generation>) -> Vec<JobInfo> {
-    with_queue(&gen, |q| Ok(q.jobs())).unwrap_or_default()
+pub fn list_jobs(gen: State<'_, Generation>, cloud: State<'_, Cloud>) -> Vec<AnyJob> {
+    let local = with_queue(&gen, |q| Ok(q.jobs())).unwrap_or_default();
+    local
+        .into_iter()
+        .map(AnyJob::Local)
+        .chain(cloud.jobs().into_iter().map(AnyJob::Cloud))
+        .collect()
 }
 
 /// Downloads a catalog model into the Hugging Face cache (checking free disk first, resuming an

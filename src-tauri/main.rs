@@ -2,6 +2,7 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod cancel;
+mod cloud;
 mod commands;
 mod dialogs;
 mod generation;
@@ -20,6 +21,7 @@ fn main() {
             let state = state::AppState::open(app.handle());
             app.manage(state);
             app.manage(generation::Generation::default());
+            app.manage(cloud::Cloud::default());
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
@@ -49,6 +51,16 @@ fn main() {
             generation::list_jobs,
             generation::download_model,
             generation::cancel_model_download,
+            cloud::account_status,
+            cloud::set_cloud_settings,
+            cloud::account_sign_up,
+            cloud::account_confirm,
+            cloud::account_resend_code,
+            cloud::account_log_in,
+            cloud::account_forgot_password,
+            cloud::account_reset_password,
+            cloud::account_sign_out,
+            cloud::submit_cloud_job,
         ])
         .run(tauri::generate_context!())
         .unwrap_or_else(|e| {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use selfdiffusion_cloud::CognitoConfig;
+use serde::{Deserialize, Serialize};
 use tauri::AppHandle;
 use tauri_plugin_store::StoreExt;
 
@@ -22,6 +24,110 @@ pub fn library_folder(app: &AppHandle) -> Option<PathBuf> {
 pub fn set_library_folder(app: &AppHandle, folder: &std::path::Path) -> anyhow::Result<()> {
     let store = app.store(STORE_FILE)?;
     store.set(LIBRARY_FOLDER, folder.to_string_lossy().into_owned());
+    store.save()?;
+    Ok(())
+}
+
+const CLOUD: &str = "cloud";
+
+/// Where the cloud service is: the generation API and the Cognito user pool. Environment
+/// variables (`SELFDIFFUSION_CLOUD_URL`, `SELFDIFFUSION_COGNITO_REGION`, `…_USER_POOL_ID`,
+/// `…_CLIENT_ID`, `…_ENDPOINT`) override what was saved. An app client secret, if the pool's
+/// client has one, is read only from `SELFDIFFUSION_COGNITO_CLIENT_SECRET`, never saved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CloudSettings {
+    /// Base URL of the generate/result API.
+    pub api_url: String,
+    /// The user pool's AWS region.
+    pub region: String,
+    /// The user pool id.
+    pub user_pool_id: String,
+    /// The app client id.
+    pub client_id: String,
+    /// Another Cognito endpoint (an emulator or a proxy); empty for AWS.
+    pub cognito_endpoint: String,
+}
+
+impl CloudSettings {
+    /// The same settings without surrounding blanks.
+    pub fn trimmed(self) -> Self {
+        CloudSettings {
+            api_url: self.api_url.trim().trim_end_matches('/').to_owned(),
+            region: self.region.trim().to_owned(),
+            user_pool_id: self.user_pool_id.trim().to_owned(),
+            client_id: self.client_id.trim().to_owned(),
+            cognito_endpoint: self.cognito_endpoint.trim().to_owned(),
+        }
+    }
+
+    /// The Cognito configuration, or what is missing.
+    pub fn cognito(&self) -> Result<CognitoConfig, String> {
+        let missing: Vec<&str> = [
+            ("the cloud API URL", &self.api_url),
+            ("the region", &self.region),
+            ("the user pool id", &self.user_pool_id),
+            ("the app client id", &self.client_id),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(name, _)| name)
+        .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the cloud service is not set up: enter {} under Account → Cloud service",
+                missing.join(", ")
+            ));
+        }
+        for url in [&self.api_url, &self.cognito_endpoint] {
+            if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        Ok(CognitoConfig {
+            region: self.region.clone(),
+            user_pool_id: self.user_pool_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: std::env::var("SELFDIFFUSION_COGNITO_CLIENT_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            endpoint_url: Some(self.cognito_endpoint.clone()).filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// The cloud settings: saved ones, with the environment over them.
+pub fn cloud(app: &AppHandle) -> CloudSettings {
+    let mut settings: CloudSettings = app
+        .store(STORE_FILE)
+        .ok()
+        .and_then(|s| s.get(CLOUD))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    for (var, slot) in [
+        ("SELFDIFFUSION_CLOUD_URL", &mut settings.api_url),
+        ("SELFDIFFUSION_COGNITO_REGION", &mut settings.region),
+        (
+            "SELFDIFFUSION_COGNITO_USER_POOL_ID",
+            &mut settings.user_pool_id,
+        ),
+        ("SELFDIFFUSION_COGNITO_CLIENT_ID", &mut settings.client_id),
+        (
+            "SELFDIFFUSION_COGNITO_ENDPOINT",
+            &mut settings.cognito_endpoint,
+        ),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            *slot = v;
+        }
+    }
+    settings.trimmed()
+}
+
+/// Saves the cloud settings.
+pub fn set_cloud(app: &AppHandle, settings: &CloudSettings) -> anyhow::Result<()> {
+    let store = app.store(STORE_FILE)?;
+    store.set(CLOUD, serde_json::to_value(settings)?);
     store.save()?;
     Ok(())
 }

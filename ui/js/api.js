@@ -27,11 +27,21 @@ export const api = {
   previewPrompt: (prompt, negative, styles) => invoke('preview_prompt', { prompt, negative, styles }),
   listModels: () => invoke('list_models'),
   submitJob: (params) => invoke('submit_job', { params }),
-  cancelJob: (id) => invoke('cancel_job', { id }),
+  cancelJob: (id, backend) => invoke('cancel_job', { id, backend }),
   stopJob: (id) => invoke('stop_job', { id }),
   listJobs: () => invoke('list_jobs'),
   downloadModel: (id) => invoke('download_model', { id }),
   cancelModelDownload: () => invoke('cancel_model_download'),
+  accountStatus: () => invoke('account_status'),
+  setCloudSettings: (settings) => invoke('set_cloud_settings', { settings }),
+  signUp: (email, username, password) => invoke('account_sign_up', { email, username, password }),
+  confirmSignUp: (username, code) => invoke('account_confirm', { username, code }),
+  resendCode: (username) => invoke('account_resend_code', { username }),
+  logIn: (username, password) => invoke('account_log_in', { username, password }),
+  forgotPassword: (username) => invoke('account_forgot_password', { username }),
+  resetPassword: (username, code, password) => invoke('account_reset_password', { username, code, password }),
+  signOut: () => invoke('account_sign_out'),
+  submitCloudJob: (params) => invoke('submit_cloud_job', { params }),
 };
 
 let libraryRoot = '';

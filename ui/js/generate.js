@@ -100,14 +100,18 @@ function validate(finalPrompt = $('gen-final').textContent) {
   const n = (id) => Number($(id).value);
   const problems = [];
   if (!finalPrompt || finalPrompt === '(empty)') problems.push('Write a prompt or pick a style that fills it.');
-  if (!currentModel()?.installed) problems.push('Pick an installed model.');
+  const cloud = isCloud();
+  if (!cloud && !currentModel()?.installed) problems.push('Pick an installed model.');
   for (const [id, label] of [['gen-width', 'Width'], ['gen-height', 'Height']]) {
     const v = n(id);
     if (!Number.isInteger(v) || v % 8 || v < 64 || v > 2048) problems.push(`${label} must be a multiple of 8 between 64 and 2048.`);
   }
   if (!Number.isInteger(n('gen-steps')) || n('gen-steps') < 1 || n('gen-steps') > 150) problems.push('Steps must be between 1 and 150.');
   if (!(n('gen-guidance') >= 0)) problems.push('Guidance must be 0 or more.');
-  if (!Number.isInteger(n('gen-count')) || n('gen-count') < 1 || n('gen-count') > 16) problems.push('Count must be between 1 and 16.');
+  const maxCount = cloud ? 4 : 16;
+  if (!Number.isInteger(n('gen-count')) || n('gen-count') < 1 || n('gen-count') > maxCount) {
+    problems.push(`Count must be between 1 and ${maxCount}${cloud ? ' in the cloud' : ''}.`);
+  }
   const seed = $('gen-seed').value;
   if (seed !== '' && (!Number.isInteger(Number(seed)) || Number(seed) < 0)) problems.push('The seed must be a whole number, 0 or more.');
   $('gen-error').textContent = problems[0] || '';
@@ -115,24 +119,36 @@ function validate(finalPrompt = $('gen-final').textContent) {
   return problems[0] || null;
 }
 
+const isCloud = () => $('gen-backend').value === 'cloud';
+
+/** Enables the Cloud backend while signed in; falls back to Local on sign-out. */
+function onAccountChanged(status) {
+  const option = $('gen-backend').querySelector('option[value="cloud"]');
+  option.disabled = !status.username;
+  option.textContent = status.username ? `Cloud (${status.username})` : 'Cloud (log in first)';
+  if (!status.username && isCloud()) $('gen-backend').value = 'local';
+  validate();
+}
+
 async function submit() {
   if (validate()) return;
   const seedText = $('gen-seed').value;
+  const common = {
+    project_id: state.currentId,
+    prompt: $('gen-prompt').value,
+    negative_prompt: $('gen-negative').value,
+    styles: [...chosen],
+    steps: Number($('gen-steps').value),
+    guidance: Number($('gen-guidance').value),
+    seed: seedText === '' ? null : Number(seedText),
+    width: Number($('gen-width').value),
+    height: Number($('gen-height').value),
+    count: Number($('gen-count').value),
+  };
   try {
-    const job = await api.submitJob({
-      project_id: state.currentId,
-      model_id: $('gen-model').value,
-      prompt: $('gen-prompt').value,
-      negative_prompt: $('gen-negative').value,
-      styles: [...chosen],
-      steps: Number($('gen-steps').value),
-      guidance: Number($('gen-guidance').value),
-      seed: seedText === '' ? null : Number(seedText),
-      width: Number($('gen-width').value),
-      height: Number($('gen-height').value),
-      count: Number($('gen-count').value),
-      scheduler: $('gen-scheduler').value || null,
-    });
+    const job = isCloud()
+      ? await api.submitCloudJob(common)
+      : await api.submitJob({ ...common, model_id: $('gen-model').value, scheduler: $('gen-scheduler').value || null });
     lastSeed = job.seed;
     $('gen-last-seed').disabled = false;
   } catch (e) {
@@ -140,38 +156,51 @@ async function submit() {
   }
 }
 
+const jobKey = (j) => `${j.backend || 'local'}:${j.id}`;
+
 function renderJobs() {
   const items = [...jobs.values()].reverse().map((j) => {
+    const backend = j.backend || 'local';
     const actions = [];
     if (j.state === 'queued' || j.state === 'running') {
-      const cancel = el('button', { className: 'link-button', dataset: { action: 'cancel' } }, 'Cancel');
-      cancel.addEventListener('click', () => api.cancelJob(j.id).catch((e) => toast(e, 'error')));
+      const label = backend === 'cloud' ? 'Stop following' : 'Cancel';
+      const cancel = el('button', { className: 'link-button', dataset: { action: 'cancel' } }, label);
+      cancel.addEventListener('click', () => api.cancelJob(j.id, backend).catch((e) => toast(e, 'error')));
       actions.push(cancel);
     }
-    if (j.state === 'running' && j.count > 1) {
+    if (backend === 'local' && j.state === 'running' && j.count > 1) {
       const stop = el('button', { className: 'link-button', dataset: { action: 'stop' } }, 'Stop after this image');
       stop.addEventListener('click', () => api.stopJob(j.id).catch((e) => toast(e, 'error')));
       actions.push(stop);
     }
-    const detail = j.state === 'failed' ? `failed: ${j.error}` : `${j.state} · ${j.images.length}/${j.count}`;
-    return el('li', { className: `job ${j.state}`, dataset: { jobId: String(j.id), state: j.state } },
-      el('span', { className: 'job-prompt', title: j.prompt }, j.prompt), el('span', { className: 'muted' }, detail), ...actions);
+    let detail = j.state === 'failed' ? `failed: ${j.error}` : `${j.state} · ${j.images.length}/${j.count}`;
+    let activity = null;
+    if (backend === 'cloud') {
+      detail = `☁ ${detail}`;
+      if (j.state === 'queued' || j.state === 'running') {
+        activity = j.progress == null
+          ? el('span', { className: 'spinner', role: 'progressbar', 'aria-label': 'Waiting for the cloud' })
+          : el('progress', { max: 1, value: j.progress, title: `${Math.round(j.progress * 100)} %` });
+      }
+    }
+    return el('li', { className: `job ${j.state}`, dataset: { jobId: String(j.id), backend, state: j.state } },
+      el('span', { className: 'job-prompt', title: j.prompt }, j.prompt), el('span', { className: 'muted' }, detail), activity, ...actions);
   });
   $('job-list').replaceChildren(...items);
 }
 
 function onJobChanged(job) {
-  const before = jobs.get(job.id);
-  jobs.set(job.id, job);
+  const before = jobs.get(jobKey(job));
+  jobs.set(jobKey(job), job);
   renderJobs();
   if (!before || before.images.length !== job.images.length) {
     if (job.project_id === state.currentId) emit('gallery-reload');
     emit('images-changed');
   }
   if (job.state !== 'running' && job.state !== 'queued') {
-    const running = [...jobs.values()].some((j) => j.state === 'running');
+    const running = [...jobs.values()].some((j) => j.state === 'running' && (j.backend || 'local') === 'local');
     if (!running) $('gen-progress').hidden = true;
-    if (job.state === 'failed') toast(`Generation failed: ${job.error}`, 'error');
+    if (job.state === 'failed' && before?.state !== 'failed') toast(`Generation failed: ${job.error}`, 'error');
   }
 }
 
@@ -266,8 +295,11 @@ export async function initGenerate() {
   await listen('model-download-progress', (e) => onDownloadProgress(e.payload));
   await listen('job-changed', (e) => onJobChanged(e.payload));
   await listen('job-progress', (e) => onProgress(e.payload));
-  for (const j of await api.listJobs()) jobs.set(j.id, j);
+  for (const j of await api.listJobs()) jobs.set(jobKey(j), j);
   renderJobs();
   on('project-changed', () => validate());
+  on('account-changed', onAccountChanged);
+  if (state.account) onAccountChanged(state.account);
+  $('gen-backend').addEventListener('change', () => validate());
   refreshFinal();
 }

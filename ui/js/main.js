@@ -5,6 +5,7 @@ import { initViewer } from './viewer.js';
 import { initTransfer } from './transfer.js';
 import { initSettings, loadLibraryInfo } from './settings.js';
 import { initGenerate } from './generate.js';
+import { initAccount } from './account.js';
 import { on } from './state.js';
 import { toast } from './dom.js';
 
@@ -16,6 +17,7 @@ async function start() {
   await initTransfer();
   on('library-changed', refreshProjects);
   if (await loadLibraryInfo()) await refreshProjects();
+  await initAccount().catch((e) => toast(e, 'error'));
   await initGenerate();
   document.body.dataset.ready = 'true';
 }

@@ -1,0 +1,410 @@
+//! The cloud in the app: the cloud service settings, the account (sign up, confirm, log in,
+//! forgot password, sign out) and cloud jobs, which share the job list with local ones and land
+//! in the same library. Everything here adapts `selfdiffusion-cloud` to commands and events.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use selfdiffusion_cloud::{
+    restored, run_cloud_job, Accounts, CloudClient, CloudJobEvent, CognitoConfig, GenerateRequest,
+    RefreshStore, Status,
+};
+use selfdiffusion_queue::JobState;
+use serde::{Deserialize, Serialize};
+use tauri::{AppHandle, Emitter, Manager, State};
+
+use crate::settings::{self, CloudSettings};
+use crate::state::AppState;
+
+/// How long a cloud job is followed before giving up.
+const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// A signed-in session.
+struct Session {
+    username: String,
+    client: Arc<CloudClient>,
+}
+
+/// A cloud job as the job list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudJobInfo {
+    id: u64,
+    backend: &'static str,
+    project_id: i64,
+    prompt: String,
+    count: usize,
+    #[serde(flatten)]
+    state: JobState,
+    images: Vec<i64>,
+    /// 0..1 when the server reports it (else the UI shows a spinner).
+    progress: Option<f64>,
+}
+
+struct CloudJob {
+    info: CloudJobInfo,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The account, its session and the cloud jobs of this run.
+#[derive(Default)]
+pub struct Cloud {
+    accounts: Mutex<Option<(CloudSettings, Arc<Accounts>)>>,
+    session: Mutex<Option<Arc<Session>>>,
+    jobs: Mutex<Vec<CloudJob>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn session_store(app: &AppHandle) -> Result<RefreshStore, String> {
+    app.path()
+        .app_config_dir()
+        .map(|d| RefreshStore::new(d.join("session.json")))
+        .map_err(|e| format!("no configuration folder: {e}"))
+}
+
+impl Cloud {
+    /// The account client for the current settings.
+    fn accounts(&self, app: &AppHandle) -> Result<(CloudSettings, Arc<Accounts>), String> {
+        let settings = settings::cloud(app);
+        let mut cached = lock(&self.accounts);
+        if let Some((s, a)) = cached.as_ref() {
+            if *s == settings {
+                return Ok((s.clone(), a.clone()));
+            }
+        }
+        let config: CognitoConfig = settings.cognito()?;
+        let accounts = Arc::new(Accounts::new(config));
+        *cached = Some((settings.clone(), accounts.clone()));
+        Ok((settings, accounts))
+    }
+
+    /// The session: the one in memory, or one restored from the stored refresh token.
+    fn session(&self, app: &AppHandle) -> Option<Arc<Session>> {
+        let mut session = lock(&self.session);
+        if session.is_none() {
+            let (username, refresh) = session_store(app).ok()?.load()?;
+            let (settings, accounts) = self.accounts(app).ok()?;
+            let client =
+                CloudClient::new(&settings.api_url, accounts, restored(&username, &refresh));
+            *session = Some(Arc::new(Session {
+                username,
+                client: Arc::new(client),
+            }));
+        }
+        session.clone()
+    }
+
+    fn update(&self, app: &AppHandle, id: u64, change: impl FnOnce(&mut CloudJobInfo)) {
+        let info = {
+            let mut jobs = lock(&self.jobs);
+            let Some(job) = jobs.iter_mut().find(|j| j.info.id == id) else {
+                return;
+            };
+            change(&mut job.info);
+            job.info.clone()
+        };
+        let _ = app.emit("job-changed", info);
+    }
+
+    /// Every cloud job of this run, oldest first.
+    pub fn jobs(&self) -> Vec<CloudJobInfo> {
+        lock(&self.jobs).iter().map(|j| j.info.clone()).collect()
+    }
+
+    /// Stops following cloud job `id`.
+    pub fn cancel(&self, id: u64) -> Result<(), String> {
+        let jobs = lock(&self.jobs);
+        let job = jobs
+            .iter()
+            .find(|j| j.info.id == id)
+            .ok_or_else(|| format!("no cloud job {id}"))?;
+        job.cancel.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// What the account screen shows.
+#[derive(Serialize)]
+pub struct AccountStatus {
+    /// Whether the cloud service is set up.
+    configured: bool,
+    /// Why it is not, when it is not.
+    problem: Option<String>,
+    /// The signed-in user.
+    username: Option<String>,
+    /// The service settings.
+    settings: CloudSettings,
+}
+
+fn status(app: &AppHandle, cloud: &Cloud) -> AccountStatus {
+    let settings = settings::cloud(app);
+    let problem = settings.cognito().err();
+    AccountStatus {
+        configured: problem.is_none(),
+        problem,
+        username: cloud.session(app).map(|s| s.username.clone()),
+        settings,
+    }
+}
+
+#[tauri::command]
+pub fn account_status(app: AppHandle, cloud: State<'_, Cloud>) -> AccountStatus {
+    status(&app, &cloud)
+}
+
+/// Saves the cloud service settings (a change of service signs out).
+#[tauri::command]
+pub fn set_cloud_settings(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    settings: CloudSettings,
+) -> Result<AccountStatus, String> {
+    let settings = settings.trimmed();
+    settings.cognito()?;
+    if settings != settings::cloud(&app) {
+        settings::set_cloud(&app, &settings).map_err(|e| e.to_string())?;
+        *lock(&cloud.session) = None;
+        session_store(&app)?.clear().map_err(|e| e.to_string())?;
+    }
+    Ok(status(&app, &cloud))
+}
+
+#[tauri::command]
+pub async fn account_sign_up(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    email: String,
+    username: String,
+    password: String,
+) -> Result<(), String> {
+    let (_, accounts) = cloud.accounts(&app)?;
+    accounts
+        .sign_up(&email, &username, &password)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub async fn account_confirm(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    username: String,
+    code: String,
+) -> Result<(), String> {
+    let (_, accounts) = cloud.accounts(&app)?;
+    accounts
+        .confirm_sign_up(&username, &code)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub async fn account_resend_code(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    username: String,
+) -> Result<(), String> {
+    let (_, accounts) = cloud.accounts(&app)?;
+    accounts
+        .resend_code(&username)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub async fn account_log_in(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    username: String,
+    password: String,
+) -> Result<AccountStatus, String> {
+    let (settings, accounts) = cloud.accounts(&app)?;
+    let tokens = accounts
+        .log_in(&username, &password)
+        .await
+        .map_err(|e| e.to_string())?;
+    session_store(&app)?
+        .save(&tokens)
+        .map_err(|e| e.to_string())?;
+    let session = Session {
+        username: tokens.username().to_owned(),
+        client: Arc::new(CloudClient::new(&settings.api_url, accounts, tokens)),
+    };
+    *lock(&cloud.session) = Some(Arc::new(session));
+    tracing::info!("signed in");
+    Ok(status(&app, &cloud))
+}
+
+#[tauri::command]
+pub async fn account_forgot_password(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    username: String,
+) -> Result<(), String> {
+    let (_, accounts) = cloud.accounts(&app)?;
+    accounts
+        .forgot_password(&username)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub async fn account_reset_password(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    username: String,
+    code: String,
+    password: String,
+) -> Result<(), String> {
+    let (_, accounts) = cloud.accounts(&app)?;
+    accounts
+        .confirm_forgot_password(&username, &code, &password)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Signs out everywhere (best effort when offline) and forgets the session on this computer.
+#[tauri::command]
+pub async fn account_sign_out(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+) -> Result<AccountStatus, String> {
+    let session = lock(&cloud.session).take();
+    session_store(&app)?.clear().map_err(|e| e.to_string())?;
+    if let (Some(session), Ok((_, accounts))) = (session, cloud.accounts(&app)) {
+        let tokens = session.client.tokens().await;
+        if let Err(e) = accounts.sign_out(&tokens).await {
+            tracing::warn!(error = %e, "global sign-out failed; signed out on this computer only");
+        }
+    }
+    Ok(status(&app, &cloud))
+}
+
+/// What the generate form sends for a cloud job.
+#[derive(Deserialize)]
+pub struct CloudJobParams {
+    project_id: i64,
+    prompt: String,
+    negative_prompt: String,
+    styles: Vec<String>,
+    steps: u32,
+    guidance: f64,
+    seed: Option<u64>,
+    width: u32,
+    height: u32,
+    count: u32,
+}
+
+/// A queued cloud job.
+#[derive(Serialize)]
+pub struct CloudSubmitted {
+    id: u64,
+    backend: &'static str,
+    seed: u64,
+}
+
+/// Sends a job to the cloud and follows it in the background; its images go into the project.
+#[tauri::command]
+pub fn submit_cloud_job(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    cloud: State<'_, Cloud>,
+    params: CloudJobParams,
+) -> Result<CloudSubmitted, String> {
+    let session = cloud
+        .session(&app)
+        .ok_or("log in to generate in the cloud (Account in the sidebar)")?;
+    let library = state.library()?;
+    library
+        .project(params.project_id)
+        .map_err(|e| e.to_string())?;
+    if params.prompt.trim().is_empty() && params.styles.is_empty() {
+        return Err("the prompt is empty: write one or pick a style that fills it".into());
+    }
+    if !(1..=4).contains(&params.count) {
+        return Err(format!(
+            "the cloud makes 1 to 4 images per job (got {})",
+            params.count
+        ));
+    }
+    let request = GenerateRequest {
+        prompt: params.prompt.trim().to_owned(),
+        samples: params.count,
+        negative_prompt: Some(params.negative_prompt.trim().to_owned()).filter(|n| !n.is_empty()),
+        styles: Some(params.styles).filter(|s| !s.is_empty()),
+        steps: Some(params.steps),
+        guidance: Some(params.guidance),
+        seed: params.seed,
+        width: Some(params.width),
+        height: Some(params.height),
+        model: None,
+    };
+    let seed = params.seed.unwrap_or_else(crate::generation::random_seed);
+    let request = GenerateRequest {
+        seed: Some(seed),
+        ..request
+    };
+    let id = cloud.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let info = CloudJobInfo {
+        id,
+        backend: "cloud",
+        project_id: params.project_id,
+        prompt: request.prompt.clone(),
+        count: params.count as usize,
+        state: JobState::Queued,
+        images: Vec::new(),
+        progress: None,
+    };
+    lock(&cloud.jobs).push(CloudJob {
+        info: info.clone(),
+        cancel: cancel.clone(),
+    });
+    let _ = app.emit("job-changed", info);
+    let project_id = params.project_id;
+    tauri::async_runtime::spawn(async move {
+        let cloud = app.state::<Cloud>();
+        let mut on_event = |event: CloudJobEvent| match event {
+            CloudJobEvent::Submitted { job_id } => {
+                tracing::info!(%job_id, "cloud job submitted");
+            }
+            CloudJobEvent::Status(s) => cloud.update(&app, id, |j| {
+                j.progress = s.progress;
+                if s.status == Status::Running {
+                    j.state = JobState::Running;
+                }
+            }),
+            CloudJobEvent::Saved { image_id } => cloud.update(&app, id, |j| {
+                j.images.push(image_id);
+            }),
+        };
+        let outcome = run_cloud_job(
+            &session.client,
+            &request,
+            library,
+            project_id,
+            JOB_TIMEOUT,
+            &cancel,
+            &mut on_event,
+        )
+        .await;
+        cloud.update(&app, id, |j| {
+            j.state = match outcome {
+                Ok(_) => JobState::Done,
+                Err(selfdiffusion_cloud::CloudError::Cancelled) => JobState::Cancelled,
+                Err(e) => JobState::Failed {
+                    error: e.to_string(),
+                },
+            };
+        });
+    });
+    Ok(CloudSubmitted {
+        id,
+        backend: "cloud",
+        seed,
+    })
+}
