@@ -80,7 +80,8 @@ impl CloudSettings {
             ));
         }
         for url in [&self.api_url, &self.cognito_endpoint] {
-            if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+            let web = url.starts_with("https://") || url.starts_with("http://");
+            if !url.is_empty() && !web {
                 return Err(format!("{url:?} is not an http(s) URL"));
             }
         }
