@@ -1,6 +1,6 @@
 //! SelfDiffusion's cloud side: accounts (Amazon Cognito user pools through the official SDK,
-//! errors a user can act on, tokens that never reach logs, the refresh token in a private file)
-//! and the client of the cloud `generate` / `result` protocol.
+//! errors a user can act on, tokens that never reach logs, the refresh token in the OS keyring
+//! or a private file) and the client of the cloud `generate` / `result` protocol.
 
 mod accounts;
 mod client;
@@ -14,4 +14,4 @@ pub use client::{
 };
 pub use error::AccountError;
 pub use job::{run_cloud_job, CloudJobEvent};
-pub use session::{restored, RefreshStore, Tokens};
+pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};

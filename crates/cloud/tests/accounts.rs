@@ -171,8 +171,76 @@ fn secret_hash_matches_the_documented_formula_and_the_secret_stays_out_of_logs()
     );
 }
 
+/// A vault in memory, or one that refuses everything (no keyring on this system).
+#[derive(Default)]
+struct MemoryVault {
+    refuse: bool,
+    secrets: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl selfdiffusion_cloud::SecretVault for MemoryVault {
+    fn set(&self, account: &str, secret: &str) -> Result<(), String> {
+        if self.refuse {
+            return Err("no secret service on the session bus".into());
+        }
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(account.into(), secret.into());
+        Ok(())
+    }
+    fn get(&self, account: &str) -> Result<Option<String>, String> {
+        Ok(self.secrets.lock().unwrap().get(account).cloned())
+    }
+    fn delete(&self, account: &str) -> Result<(), String> {
+        self.secrets.lock().unwrap().remove(account);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_refresh_token_goes_to_the_keyring_when_there_is_one_else_to_a_private_file() {
+    let tokens = selfdiffusion_cloud::Tokens::new(
+        "ada",
+        "id",
+        "access",
+        "refresh-xyz",
+        Duration::from_secs(3600),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let vault = std::sync::Arc::new(MemoryVault::default());
+    let store = RefreshStore::with_vault(dir.path().join("a/session.json"), Some(vault.clone()));
+    store.save(&tokens).unwrap();
+    assert_eq!(store.load(), Some(("ada".into(), "refresh-xyz".into())));
+    let file = std::fs::read_to_string(store.path()).unwrap();
+    assert!(
+        !file.contains("refresh-xyz"),
+        "the file only names the user: {file}"
+    );
+    assert_eq!(vault.secrets.lock().unwrap().len(), 1);
+    store.clear().unwrap();
+    assert!(
+        vault.secrets.lock().unwrap().is_empty(),
+        "sign-out empties the keyring entry"
+    );
+    assert_eq!(store.load(), None);
+
+    let refusing = std::sync::Arc::new(MemoryVault {
+        refuse: true,
+        ..MemoryVault::default()
+    });
+    let store = RefreshStore::with_vault(dir.path().join("b/session.json"), Some(refusing));
+    store.save(&tokens).unwrap();
+    assert_eq!(store.load(), Some(("ada".into(), "refresh-xyz".into())));
+    assert!(std::fs::read_to_string(store.path())
+        .unwrap()
+        .contains("refresh-xyz"));
+}
+
 #[test]
 fn the_refresh_token_is_stored_privately() {
+    // The real OS keyring where this system has one, else the private file: either way the
+    // session comes back and is forgotten on clear.
     let dir = tempfile::tempdir().unwrap();
     let store = RefreshStore::new(dir.path().join("cfg/session.json"));
     assert_eq!(store.load(), None);
