@@ -325,7 +325,19 @@ try {
         await settle();
         writeFileSync(join(shots, 'cloud-image.png'), await wd.screenshot());
         await wd.click('#viewer-close');
+      });
+
+      await step('with the server gone: a clear offline message, and local generation still works', async () => {
+        cloud.stopServer();
+        const before = await tiles();
+        await wd.click('#gen-submit');
+        const failed = '#job-list li[data-backend="cloud"][data-state="failed"]';
+        await wd.waitFor(failed, 60000);
+        assert.match(await wd.text(failed), /offline \(local generation still works\)/);
         await setValue('gen-backend', 'local');
+        await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
+        await wd.click('#gen-submit');
+        await wd.until(async () => (await tiles()) === before + 1, 'a local image while offline', 120000);
       });
     } else {
       console.log('e2e: cloud steps skipped: moto_server not found (scripts/test.sh installs it)');

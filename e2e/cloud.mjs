@@ -83,6 +83,7 @@ export async function startCloud({ moto, appBinary, model, work }) {
     return {
       serverUrl,
       close,
+      stopServer: () => server.kill('SIGTERM'),
       env: {
         SELFDIFFUSION_CLOUD_URL: serverUrl,
         SELFDIFFUSION_COGNITO_REGION: 'us-east-1',

@@ -130,6 +130,17 @@ pub struct JobStatus {
     pub error: Option<String>,
 }
 
+/// What `GET /health` says about the server.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ServerInfo {
+    /// The model it runs.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Most images per job.
+    #[serde(default)]
+    pub max_samples: Option<u32>,
+}
+
 #[derive(Deserialize)]
 struct Submitted {
     job_id: String,
@@ -254,6 +265,28 @@ impl CloudClient {
             return serde_json::from_str(&text)
                 .map_err(|e| CloudError::Protocol(format!("{path}: {e}")));
         }
+    }
+
+    /// The server's `GET /health` answer (no token needed).
+    pub async fn server_info(&self) -> Result<ServerInfo, CloudError> {
+        let url = format!("{}/health", self.base);
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                CloudError::Offline(self.base.clone())
+            } else {
+                CloudError::Protocol(e.to_string())
+            }
+        })?;
+        if !response.status().is_success() {
+            return Err(CloudError::Protocol(format!(
+                "/health answered {}",
+                response.status()
+            )));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| CloudError::Protocol(format!("/health: {e}")))
     }
 
     /// Submits a generation; returns the job id.

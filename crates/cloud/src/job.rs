@@ -27,7 +27,8 @@ pub enum CloudJobEvent {
 }
 
 /// Runs `request` on the cloud and saves its images into project `project_id` of `library`.
-/// The project cannot be deleted meanwhile. Setting `cancel` stops following the job (images
+/// Without a model in the request, the server's own (from `/health`) is named, so the recipe
+/// records it. The project cannot be deleted meanwhile. Setting `cancel` stops following the job (images
 /// already saved stay). Returns the library ids of the saved images.
 pub async fn run_cloud_job(
     client: &CloudClient,
@@ -40,6 +41,15 @@ pub async fn run_cloud_job(
 ) -> Result<Vec<i64>, CloudError> {
     let library_error = |e: selfdiffusion_library::Error| CloudError::Library(e.to_string());
     let _guard = library.begin_job(project_id).map_err(library_error)?;
+    let mut request = request.clone();
+    if request.model.is_none() {
+        match client.server_info().await {
+            Ok(info) => request.model = info.model,
+            Err(CloudError::Offline(base)) => return Err(CloudError::Offline(base)),
+            Err(e) => tracing::warn!(error = %e, "the server does not say which model it runs"),
+        }
+    }
+    let request = &request;
     let job_id = client.generate(request).await?;
     on_event(CloudJobEvent::Submitted {
         job_id: job_id.clone(),

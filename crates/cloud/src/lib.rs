@@ -10,7 +10,8 @@ mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
 pub use client::{
-    cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus, Status, MAX_IMAGE_BYTES,
+    cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus, ServerInfo, Status,
+    MAX_IMAGE_BYTES,
 };
 pub use error::AccountError;
 pub use job::{run_cloud_job, CloudJobEvent};

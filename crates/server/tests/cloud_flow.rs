@@ -59,7 +59,7 @@ fn request(samples: u32, steps: u32) -> GenerateRequest {
         seed: Some(7),
         width: Some(64),
         height: Some(64),
-        model: Some("tiny".into()),
+        model: None,
     }
 }
 
@@ -86,6 +86,10 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
         .clone()
         .expiring_at(SystemTime::now() - Duration::from_secs(60));
     let client = CloudClient::new(base, cloud.accounts.clone(), stale);
+    assert_eq!(
+        client.server_info().await.unwrap().model.as_deref(),
+        Some("tiny")
+    );
     let dir = tempfile::tempdir().unwrap();
     let library = Arc::new(Library::open(dir.path()).unwrap());
     let project = library.create_project("Cloud", None).unwrap();
