@@ -3,7 +3,7 @@
 # what is already there. Sourced by run.sh and test.sh.
 #   system packages (apt, as root or via sudo): build tools, WebKitGTK 4.1 + GTK 3 dev files,
 #     librsvg, libxdo, appindicator, OpenSSL and D-Bus (OS keyring) dev files; for tests also Xvfb and
-#     webkit2gtk-driver (WebKitWebDriver)
+#     webkit2gtk-driver (WebKitWebDriver), and dbus-daemon + gnome-keyring (a real Secret Service)
 #   Rust: the stable toolchain via rustup if cargo is missing
 #   for tests: tauri-driver (cargo install), Node.js (apt) if missing, and the Cognito emulator
 #     moto 5.2.5 (PyPI) in a virtualenv under ~/.cache/selfdiffusion-moto
@@ -11,7 +11,7 @@ set -euo pipefail
 
 APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
   libxdo-dev libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev)
-TEST_PACKAGES=(xvfb xauth webkit2gtk-driver)
+TEST_PACKAGES=(xvfb xauth webkit2gtk-driver dbus gnome-keyring)
 MOTO_VENV="${MOTO_VENV:-$HOME/.cache/selfdiffusion-moto}"
 
 as_root() {

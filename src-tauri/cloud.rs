@@ -4,11 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    restored, run_cloud_job, Accounts, CloudClient, CloudJobEvent, CognitoConfig, GenerateRequest,
-    RefreshStore, Status,
+    needs_refresh, restored, run_cloud_job, Accounts, CloudClient, CloudJobEvent, CognitoConfig,
+    GenerateRequest, RefreshStore, Status,
 };
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
@@ -276,7 +276,13 @@ pub async fn account_sign_out(
     let session = lock(&cloud.session).take();
     session_store(&app)?.clear().map_err(|e| e.to_string())?;
     if let (Some(session), Ok((_, accounts))) = (session, cloud.accounts(&app)) {
-        let tokens = session.client.tokens().await;
+        let mut tokens = session.client.tokens().await;
+        // A session restored from the keyring has no access token yet: refresh to get one.
+        if needs_refresh(&tokens, SystemTime::now()) {
+            if let Ok(fresh) = accounts.refresh(&tokens).await {
+                tokens = fresh;
+            }
+        }
         if let Err(e) = accounts.sign_out(&tokens).await {
             tracing::warn!(error = %e, "global sign-out failed; signed out on this computer only");
         }

@@ -121,13 +121,22 @@ function validate(finalPrompt = $('gen-final').textContent) {
 
 const isCloud = () => $('gen-backend').value === 'cloud';
 
+/** The model and scheduler are the server's in the cloud. */
+function onBackendChanged() {
+  const cloud = isCloud();
+  $('gen-model').disabled = cloud;
+  $('gen-scheduler').disabled = cloud;
+  $('gen-model').title = cloud ? 'The cloud server runs its own model' : '';
+  validate();
+}
+
 /** Enables the Cloud backend while signed in; falls back to Local on sign-out. */
 function onAccountChanged(status) {
   const option = $('gen-backend').querySelector('option[value="cloud"]');
   option.disabled = !status.username;
   option.textContent = status.username ? `Cloud (${status.username})` : 'Cloud (log in first)';
   if (!status.username && isCloud()) $('gen-backend').value = 'local';
-  validate();
+  onBackendChanged();
 }
 
 async function submit() {
@@ -300,6 +309,6 @@ export async function initGenerate() {
   on('project-changed', () => validate());
   on('account-changed', onAccountChanged);
   if (state.account) onAccountChanged(state.account);
-  $('gen-backend').addEventListener('change', () => validate());
+  $('gen-backend').addEventListener('change', onBackendChanged);
   refreshFinal();
 }
