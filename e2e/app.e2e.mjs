@@ -283,11 +283,17 @@ try {
         await wd.click('#signup-submit');
         await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "confirm"'), 'the confirm view');
         assert.equal(await wd.exec('return document.getElementById("confirm-username").value'), 'e2e-user');
+        // Logging in before confirming offers the confirmation form again.
+        await wd.exec('document.querySelector("#account-confirm [data-go=login]").click()');
+        await setValue('login-password', 'Sunlit7Lighthouse');
+        await wd.click('#login-submit');
+        await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "confirm"'), 'offered to confirm');
+        assert.match(await wd.text('#account-error'), /not confirmed/);
         await wd.type('#confirm-code', '123456');
         await wd.click('#confirm-submit');
         await wd.until(() => wd.exec('return document.getElementById("account-dialog").dataset.view === "login"'), 'back to log in');
         assert.equal(await wd.exec('return document.getElementById("login-username").value'), 'e2e-user');
-        await wd.type('#login-password', 'Wrong7Password');
+        await setValue('login-password', 'Wrong7Password');
         await wd.click('#login-submit');
         await wd.until(async () => (await wd.text('#account-error')) === 'wrong username or password', 'a wrong password refused');
         await setValue('login-password', 'Sunlit7Lighthouse');

@@ -73,7 +73,18 @@ export async function initAccount() {
   }
   onSubmit('account-login', async () => {
     required('login-username', 'login-password');
-    const status = await api.logIn($('login-username').value.trim(), $('login-password').value);
+    const username = $('login-username').value.trim();
+    let status;
+    try {
+      status = await api.logIn(username, $('login-password').value);
+    } catch (e) {
+      if (!String(e).includes('not confirmed')) throw e;
+      // Offer to confirm: the code form, with the username filled in.
+      $('confirm-username').value = username;
+      show('confirm');
+      $('account-error').textContent = String(e);
+      return;
+    }
     $('login-password').value = '';
     applyStatus(status);
     show('signed-in');

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use selfdiffusion_protocol::{
+    GenerateRequest, JobStatus, ResultRequest, ServerInfo, Status, Submitted,
+};
+use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::accounts::{needs_refresh, Accounts};
@@ -65,85 +68,6 @@ pub enum CloudError {
         /// Why it was refused.
         reason: String,
     },
-}
-
-/// A generation request (`samples` images of `prompt`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct GenerateRequest {
-    /// The prompt.
-    pub prompt: String,
-    /// Number of images (1–4).
-    pub samples: u32,
-    /// Negative prompt.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub negative_prompt: Option<String>,
-    /// Style names.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub styles: Option<Vec<String>>,
-    /// Steps.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<u32>,
-    /// Guidance.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guidance: Option<f64>,
-    /// Seed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Width.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    /// Height.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-    /// Model id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-/// Where a cloud job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Waiting.
-    Queued,
-    /// Being generated.
-    Running,
-    /// Done; `images` are ready.
-    Succeeded,
-    /// Failed; `error` says why.
-    Failed,
-}
-
-/// The `result` answer.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct JobStatus {
-    /// Where the job is.
-    pub status: Status,
-    /// 0..1 when the server reports it.
-    #[serde(default)]
-    pub progress: Option<f64>,
-    /// Image URLs, once succeeded.
-    #[serde(default)]
-    pub images: Vec<String>,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-/// What `GET /health` says about the server.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct ServerInfo {
-    /// The model it runs.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Most images per job.
-    #[serde(default)]
-    pub max_samples: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct Submitted {
-    job_id: String,
 }
 
 /// A client for one cloud endpoint and one signed-in session.
@@ -298,8 +222,14 @@ impl CloudClient {
 
     /// Asks where a job is.
     pub async fn result(&self, job_id: &str) -> Result<JobStatus, CloudError> {
-        self.post("/result", &serde_json::json!({ "job_id": job_id }))
-            .await
+        let body = ResultRequest {
+            job_id: job_id.to_owned(),
+        };
+        self.post(
+            "/result",
+            &serde_json::to_value(body).expect("a request serialises"),
+        )
+        .await
     }
 
     /// Polls until the job succeeds or fails, backing off from 0.5 s to 5 s; `on_status` sees
@@ -386,16 +316,31 @@ impl CloudClient {
     }
 }
 
-/// The recipe of a cloud image: the request, the backend and the job id.
+/// The recipe of a cloud image: the prompt as the server sends it to the model (built-in styles
+/// applied, as the server applies them) with what the user typed beside it, the settings, the
+/// backend and the job id.
 pub fn cloud_recipe(
     request: &GenerateRequest,
     job_id: &str,
     index: usize,
 ) -> selfdiffusion_library::Recipe {
-    selfdiffusion_library::Recipe {
-        prompt: request.prompt.clone(),
-        negative_prompt: request.negative_prompt.clone().unwrap_or_default(),
-        styles: request.styles.clone().unwrap_or_default(),
+    let names = request.styles.clone().unwrap_or_default();
+    let builtin = selfdiffusion_styles::builtin();
+    let chosen: Vec<&selfdiffusion_styles::Style> = names
+        .iter()
+        .filter_map(|n| {
+            builtin
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(n.trim()))
+        })
+        .collect();
+    let user_negative = request.negative_prompt.clone().unwrap_or_default();
+    let (prompt, negative_prompt) =
+        selfdiffusion_styles::apply(&request.prompt, &user_negative, &chosen);
+    let mut recipe = selfdiffusion_library::Recipe {
+        prompt,
+        negative_prompt,
+        styles: names,
         model: request.model.clone(),
         steps: request.steps,
         guidance: request.guidance,
@@ -405,5 +350,7 @@ pub fn cloud_recipe(
         backend: Some("cloud".into()),
         job_id: Some(job_id.to_owned()),
         ..selfdiffusion_library::Recipe::default()
-    }
+    };
+    recipe.set_user_prompts(request.prompt.trim(), user_negative.trim());
+    recipe
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use selfdiffusion_library::Library;
 
-use crate::client::{cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus};
+use selfdiffusion_protocol::{GenerateRequest, JobStatus};
+
+use crate::client::{cloud_recipe, CloudClient, CloudError};
 
 /// What a running cloud job reports.
 #[derive(Debug, Clone)]

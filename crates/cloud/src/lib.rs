@@ -9,10 +9,8 @@ mod job;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
-pub use client::{
-    cloud_recipe, CloudClient, CloudError, GenerateRequest, JobStatus, ServerInfo, Status,
-    MAX_IMAGE_BYTES,
-};
+pub use client::{cloud_recipe, CloudClient, CloudError, MAX_IMAGE_BYTES};
 pub use error::AccountError;
 pub use job::{run_cloud_job, CloudJobEvent};
+pub use selfdiffusion_protocol::{GenerateRequest, JobStatus, ServerInfo, Status};
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};

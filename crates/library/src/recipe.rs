@@ -48,6 +48,14 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// Records what the user typed before styles were applied (`user_prompt`,
+    /// `user_negative_prompt` in `extra`), so "reuse parameters" can apply the same styles again.
+    pub fn set_user_prompts(&mut self, prompt: &str, negative_prompt: &str) {
+        self.extra.insert("user_prompt".into(), prompt.into());
+        self.extra
+            .insert("user_negative_prompt".into(), negative_prompt.into());
+    }
+
     /// Renders the AUTOMATIC1111 `parameters` text (prompt, negative prompt, then a settings line).
     pub fn to_a1111(&self) -> String {
         let mut out = self.prompt.clone();

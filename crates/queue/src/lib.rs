@@ -470,14 +470,7 @@ fn run_job(
             backend: Some("local".into()),
             ..Recipe::default()
         };
-        // What the user typed, so "reuse parameters" can apply the same styles again.
-        recipe
-            .extra
-            .insert("user_prompt".into(), spec.prompt.clone().into());
-        recipe.extra.insert(
-            "user_negative_prompt".into(),
-            spec.negative_prompt.clone().into(),
-        );
+        recipe.set_user_prompts(&spec.prompt, &spec.negative_prompt);
         let saved =
             rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
                 .and_then(|png| {

@@ -11,24 +11,10 @@ use std::time::{Duration, Instant};
 
 use selfdiffusion_engine::{Control, Engine, Phase, Request};
 use selfdiffusion_library::{rgb_png_with_recipe, Recipe};
-use serde::Serialize;
+pub use selfdiffusion_protocol::Status;
 
 use crate::auth::Caller;
 use crate::request::JobRequest;
-
-/// Where a job is, as `/result` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Waiting for a worker.
-    Queued,
-    /// Being generated.
-    Running,
-    /// Done; its images are ready.
-    Succeeded,
-    /// Failed; `error` says why.
-    Failed,
-}
 
 /// A job as its owner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,14 +329,7 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
             job_id: Some(id.to_owned()),
             ..Recipe::default()
         };
-        // What the user typed, so "reuse parameters" applies the same styles again.
-        recipe
-            .extra
-            .insert("user_prompt".into(), job.user_prompt.clone().into());
-        recipe.extra.insert(
-            "user_negative_prompt".into(),
-            job.user_negative_prompt.clone().into(),
-        );
+        recipe.set_user_prompts(&job.user_prompt, &job.user_negative_prompt);
         let png = rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
             .map_err(|e| e.to_string())?;
         write_atomically(&image_path(&config.images_dir, id, index), &png).map_err(|e| {

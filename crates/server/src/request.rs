@@ -1,42 +1,8 @@
-//! The `generate` body and its validation against the server's limits.
+//! The `generate` body checked against the server's limits, styles applied.
 
-use serde::Deserialize;
+use selfdiffusion_protocol::GenerateRequest;
 
 use crate::config::Limits;
-
-/// The `POST /generate` body, as the protocol defines it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateBody {
-    /// The prompt.
-    pub prompt: String,
-    /// How many images (1 to the limit).
-    pub samples: u32,
-    /// What to steer away from.
-    #[serde(default)]
-    pub negative_prompt: Option<String>,
-    /// Built-in style names, applied in order.
-    #[serde(default)]
-    pub styles: Option<Vec<String>>,
-    /// Denoising steps.
-    #[serde(default)]
-    pub steps: Option<u32>,
-    /// Guidance scale.
-    #[serde(default)]
-    pub guidance: Option<f64>,
-    /// Seed of the first image (random when absent).
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// Width in pixels.
-    #[serde(default)]
-    pub width: Option<u32>,
-    /// Height in pixels.
-    #[serde(default)]
-    pub height: Option<u32>,
-    /// Model name; must be the one this server runs.
-    #[serde(default)]
-    pub model: Option<String>,
-}
 
 /// A validated job request, styles applied.
 #[derive(Debug, Clone)]
@@ -75,109 +41,105 @@ fn random_seed() -> u64 {
     u64::from_le_bytes(bytes) >> 12
 }
 
-impl GenerateBody {
-    /// Checks every field against `limits`, the served `model_name` and the known `styles`.
-    pub fn validate(
-        self,
-        limits: &Limits,
-        model_name: &str,
-        styles: &[selfdiffusion_styles::Style],
-    ) -> Result<JobRequest, String> {
-        let prompt = self.prompt.trim();
-        let negative = self.negative_prompt.as_deref().unwrap_or("").trim();
-        for (name, text) in [("prompt", prompt), ("negative_prompt", negative)] {
-            let chars = text.chars().count();
-            if chars > limits.max_prompt_chars {
-                return Err(format!(
-                    "{name} is {chars} characters; the limit is {}",
-                    limits.max_prompt_chars
-                ));
-            }
-        }
-        if prompt.is_empty() && self.styles.as_ref().is_none_or(|s| s.is_empty()) {
-            return Err("prompt is empty: describe the image to generate".into());
-        }
-        let samples = self.samples as usize;
-        if samples == 0 || samples > limits.max_samples {
+/// Checks every field of `body` against `limits`, the served `model_name` and the known
+/// `styles`; the error says what to change.
+pub fn validate(
+    body: GenerateRequest,
+    limits: &Limits,
+    model_name: &str,
+    styles: &[selfdiffusion_styles::Style],
+) -> Result<JobRequest, String> {
+    let prompt = body.prompt.trim();
+    let negative = body.negative_prompt.as_deref().unwrap_or("").trim();
+    for (name, text) in [("prompt", prompt), ("negative_prompt", negative)] {
+        let chars = text.chars().count();
+        if chars > limits.max_prompt_chars {
             return Err(format!(
-                "samples must be between 1 and {} (got {samples})",
-                limits.max_samples
+                "{name} is {chars} characters; the limit is {}",
+                limits.max_prompt_chars
             ));
         }
-        let steps = self.steps.unwrap_or(DEFAULT_STEPS) as usize;
-        if steps == 0 || steps > limits.max_steps {
-            return Err(format!(
-                "steps must be between 1 and {} (got {steps})",
-                limits.max_steps
-            ));
-        }
-        let guidance = self.guidance.unwrap_or(DEFAULT_GUIDANCE);
-        if !guidance.is_finite() || !(0.0..=30.0).contains(&guidance) {
-            return Err(format!(
-                "guidance must be between 0 and 30 (got {guidance})"
-            ));
-        }
-        let (min_side, _) = selfdiffusion_engine::SIZE_RANGE;
-        let mut sides = [0usize; 2];
-        for (slot, (name, value)) in sides.iter_mut().zip([
-            ("width", self.width.unwrap_or(DEFAULT_SIDE)),
-            ("height", self.height.unwrap_or(DEFAULT_SIDE)),
-        ]) {
-            let v = value as usize;
-            if v < min_side || v > limits.max_side || !v.is_multiple_of(8) {
-                return Err(format!(
-                    "{name} must be a multiple of 8 between {min_side} and {} (got {v})",
-                    limits.max_side
-                ));
-            }
-            *slot = v;
-        }
-        if let Some(model) = self.model.as_deref() {
-            if model != model_name {
-                return Err(format!(
-                    "model {model:?} is not served here; this server runs {model_name:?}"
-                ));
-            }
-        }
-        let names = self.styles.unwrap_or_default();
-        let mut chosen = Vec::with_capacity(names.len());
-        for name in &names {
-            let style = styles
-                .iter()
-                .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
-                .ok_or_else(|| format!("unknown style {name:?}"))?;
-            chosen.push(style);
-        }
-        let (styled, styled_negative) = selfdiffusion_styles::apply(prompt, negative, &chosen);
-        if styled.trim().is_empty() {
-            return Err("prompt is empty: describe the image to generate".into());
-        }
-        Ok(JobRequest {
-            user_prompt: prompt.to_owned(),
-            user_negative_prompt: negative.to_owned(),
-            prompt: styled,
-            negative_prompt: styled_negative,
-            styles: chosen.iter().map(|s| s.name.clone()).collect(),
-            samples,
-            steps,
-            guidance,
-            seed: self.seed.unwrap_or_else(random_seed),
-            width: sides[0],
-            height: sides[1],
-        })
     }
+    if prompt.is_empty() && body.styles.as_ref().is_none_or(|s| s.is_empty()) {
+        return Err("prompt is empty: describe the image to generate".into());
+    }
+    let samples = body.samples as usize;
+    if samples == 0 || samples > limits.max_samples {
+        return Err(format!(
+            "samples must be between 1 and {} (got {samples})",
+            limits.max_samples
+        ));
+    }
+    let steps = body.steps.unwrap_or(DEFAULT_STEPS) as usize;
+    if steps == 0 || steps > limits.max_steps {
+        return Err(format!(
+            "steps must be between 1 and {} (got {steps})",
+            limits.max_steps
+        ));
+    }
+    let guidance = body.guidance.unwrap_or(DEFAULT_GUIDANCE);
+    if !guidance.is_finite() || !(0.0..=30.0).contains(&guidance) {
+        return Err(format!(
+            "guidance must be between 0 and 30 (got {guidance})"
+        ));
+    }
+    let (min_side, _) = selfdiffusion_engine::SIZE_RANGE;
+    let mut sides = [0usize; 2];
+    for (slot, (name, value)) in sides.iter_mut().zip([
+        ("width", body.width.unwrap_or(DEFAULT_SIDE)),
+        ("height", body.height.unwrap_or(DEFAULT_SIDE)),
+    ]) {
+        let v = value as usize;
+        if v < min_side || v > limits.max_side || !v.is_multiple_of(8) {
+            return Err(format!(
+                "{name} must be a multiple of 8 between {min_side} and {} (got {v})",
+                limits.max_side
+            ));
+        }
+        *slot = v;
+    }
+    if let Some(model) = body.model.as_deref() {
+        if model != model_name {
+            return Err(format!(
+                "model {model:?} is not served here; this server runs {model_name:?}"
+            ));
+        }
+    }
+    let names = body.styles.unwrap_or_default();
+    let mut chosen = Vec::with_capacity(names.len());
+    for name in &names {
+        let style = styles
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| format!("unknown style {name:?}"))?;
+        chosen.push(style);
+    }
+    let (styled, styled_negative) = selfdiffusion_styles::apply(prompt, negative, &chosen);
+    if styled.trim().is_empty() {
+        return Err("prompt is empty: describe the image to generate".into());
+    }
+    Ok(JobRequest {
+        user_prompt: prompt.to_owned(),
+        user_negative_prompt: negative.to_owned(),
+        prompt: styled,
+        negative_prompt: styled_negative,
+        styles: chosen.iter().map(|s| s.name.clone()).collect(),
+        samples,
+        steps,
+        guidance,
+        seed: body.seed.unwrap_or_else(random_seed),
+        width: sides[0],
+        height: sides[1],
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(json: serde_json::Value) -> GenerateBody {
-        serde_json::from_value(json).unwrap()
-    }
-
     fn check(json: serde_json::Value) -> Result<JobRequest, String> {
-        body(json).validate(
+        validate(
+            serde_json::from_value(json).unwrap(),
             &Limits::default(),
             "sd-1.5",
             &selfdiffusion_styles::builtin(),
@@ -246,7 +208,7 @@ mod tests {
             let err = check(json.clone()).unwrap_err();
             assert!(err.contains(expected), "{json}: {err}");
         }
-        let unknown = serde_json::from_value::<GenerateBody>(
+        let unknown = serde_json::from_value::<GenerateRequest>(
             serde_json::json!({"prompt": "a", "samples": 1, "sampels": 2}),
         )
         .unwrap_err();

@@ -10,13 +10,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use selfdiffusion_protocol::{
+    ErrorBody, GenerateRequest, JobStatus, ResultRequest, ServerInfo, Submitted,
+};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::{AuthError, Caller, Verifier};
 use crate::config::{Config, Limits};
 use crate::jobs::{Jobs, Status, SubmitError};
-use crate::request::GenerateBody;
 use crate::signed_url::UrlSigner;
 
 /// Largest request body accepted.
@@ -102,7 +103,10 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        let body = ErrorBody {
+            error: self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -138,46 +142,38 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
     Ok(state.verifier.verify(token).await?)
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
     let (queued, running) = state.jobs.load();
-    Json(json!({
-        "status": "ok",
-        "model": state.model_name,
-        "queued": queued,
-        "running": running,
-        "max_samples": state.limits.max_samples,
-    }))
+    Json(ServerInfo {
+        status: "ok".into(),
+        model: Some(state.model_name.clone()),
+        max_samples: Some(state.limits.max_samples as u32),
+        queued: Some(queued),
+        running: Some(running),
+    })
 }
 
 async fn generate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<GenerateBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    body: Result<Json<GenerateRequest>, JsonRejection>,
+) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body?;
-    let request = body
-        .validate(&state.limits, &state.model_name, &state.styles)
+    let request = crate::request::validate(body, &state.limits, &state.model_name, &state.styles)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
         SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     })?;
-    Ok(Json(json!({ "job_id": job_id })))
-}
-
-/// The `POST /result` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultBody {
-    job_id: String,
+    Ok(Json(Submitted { job_id }))
 }
 
 async fn result(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<ResultBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    body: Result<Json<ResultRequest>, JsonRejection>,
+) -> Result<Json<JobStatus>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body?;
     let view = state
@@ -195,14 +191,12 @@ async fn result(
     } else {
         Vec::new()
     };
-    let mut answer = json!({ "status": view.status, "images": images });
-    if let Some(progress) = view.progress {
-        answer["progress"] = json!(progress);
-    }
-    if let Some(error) = view.error {
-        answer["error"] = json!(error);
-    }
-    Ok(Json(answer))
+    Ok(Json(JobStatus {
+        status: view.status,
+        progress: view.progress,
+        images,
+        error: view.error,
+    }))
 }
 
 /// The query of a signed image URL.

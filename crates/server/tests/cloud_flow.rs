@@ -130,7 +130,12 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
         let recipe = &image.recipe;
         assert_eq!(recipe.backend.as_deref(), Some("cloud"));
         assert_eq!(recipe.job_id.as_deref(), Some(job_id.as_str()));
-        assert_eq!(recipe.prompt, "a lighthouse at dusk");
+        // The prompt the model saw (the style applied), and what the user typed beside it.
+        let style = selfdiffusion_styles::builtin()[0].clone();
+        let (styled, _) = selfdiffusion_styles::apply("a lighthouse at dusk", "fog", &[&style]);
+        assert_eq!(recipe.prompt, styled);
+        assert_eq!(recipe.extra["user_prompt"], "a lighthouse at dusk");
+        assert_eq!(recipe.extra["user_negative_prompt"], "fog");
         assert_eq!(recipe.seed, Some(7 + i as u64));
         assert_eq!(recipe.styles, request.styles.clone().unwrap());
         assert_eq!(

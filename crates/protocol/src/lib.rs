@@ -1,0 +1,149 @@
+//! The cloud generation protocol, shared by the desktop client and the server:
+//! `POST /generate` with a [`GenerateRequest`] → [`Submitted`]; `POST /result` with a
+//! [`ResultRequest`] → [`JobStatus`]; `GET /health` → [`ServerInfo`]. Both POSTs carry
+//! `Authorization: Bearer <Cognito token>`; errors are [`ErrorBody`] with a 4xx/5xx status.
+
+use serde::{Deserialize, Serialize};
+
+/// A generation request: `samples` images of `prompt`. Unknown fields are refused, so a typo
+/// is an error rather than a silently ignored setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub prompt: String,
+    /// Number of images (1–4 on a default server).
+    pub samples: u32,
+    /// What to steer away from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Built-in style names, applied in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub styles: Option<Vec<String>>,
+    /// Denoising steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// Guidance scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// Seed of the first image (image k uses seed + k); random when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Model name; the server's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The `generate` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The job to ask `result` about.
+    pub job_id: String,
+}
+
+/// The `result` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultRequest {
+    /// The job.
+    pub job_id: String,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting.
+    Queued,
+    /// Being generated.
+    Running,
+    /// Done; `images` are ready.
+    Succeeded,
+    /// Failed; `error` says why.
+    Failed,
+}
+
+/// The `result` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Where the job is.
+    pub status: Status,
+    /// 0..1 when the server reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Image URLs, once succeeded.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `health` answer (no token needed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// `"ok"` when serving.
+    #[serde(default)]
+    pub status: String,
+    /// The model it runs.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Most images per job.
+    #[serde(default)]
+    pub max_samples: Option<u32>,
+    /// Jobs waiting.
+    #[serde(default)]
+    pub queued: Option<usize>,
+    /// Jobs being generated.
+    #[serde(default)]
+    pub running: Option<usize>,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_match_the_spec_examples() {
+        let request: GenerateRequest =
+            serde_json::from_str(r#"{"prompt": "a picture of a developper coding", "samples": 1}"#)
+                .unwrap();
+        assert_eq!(request.samples, 1);
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"prompt":"a picture of a developper coding","samples":1}"#
+        );
+        let typo = serde_json::from_str::<GenerateRequest>(r#"{"prompt": "a", "sampels": 1}"#)
+            .unwrap_err();
+        assert!(typo.to_string().contains("sampels"), "{typo}");
+
+        let status: JobStatus = serde_json::from_str(
+            r#"{"status": "succeeded", "images": ["https://s3.amazonaws.com/x/0.png"]}"#,
+        )
+        .unwrap();
+        assert_eq!((status.status, status.progress), (Status::Succeeded, None));
+        let running = JobStatus {
+            status: Status::Running,
+            progress: Some(0.5),
+            images: Vec::new(),
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&running).unwrap(),
+            r#"{"status":"running","progress":0.5,"images":[]}"#
+        );
+    }
+}
