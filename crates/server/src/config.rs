@@ -352,6 +352,26 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_is_read_and_a_broken_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "model_name = \"sd-2.1\"\n[limits]\nmax_side = 768\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(
+            (config.model_name.as_str(), config.limits.max_side),
+            ("sd-2.1", 768)
+        );
+        std::fs::write(&file, "workers = \"two\"").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("server.toml") && err.contains("workers"),
+            "{err}"
+        );
+        let missing = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
+    }
+
+    #[test]
     fn bad_configurations_are_refused_with_the_fix() {
         let err = toml::from_str::<Config>("wokers = 2").unwrap_err();
         assert!(err.to_string().contains("wokers"), "{err}");
