@@ -333,9 +333,41 @@ try {
         await wd.click('#viewer-close');
       });
 
+      await step('a cloud job outlives closing the app: the next start follows it to the gallery', async () => {
+        const pendingFile = join(work, 'config', 'app.selfdiffusion.desktop', 'cloud-jobs.json');
+        const pending = () => (existsSync(pendingFile) ? JSON.parse(readFileSync(pendingFile, 'utf8')) : []);
+        const projectId = await wd.exec('return document.querySelector("#project-list .project.active").dataset.projectId');
+        const before = await tiles();
+        await setValue('gen-steps', 100);
+        await setValue('gen-count', 4);
+        await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
+        await wd.click('#gen-submit');
+        await wd.until(() => pending().length === 1, 'the submitted job written down', 30000);
+        const [job] = pending();
+        assert.equal(String(job.project_id), projectId);
+        const state = await wd.exec('return document.querySelector(\'#job-list li[data-backend="cloud"]\').dataset.state');
+        assert.ok(state === 'queued' || state === 'running', `still on the server when the app closes (${state})`);
+        await wd.quit();
+        await wd.start({ browserName: 'wry', 'tauri:options': { application: app } });
+        await wd.until(() => wd.exec('return document.body.dataset.ready === "true"'), 'app ready again', 60000);
+        await wd.exec('document.querySelector(`#project-list .project[data-project-id="${arguments[0]}"]`).click()', projectId);
+        await wd.until(() => wd.exec('const li = document.querySelector(\'#job-list li[data-backend="cloud"]\'); return li && li.dataset.state === "done"'), 'the resumed job done', 180000);
+        await wd.until(async () => (await tiles()) === before + 4, 'its four images in the gallery', 30000);
+        assert.deepEqual(pending(), [], 'the job is crossed off');
+        assert.equal(await wd.text('#account-label'), 'e2e-user', 'still signed in after the restart');
+        await setValue('gen-width', 128);
+        await setValue('gen-height', 128);
+        await setValue('gen-steps', 4);
+        await setValue('gen-count', 1);
+        await setValue('gen-prompt', 'a lighthouse seen from the cloud');
+        await setValue('gen-backend', 'cloud');
+      });
+
       await step('with the server gone: a clear offline message, and local generation still works', async () => {
         cloud.stopServer();
         const before = await tiles();
+        await wd.until(async () => (await wd.text('#gen-final')).startsWith('a lighthouse'), 'the prompt sent');
+        await wd.until(() => wd.exec('return !document.getElementById("gen-submit").disabled'), 'Generate enabled');
         await wd.click('#gen-submit');
         const failed = '#job-list li[data-backend="cloud"][data-state="failed"]';
         await wd.waitFor(failed, 60000);

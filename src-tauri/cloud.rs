@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    needs_refresh, restored, run_cloud_job, Accounts, CloudClient, CloudJobEvent, CognitoConfig,
-    GenerateRequest, RefreshStore, Status,
+    follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts,
+    CloudClient, CloudError, CloudJobEvent, CognitoConfig, GenerateRequest, PendingJobs,
+    RefreshStore, Status, SubmittedJob,
 };
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct Cloud {
     session: Mutex<Option<Arc<Session>>>,
     jobs: Mutex<Vec<CloudJob>>,
     next_id: AtomicU64,
+    /// Server job ids being followed in this run (so a resume never follows one twice).
+    following: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -236,6 +239,7 @@ pub async fn account_log_in(
     };
     *lock(&cloud.session) = Some(Arc::new(session));
     tracing::info!("signed in");
+    resume_pending(&app);
     Ok(status(&app, &cloud))
 }
 
@@ -354,15 +358,66 @@ pub fn submit_cloud_job(
         seed: Some(seed),
         ..request
     };
+    let id = spawn_job(
+        &app,
+        &cloud,
+        session,
+        library,
+        Start::New {
+            request,
+            project_id: params.project_id,
+        },
+    );
+    Ok(CloudSubmitted {
+        id,
+        backend: "cloud",
+        seed,
+    })
+}
+
+/// How a cloud job starts in this run.
+enum Start {
+    /// Submit a new request for a project.
+    New {
+        request: GenerateRequest,
+        project_id: i64,
+    },
+    /// Follow a job submitted in an earlier run.
+    Resume(SubmittedJob),
+}
+
+fn pending_jobs(app: &AppHandle) -> Option<PendingJobs> {
+    app.path()
+        .app_config_dir()
+        .ok()
+        .map(|d| PendingJobs::new(d.join("cloud-jobs.json")))
+}
+
+/// Lists the job and follows it in the background, writing it down while it is pending so a
+/// restart can pick it up. Returns the job's id in the job list.
+fn spawn_job(
+    app: &AppHandle,
+    cloud: &Cloud,
+    session: Arc<Session>,
+    library: Arc<selfdiffusion_library::Library>,
+    start: Start,
+) -> u64 {
     let id = cloud.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let cancel = Arc::new(AtomicBool::new(false));
+    let (request, project_id, state) = match &start {
+        Start::New {
+            request,
+            project_id,
+        } => (request, *project_id, JobState::Queued),
+        Start::Resume(job) => (&job.request, job.project_id, JobState::Running),
+    };
     let info = CloudJobInfo {
         id,
         backend: "cloud",
-        project_id: params.project_id,
+        project_id,
         prompt: request.prompt.clone(),
-        count: params.count as usize,
-        state: JobState::Queued,
+        count: request.samples as usize,
+        state,
         images: Vec::new(),
         progress: None,
     };
@@ -371,12 +426,23 @@ pub fn submit_cloud_job(
         cancel: cancel.clone(),
     });
     let _ = app.emit("job-changed", info);
-    let project_id = params.project_id;
+    let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let cloud = app.state::<Cloud>();
+        let pending = pending_jobs(&app);
+        let mut server_job = match &start {
+            Start::Resume(job) => Some(job.job_id.clone()),
+            Start::New { .. } => None,
+        };
+        let following = &cloud.following;
         let mut on_event = |event: CloudJobEvent| match event {
-            CloudJobEvent::Submitted { job_id } => {
-                tracing::info!(%job_id, "cloud job submitted");
+            CloudJobEvent::Submitted(job) => {
+                tracing::info!(job_id = %job.job_id, "cloud job submitted");
+                if let Some(Err(e)) = pending.as_ref().map(|p| p.add(&job)) {
+                    tracing::warn!(error = %e, "cannot write the pending cloud job down");
+                }
+                lock(following).insert(job.job_id.clone());
+                server_job = Some(job.job_id);
             }
             CloudJobEvent::Status(s) => cloud.update(&app, id, |j| {
                 j.progress = s.progress;
@@ -388,29 +454,85 @@ pub fn submit_cloud_job(
                 j.images.push(image_id);
             }),
         };
-        let outcome = run_cloud_job(
-            &session.client,
-            &request,
-            library,
-            project_id,
-            JOB_TIMEOUT,
-            &cancel,
-            &mut on_event,
-        )
-        .await;
+        let client = &session.client;
+        let outcome = match &start {
+            Start::New {
+                request,
+                project_id,
+            } => {
+                let project = *project_id;
+                run_cloud_job(
+                    client,
+                    request,
+                    library,
+                    project,
+                    JOB_TIMEOUT,
+                    &cancel,
+                    &mut on_event,
+                )
+                .await
+            }
+            Start::Resume(job) => {
+                follow_cloud_job(client, job, library, JOB_TIMEOUT, &cancel, &mut on_event).await
+            }
+        };
+        if let Some(job_id) = &server_job {
+            lock(&cloud.following).remove(job_id);
+        }
+        if let (Some(pending), Some(job_id)) = (&pending, &server_job) {
+            if !worth_resuming(&outcome) {
+                if let Err(e) = pending.remove(job_id) {
+                    tracing::warn!(error = %e, "cannot cross the cloud job off");
+                }
+            }
+        }
         cloud.update(&app, id, |j| {
             j.state = match outcome {
                 Ok(_) => JobState::Done,
-                Err(selfdiffusion_cloud::CloudError::Cancelled) => JobState::Cancelled,
+                Err(CloudError::Cancelled) => JobState::Cancelled,
                 Err(e) => JobState::Failed {
                     error: e.to_string(),
                 },
             };
         });
     });
-    Ok(CloudSubmitted {
-        id,
-        backend: "cloud",
-        seed,
-    })
+    id
+}
+
+/// Follows the cloud jobs an earlier run submitted but did not save (the app was closed, or
+/// the cloud was unreachable), when a session and the library are there.
+pub fn resume_pending(app: &AppHandle) {
+    let cloud = app.state::<Cloud>();
+    let Some(pending) = pending_jobs(app) else {
+        return;
+    };
+    let jobs: Vec<SubmittedJob> = {
+        let following = lock(&cloud.following);
+        pending
+            .list()
+            .into_iter()
+            .filter(|j| !following.contains(&j.job_id))
+            .collect()
+    };
+    if jobs.is_empty() {
+        return;
+    }
+    let (Some(session), Ok(library)) = (cloud.session(app), app.state::<AppState>().library())
+    else {
+        tracing::info!(jobs = jobs.len(), "pending cloud jobs wait for a session");
+        return;
+    };
+    tracing::info!(
+        jobs = jobs.len(),
+        "following the cloud jobs of an earlier run"
+    );
+    for job in jobs {
+        spawn_job(
+            app,
+            &cloud,
+            session.clone(),
+            library.clone(),
+            Start::Resume(job),
+        );
+    }
 }

@@ -22,6 +22,7 @@ fn main() {
             app.manage(state);
             app.manage(generation::Generation::default());
             app.manage(cloud::Cloud::default());
+            cloud::resume_pending(app.handle());
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![

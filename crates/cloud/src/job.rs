@@ -1,24 +1,34 @@
 //! One cloud job from request to library: submit, follow with backoff, download every image
-//! and save it into a project with its cloud recipe.
+//! and save it into a project with its cloud recipe. A submitted job can be written down
+//! ([`PendingJobs`]) and followed again after a restart, so closing the app loses nothing.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use selfdiffusion_library::Library;
-
 use selfdiffusion_protocol::{GenerateRequest, JobStatus};
+use serde::{Deserialize, Serialize};
 
 use crate::client::{cloud_recipe, CloudClient, CloudError};
+
+/// A job the server accepted: what to follow, and where its images go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    /// The server's job id.
+    pub job_id: String,
+    /// The project the images go to.
+    pub project_id: i64,
+    /// The request as sent (the model filled in), for the recipes.
+    pub request: GenerateRequest,
+}
 
 /// What a running cloud job reports.
 #[derive(Debug, Clone)]
 pub enum CloudJobEvent {
     /// The server accepted the job.
-    Submitted {
-        /// The server's job id.
-        job_id: String,
-    },
+    Submitted(SubmittedJob),
     /// The server's latest answer about the job.
     Status(JobStatus),
     /// An image was saved into the library.
@@ -28,21 +38,13 @@ pub enum CloudJobEvent {
     },
 }
 
-/// Runs `request` on the cloud and saves its images into project `project_id` of `library`.
-/// Without a model in the request, the server's own (from `/health`) is named, so the recipe
-/// records it. The project cannot be deleted meanwhile. Setting `cancel` stops following the job (images
-/// already saved stay). Returns the library ids of the saved images.
-pub async fn run_cloud_job(
+/// Submits `request` for project `project_id`. Without a model in the request, the server's own
+/// (from `/health`) is named, so the recipes record it.
+pub async fn submit_cloud_job(
     client: &CloudClient,
     request: &GenerateRequest,
-    library: Arc<Library>,
     project_id: i64,
-    timeout: Duration,
-    cancel: &AtomicBool,
-    on_event: &mut (dyn FnMut(CloudJobEvent) + Send),
-) -> Result<Vec<i64>, CloudError> {
-    let library_error = |e: selfdiffusion_library::Error| CloudError::Library(e.to_string());
-    let _guard = library.begin_job(project_id).map_err(library_error)?;
+) -> Result<SubmittedJob, CloudError> {
     let mut request = request.clone();
     if request.model.is_none() {
         match client.server_info().await {
@@ -51,24 +53,41 @@ pub async fn run_cloud_job(
             Err(e) => tracing::warn!(error = %e, "the server does not say which model it runs"),
         }
     }
-    let request = &request;
-    let job_id = client.generate(request).await?;
-    on_event(CloudJobEvent::Submitted {
-        job_id: job_id.clone(),
-    });
+    let job_id = client.generate(&request).await?;
+    Ok(SubmittedJob {
+        job_id,
+        project_id,
+        request,
+    })
+}
+
+/// Follows a submitted job until it ends and saves its images into `library`. The project cannot
+/// be deleted meanwhile. Setting `cancel` stops following (images already saved stay). Returns
+/// the library ids of the saved images.
+pub async fn follow_cloud_job(
+    client: &CloudClient,
+    job: &SubmittedJob,
+    library: Arc<Library>,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    on_event: &mut (dyn FnMut(CloudJobEvent) + Send),
+) -> Result<Vec<i64>, CloudError> {
+    let library_error = |e: selfdiffusion_library::Error| CloudError::Library(e.to_string());
+    let _guard = library.begin_job(job.project_id).map_err(library_error)?;
     let done = client
-        .wait(&job_id, timeout, cancel, &mut |s| {
+        .wait(&job.job_id, timeout, cancel, &mut |s| {
             on_event(CloudJobEvent::Status(s.clone()))
         })
         .await?;
     let mut saved = Vec::with_capacity(done.images.len());
     for (index, url) in done.images.iter().enumerate() {
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        if cancel.load(Ordering::Relaxed) {
             return Err(CloudError::Cancelled);
         }
         let bytes = client.download(url).await?;
-        let recipe = cloud_recipe(request, &job_id, index);
+        let recipe = cloud_recipe(&job.request, &job.job_id, index);
         let library = library.clone();
+        let project_id = job.project_id;
         let image = tokio::task::spawn_blocking(move || {
             library.add_image(project_id, &bytes, &recipe, None)
         })
@@ -87,4 +106,155 @@ pub async fn run_cloud_job(
         saved.push(image.summary.id);
     }
     Ok(saved)
+}
+
+/// Submits `request` and follows it into project `project_id` of `library`
+/// ([`submit_cloud_job`] then [`follow_cloud_job`]).
+pub async fn run_cloud_job(
+    client: &CloudClient,
+    request: &GenerateRequest,
+    library: Arc<Library>,
+    project_id: i64,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    on_event: &mut (dyn FnMut(CloudJobEvent) + Send),
+) -> Result<Vec<i64>, CloudError> {
+    let _guard = library
+        .begin_job(project_id)
+        .map_err(|e| CloudError::Library(e.to_string()))?;
+    let job = submit_cloud_job(client, request, project_id).await?;
+    on_event(CloudJobEvent::Submitted(job.clone()));
+    follow_cloud_job(client, &job, library, timeout, cancel, on_event).await
+}
+
+/// Whether a job that ended with `outcome` should be followed again later: only when the cloud
+/// could not be reached or the wait timed out (the server may still finish it).
+pub fn worth_resuming(outcome: &Result<Vec<i64>, CloudError>) -> bool {
+    matches!(
+        outcome,
+        Err(CloudError::Offline(_) | CloudError::TimedOut(_))
+    )
+}
+
+/// Submitted jobs not yet saved, kept in a JSON file (written atomically) so they can be
+/// followed again after a restart.
+pub struct PendingJobs {
+    file: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl PendingJobs {
+    /// The list in `file`.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        PendingJobs {
+            file: file.into(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The jobs written down (none when the file is missing or unreadable).
+    pub fn list(&self) -> Vec<SubmittedJob> {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.read()
+    }
+
+    fn read(&self) -> Vec<SubmittedJob> {
+        let Ok(text) = std::fs::read_to_string(&self.file) else {
+            return Vec::new();
+        };
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!(file = %self.file.display(), error = %e, "unreadable pending cloud jobs; ignoring them");
+            Vec::new()
+        })
+    }
+
+    fn write(&self, jobs: &[SubmittedJob]) -> Result<(), CloudError> {
+        let failed =
+            |e: std::io::Error| CloudError::Library(format!("{}: {e}", self.file.display()));
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let tmp = self.file.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(jobs).expect("jobs serialise");
+        {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&tmp).map_err(failed)?;
+            out.write_all(&body).map_err(failed)?;
+            out.sync_all().map_err(failed)?;
+        }
+        std::fs::rename(&tmp, &self.file).map_err(failed)
+    }
+
+    /// Writes `job` down.
+    pub fn add(&self, job: &SubmittedJob) -> Result<(), CloudError> {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.read();
+        jobs.retain(|j| j.job_id != job.job_id);
+        jobs.push(job.clone());
+        self.write(&jobs)
+    }
+
+    /// Crosses job `job_id` off.
+    pub fn remove(&self, job_id: &str) -> Result<(), CloudError> {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.read();
+        let before = jobs.len();
+        jobs.retain(|j| j.job_id != job_id);
+        if jobs.len() == before {
+            return Ok(());
+        }
+        self.write(&jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> SubmittedJob {
+        SubmittedJob {
+            job_id: id.into(),
+            project_id: 3,
+            request: GenerateRequest {
+                prompt: "a lighthouse".into(),
+                samples: 2,
+                seed: Some(9),
+                ..GenerateRequest::default()
+            },
+        }
+    }
+
+    #[test]
+    fn pending_jobs_survive_a_restart_and_are_crossed_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cfg/cloud-jobs.json");
+        let pending = PendingJobs::new(&file);
+        assert!(pending.list().is_empty());
+        pending.add(&job("a")).unwrap();
+        pending.add(&job("b")).unwrap();
+        pending.add(&job("a")).unwrap();
+        let again = PendingJobs::new(&file);
+        let ids: Vec<String> = again.list().into_iter().map(|j| j.job_id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(again.list()[0], job("b"));
+        again.remove("b").unwrap();
+        again.remove("unknown").unwrap();
+        assert_eq!(PendingJobs::new(&file).list(), [job("a")]);
+        std::fs::write(&file, "{broken").unwrap();
+        assert!(
+            PendingJobs::new(&file).list().is_empty(),
+            "a broken file is ignored"
+        );
+    }
+
+    #[test]
+    fn only_unreachable_or_slow_jobs_are_worth_resuming() {
+        assert!(worth_resuming(&Err(CloudError::Offline("x".into()))));
+        assert!(worth_resuming(&Err(CloudError::TimedOut(
+            Duration::from_secs(1)
+        ))));
+        assert!(!worth_resuming(&Ok(vec![1])));
+        assert!(!worth_resuming(&Err(CloudError::Cancelled)));
+        assert!(!worth_resuming(&Err(CloudError::JobFailed("gpu".into()))));
+    }
 }

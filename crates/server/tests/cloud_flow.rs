@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    run_cloud_job, Accounts, CloudClient, CloudError, CloudJobEvent, GenerateRequest, Status,
+    follow_cloud_job, restored, run_cloud_job, submit_cloud_job, Accounts, CloudClient, CloudError,
+    CloudJobEvent, GenerateRequest, PendingJobs, Status,
 };
 use selfdiffusion_library::Library;
 use selfdiffusion_server::config::Limits;
@@ -113,7 +114,7 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
     assert_eq!(saved.len(), 2);
 
     let job_id = match &events[0] {
-        CloudJobEvent::Submitted { job_id } => job_id.clone(),
+        CloudJobEvent::Submitted(job) => job.job_id.clone(),
         other => panic!("first event {other:?}"),
     };
     let statuses: Vec<Status> = events
@@ -189,6 +190,54 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
     );
     let err = signed_out.result(&job_id).await.unwrap_err();
     assert!(matches!(err, CloudError::Unauthorized), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_before_a_restart_is_followed_after_it() {
+    let Some(cloud) = cloud(Limits::default()).await else {
+        return;
+    };
+    let base = &cloud.server.base;
+    let tokens = user(&cloud.accounts, "eli").await;
+    let dir = tempfile::tempdir().unwrap();
+    let library = Arc::new(Library::open(dir.path().join("library")).unwrap());
+    let project = library.create_project("Resumed", None).unwrap();
+    let pending = PendingJobs::new(dir.path().join("cloud-jobs.json"));
+
+    // The app submits, writes the job down, and is closed before following it.
+    let before = CloudClient::new(base, cloud.accounts.clone(), tokens.clone());
+    let job = submit_cloud_job(&before, &request(1, 2), project.id)
+        .await
+        .unwrap();
+    pending.add(&job).unwrap();
+    drop(before);
+
+    // The next run restores the session from the refresh token and follows what was pending.
+    let after = CloudClient::new(
+        base,
+        cloud.accounts.clone(),
+        restored("eli", tokens.refresh_token()),
+    );
+    let mut seen = 0;
+    for job in PendingJobs::new(dir.path().join("cloud-jobs.json")).list() {
+        let saved = follow_cloud_job(
+            &after,
+            &job,
+            library.clone(),
+            Duration::from_secs(120),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        pending.remove(&job.job_id).unwrap();
+        seen += saved.len();
+        let recipe = library.image(saved[0]).unwrap().recipe;
+        assert_eq!(recipe.job_id.as_deref(), Some(job.job_id.as_str()));
+        assert_eq!(recipe.model.as_deref(), Some("tiny"));
+    }
+    assert_eq!(seen, 1);
+    assert!(pending.list().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
