@@ -132,3 +132,47 @@ pub fn set_cloud(app: &AppHandle, settings: &CloudSettings) -> anyhow::Result<()
     store.save()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CloudSettings;
+
+    fn full() -> CloudSettings {
+        CloudSettings {
+            api_url: " https://gen.example.com/ ".into(),
+            region: "eu-west-1".into(),
+            user_pool_id: "eu-west-1_AbC".into(),
+            client_id: "client".into(),
+            cognito_endpoint: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_complete_service_becomes_a_cognito_config() {
+        let settings = full().trimmed();
+        assert_eq!(settings.api_url, "https://gen.example.com");
+        let config = settings.cognito().unwrap();
+        assert_eq!(
+            (config.region.as_str(), config.user_pool_id.as_str()),
+            ("eu-west-1", "eu-west-1_AbC")
+        );
+        assert_eq!(config.endpoint_url, None);
+    }
+
+    #[test]
+    fn missing_or_malformed_settings_say_what_to_enter() {
+        let err = CloudSettings::default().cognito().unwrap_err();
+        assert!(
+            err.contains("the cloud API URL, the region, the user pool id, the app client id"),
+            "{err}"
+        );
+        assert!(err.contains("Account → Cloud service"), "{err}");
+        let err = CloudSettings {
+            api_url: "gen.example.com".into(),
+            ..full()
+        }
+        .cognito()
+        .unwrap_err();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+    }
+}
