@@ -506,22 +506,22 @@ pub fn resume_pending(app: &AppHandle) {
     let Some(pending) = pending_jobs(app) else {
         return;
     };
+    let (Some(session), Ok(library)) = (cloud.session(app), app.state::<AppState>().library())
+    else {
+        return;
+    };
+    // Only this account's jobs: another account's wait until it logs in again.
     let jobs: Vec<SubmittedJob> = {
         let following = lock(&cloud.following);
         pending
             .list()
             .into_iter()
-            .filter(|j| !following.contains(&j.job_id))
+            .filter(|j| j.username == session.username && !following.contains(&j.job_id))
             .collect()
     };
     if jobs.is_empty() {
         return;
     }
-    let (Some(session), Ok(library)) = (cloud.session(app), app.state::<AppState>().library())
-    else {
-        tracing::info!(jobs = jobs.len(), "pending cloud jobs wait for a session");
-        return;
-    };
     tracing::info!(
         jobs = jobs.len(),
         "following the cloud jobs of an earlier run"

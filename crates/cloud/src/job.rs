@@ -18,6 +18,8 @@ use crate::client::{cloud_recipe, CloudClient, CloudError};
 pub struct SubmittedJob {
     /// The server's job id.
     pub job_id: String,
+    /// The account that submitted it (only that account can follow it).
+    pub username: String,
     /// The project the images go to.
     pub project_id: i64,
     /// The request as sent (the model filled in), for the recipes.
@@ -56,6 +58,7 @@ pub async fn submit_cloud_job(
     let job_id = client.generate(&request).await?;
     Ok(SubmittedJob {
         job_id,
+        username: client.tokens().await.username().to_owned(),
         project_id,
         request,
     })
@@ -214,6 +217,7 @@ mod tests {
     fn job(id: &str) -> SubmittedJob {
         SubmittedJob {
             job_id: id.into(),
+            username: "ada".into(),
             project_id: 3,
             request: GenerateRequest {
                 prompt: "a lighthouse".into(),
