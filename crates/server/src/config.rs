@@ -185,6 +185,9 @@ impl Config {
         if let Some(v) = var("USER_POOL_ID") {
             self.auth.user_pool_id = Some(v);
         }
+        if let Some(v) = var("JWKS_REFETCH_MIN_S") {
+            self.auth.jwks_refetch_min_s = Some(number("JWKS_REFETCH_MIN_S", &v)?);
+        }
         if let Some(v) = var("CLIENT_IDS") {
             self.auth.client_ids = v
                 .split(',')
@@ -322,6 +325,7 @@ mod tests {
             ("SELFDIFFUSION_SERVER_WORKERS", "3"),
             ("SELFDIFFUSION_SERVER_CLIENT_IDS", "a, b"),
             ("SELFDIFFUSION_SERVER_MAX_STEPS", "50"),
+            ("SELFDIFFUSION_SERVER_JWKS_REFETCH_MIN_S", "5"),
         ]
         .into();
         config
@@ -340,6 +344,7 @@ mod tests {
             format!("{}/.well-known/jwks.json", rules.issuer)
         );
         assert_eq!(rules.client_ids, ["a", "b"]);
+        assert_eq!(rules.refetch_min, std::time::Duration::from_secs(5));
         config.validate().unwrap();
 
         let err = config
