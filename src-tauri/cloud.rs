@@ -154,6 +154,7 @@ fn status(app: &AppHandle, cloud: &Cloud) -> AccountStatus {
     }
 }
 
+/// Whether the cloud service is set up, and who is signed in.
 #[tauri::command]
 pub fn account_status(app: AppHandle, cloud: State<'_, Cloud>) -> AccountStatus {
     status(&app, &cloud)
@@ -176,6 +177,7 @@ pub fn set_cloud_settings(
     Ok(status(&app, &cloud))
 }
 
+/// Creates an account; a confirmation code is emailed.
 #[tauri::command]
 pub async fn account_sign_up(
     app: AppHandle,
@@ -191,6 +193,7 @@ pub async fn account_sign_up(
         .map_err(|e| e.to_string())
 }
 
+/// Confirms a new account with the emailed code.
 #[tauri::command]
 pub async fn account_confirm(
     app: AppHandle,
@@ -205,6 +208,7 @@ pub async fn account_confirm(
         .map_err(|e| e.to_string())
 }
 
+/// Emails a new confirmation code.
 #[tauri::command]
 pub async fn account_resend_code(
     app: AppHandle,
@@ -218,6 +222,8 @@ pub async fn account_resend_code(
         .map_err(|e| e.to_string())
 }
 
+/// Logs in, keeps the refresh token (keyring or private file) and follows the account's pending
+/// cloud jobs.
 #[tauri::command]
 pub async fn account_log_in(
     app: AppHandle,
@@ -243,6 +249,7 @@ pub async fn account_log_in(
     Ok(status(&app, &cloud))
 }
 
+/// Emails a password reset code.
 #[tauri::command]
 pub async fn account_forgot_password(
     app: AppHandle,
@@ -256,6 +263,7 @@ pub async fn account_forgot_password(
         .map_err(|e| e.to_string())
 }
 
+/// Sets a new password with the emailed reset code.
 #[tauri::command]
 pub async fn account_reset_password(
     app: AppHandle,

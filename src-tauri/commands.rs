@@ -45,6 +45,7 @@ pub struct LibraryInfo {
     env_override: bool,
 }
 
+/// Where the library is, whether the environment chose it, and why it is unavailable.
 #[tauri::command]
 pub fn library_info(state: State<'_, AppState>) -> LibraryInfo {
     let (root, error) = match state.library() {
@@ -77,11 +78,13 @@ pub async fn set_library_folder(
     Ok(Some(library.root().to_path_buf()))
 }
 
+/// Every project with its counts and cover.
 #[tauri::command]
 pub async fn list_projects(state: State<'_, AppState>) -> CmdResult<Vec<ProjectSummary>> {
     blocking(&state, |lib| lib.list_projects()).await
 }
 
+/// Creates a project (names are unique, case-insensitively).
 #[tauri::command]
 pub async fn create_project(
     state: State<'_, AppState>,
@@ -94,6 +97,7 @@ pub async fn create_project(
     .await
 }
 
+/// Renames a project or changes its description.
 #[tauri::command]
 pub async fn update_project(
     state: State<'_, AppState>,
@@ -107,11 +111,13 @@ pub async fn update_project(
     .await
 }
 
+/// Deletes a project and its files (refused while one of its jobs runs).
 #[tauri::command]
 pub async fn delete_project(state: State<'_, AppState>, id: i64) -> CmdResult<()> {
     blocking(&state, move |lib| lib.delete_project(id)).await
 }
 
+/// A page of a project's images (search, favourites, cursor).
 #[tauri::command]
 pub async fn list_images(
     state: State<'_, AppState>,
@@ -121,21 +127,25 @@ pub async fn list_images(
     blocking(&state, move |lib| lib.list_images(project_id, &query)).await
 }
 
+/// One image with its recipe.
 #[tauri::command]
 pub async fn get_image(state: State<'_, AppState>, id: i64) -> CmdResult<ImageDetail> {
     blocking(&state, move |lib| lib.image(id)).await
 }
 
+/// Flips an image's favourite mark; returns the new value.
 #[tauri::command]
 pub async fn toggle_favorite(state: State<'_, AppState>, id: i64) -> CmdResult<bool> {
     blocking(&state, move |lib| lib.toggle_favorite(id)).await
 }
 
+/// Deletes images and their files; returns how many went.
 #[tauri::command]
 pub async fn delete_images(state: State<'_, AppState>, ids: Vec<i64>) -> CmdResult<usize> {
     blocking(&state, move |lib| lib.delete_images(&ids)).await
 }
 
+/// Moves images to another project; returns their new ids.
 #[tauri::command]
 pub async fn move_images(
     state: State<'_, AppState>,
@@ -211,11 +221,13 @@ pub fn cancel_export(state: State<'_, AppState>) {
     state.export_cancel.cancel();
 }
 
+/// Checks every record against its files.
 #[tauri::command]
 pub async fn verify_library(state: State<'_, AppState>) -> CmdResult<VerifyReport> {
     blocking(&state, |lib| lib.verify()).await
 }
 
+/// Re-indexes files without a record and rebuilds thumbnails.
 #[tauri::command]
 pub async fn repair_library(state: State<'_, AppState>) -> CmdResult<RepairReport> {
     blocking(&state, |lib| lib.repair()).await

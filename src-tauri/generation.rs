@@ -111,6 +111,7 @@ fn all_styles(app: &AppHandle) -> StyleList {
     StyleList { styles, problems }
 }
 
+/// Built-in and user styles, with the user entries that were skipped.
 #[tauri::command]
 pub fn list_styles(app: AppHandle) -> StyleList {
     all_styles(&app)
@@ -176,6 +177,7 @@ fn models() -> Vec<ModelEntry> {
     out
 }
 
+/// Catalog models (installed or not) and imported folders.
 #[tauri::command]
 pub fn list_models() -> Vec<ModelEntry> {
     models()
@@ -214,6 +216,7 @@ pub fn random_seed() -> u64 {
     (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (1 << 53)
 }
 
+/// Queues a local generation job; returns its id and seed.
 #[tauri::command]
 pub fn submit_job(
     app: AppHandle,
@@ -293,6 +296,7 @@ pub fn cancel_job(
     with_queue(&gen, |q| q.cancel(id).map_err(|e| e.to_string()))
 }
 
+/// Lets the running job finish its current image, then stops it.
 #[tauri::command]
 pub fn stop_job(gen: State<'_, Generation>, id: JobId) -> Result<(), String> {
     with_queue(&gen, |q| {
