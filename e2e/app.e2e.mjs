@@ -2,14 +2,13 @@
 // on a temp library. Usage: node e2e/app.e2e.mjs <path to the app binary> [screenshot dir]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, delimiter, resolve } from 'node:path';
 import assert from 'node:assert/strict';
 import { WebDriver } from './webdriver.mjs';
 import { makePng } from './png.mjs';
 import { startHub } from './hub.mjs';
-import { startCloud, motoBinary } from './cloud.mjs';
+import { startCloud, motoBinary, freePort } from './cloud.mjs';
 
 const app = resolve(process.argv[2] || '');
 const shots = resolve(process.argv[3] || 'target/e2e');
@@ -43,13 +42,6 @@ const inputs = prompts.map((prompt, i) => {
   writeFileSync(file, makePng(96, 64, i + 1, `${prompt}\nNegative prompt: blurry\nSteps: ${20 + i}, Sampler: Euler a, CFG scale: 7, Seed: ${1000 + i}, Size: 96x64`));
   return file;
 });
-
-function freePort() {
-  return new Promise((res) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => res(port)); });
-  });
-}
 
 const port = await freePort();
 const env = {

@@ -6,7 +6,8 @@ import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 
-function freePort() {
+/** A loopback port nobody listens on right now. */
+export function freePort() {
   return new Promise((res) => {
     const srv = createServer();
     srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => res(port)); });
