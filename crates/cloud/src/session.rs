@@ -148,11 +148,6 @@ impl RefreshStore {
         }
     }
 
-    /// The store in the OS config dir (`SelfDiffusion/session.json`).
-    pub fn default_location() -> Option<Self> {
-        dirs::config_dir().map(|d| Self::new(d.join("SelfDiffusion").join("session.json")))
-    }
-
     /// The file.
     pub fn path(&self) -> &Path {
         &self.file
