@@ -349,6 +349,7 @@ pub fn submit_cloud_job(
             params.count
         ));
     }
+    let seed = params.seed.unwrap_or_else(crate::generation::random_seed);
     let request = GenerateRequest {
         prompt: params.prompt.trim().to_owned(),
         samples: params.count,
@@ -356,15 +357,10 @@ pub fn submit_cloud_job(
         styles: Some(params.styles).filter(|s| !s.is_empty()),
         steps: Some(params.steps),
         guidance: Some(params.guidance),
-        seed: params.seed,
+        seed: Some(seed),
         width: Some(params.width),
         height: Some(params.height),
         model: None,
-    };
-    let seed = params.seed.unwrap_or_else(crate::generation::random_seed);
-    let request = GenerateRequest {
-        seed: Some(seed),
-        ..request
     };
     let id = spawn_job(
         &app,
