@@ -121,12 +121,12 @@ impl Jobs {
     /// Queues `request` for `caller`; returns the job id.
     pub fn submit(&self, caller: &Caller, request: JobRequest) -> Result<String, SubmitError> {
         let id = uuid::Uuid::new_v4().to_string();
-        {
+        let expired = {
             let mut state = self.shared.lock();
             if state.shutdown {
                 return Err(SubmitError::ShuttingDown);
             }
-            self.sweep(&mut state);
+            let expired = self.forget_expired(&mut state);
             let limit = self.shared.config.max_jobs_per_user;
             let open = state
                 .jobs
@@ -153,7 +153,9 @@ impl Jobs {
                 },
             );
             state.queue.push_back(id.clone());
-        }
+            expired
+        };
+        remove_job_folders(&self.shared.config.images_dir, &expired);
         tracing::info!(job = %id, user = %caller.username, "job queued");
         self.shared.wake.notify_one();
         Ok(id)
@@ -191,8 +193,9 @@ impl Jobs {
         (state.queue.len(), running)
     }
 
-    /// Forgets jobs finished longer ago than the retention time, with their images.
-    fn sweep(&self, state: &mut State) {
+    /// Forgets jobs finished longer ago than the retention time; returns their ids, whose
+    /// folders the caller removes once the lock is released.
+    fn forget_expired(&self, state: &mut State) -> Vec<String> {
         let retention = self.shared.config.retention;
         let old: Vec<String> = state
             .jobs
@@ -200,13 +203,20 @@ impl Jobs {
             .filter(|(_, j)| j.finished_at.is_some_and(|t| t.elapsed() > retention))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in old {
-            state.jobs.remove(&id);
-            let dir = self.shared.config.images_dir.join(&id);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old job's images");
-                }
+        for id in &old {
+            state.jobs.remove(id);
+        }
+        old
+    }
+}
+
+/// Removes the image folders of forgotten jobs.
+fn remove_job_folders(images_dir: &Path, ids: &[String]) {
+    for id in ids {
+        let dir = images_dir.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old job's images");
             }
         }
     }
