@@ -87,27 +87,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_noise_and_different_seeds_differ() {
-        let a = SeededNoise::new(7)
-            .initial(&[1, 4, 2, 2])
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = SeededNoise::new(7)
-            .initial(&[1, 4, 2, 2])
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let c = SeededNoise::new(8)
-            .initial(&[1, 4, 2, 2])
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let noise = |seed| {
+            SeededNoise::new(seed)
+                .initial(&[1, 4, 2, 2])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (noise(7), noise(7), noise(8));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let mean = a.iter().sum::<f32>() / a.len() as f32;
