@@ -1,7 +1,17 @@
 // A minimal W3C WebDriver client over fetch (Node 18+), enough to drive the app through
-// tauri-driver: sessions, elements, clicks, typing, scripts and screenshots.
+// tauri-driver: sessions, elements, clicks, typing, key presses, scripts and screenshots.
 
 const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+
+/** WebDriver's codes for special keys. */
+export const Keys = Object.freeze({
+  ENTER: '\uE007',
+  ESCAPE: '\uE00C',
+  CONTROL: '\uE009',
+  META: '\uE03D',
+  ARROW_LEFT: '\uE012',
+  ARROW_RIGHT: '\uE014',
+});
 
 export class WebDriver {
   constructor(base) {
@@ -56,6 +66,17 @@ export class WebDriver {
   async text(css) {
     const id = await this.waitFor(css);
     return this.call('GET', this.s(`/element/${id}/text`));
+  }
+
+  /**
+   * Presses keys together through the W3C actions API (real key events, as a person types):
+   * all down in order, then up in reverse. Use `Keys` for special keys.
+   */
+  async keys(...keys) {
+    const down = keys.map((value) => ({ type: 'keyDown', value }));
+    const up = [...keys].reverse().map((value) => ({ type: 'keyUp', value }));
+    await this.call('POST', this.s('/actions'), { actions: [{ type: 'key', id: 'keyboard', actions: [...down, ...up] }] });
+    await this.call('DELETE', this.s('/actions')).catch(() => {});
   }
 
   async exec(script, ...args) {

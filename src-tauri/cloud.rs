@@ -8,15 +8,18 @@ use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
     follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts,
-    CloudClient, CloudError, CloudJobEvent, CognitoConfig, GenerateRequest, PendingJobs,
-    RefreshStore, Status, SubmittedJob,
+    CloudClient, CloudError, CloudJobEvent, CognitoConfig, GenerateRequest, Limits, PendingJobs,
+    RefreshStore, Status, StyleRef, SubmittedJob,
 };
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
+use crate::error::{blocking, CmdResult, CommandError, ErrorKind};
+use crate::events;
 use crate::settings::{self, CloudSettings};
 use crate::state::AppState;
+use crate::styles::Styles;
 
 /// How long a cloud job is followed before giving up.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -33,7 +36,10 @@ pub struct CloudJobInfo {
     id: u64,
     backend: &'static str,
     project_id: i64,
+    /// The prompt as sent (the server applies the styles).
     prompt: String,
+    /// What the user typed.
+    user_prompt: String,
     count: usize,
     #[serde(flatten)]
     state: JobState,
@@ -62,16 +68,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn session_store(app: &AppHandle) -> Result<RefreshStore, String> {
+fn session_store(app: &AppHandle) -> CmdResult<RefreshStore> {
     app.path()
         .app_config_dir()
         .map(|d| RefreshStore::new(d.join("session.json")))
-        .map_err(|e| format!("no configuration folder: {e}"))
+        .map_err(|e| CommandError::failed(format!("no configuration folder: {e}")))
 }
 
 impl Cloud {
     /// The account client for the current settings.
-    fn accounts(&self, app: &AppHandle) -> Result<(CloudSettings, Arc<Accounts>), String> {
+    fn accounts(&self, app: &AppHandle) -> CmdResult<(CloudSettings, Arc<Accounts>)> {
         let settings = settings::cloud(app);
         let mut cached = lock(&self.accounts);
         if let Some((s, a)) = cached.as_ref() {
@@ -79,7 +85,7 @@ impl Cloud {
                 return Ok((s.clone(), a.clone()));
             }
         }
-        let config: CognitoConfig = settings.cognito()?;
+        let config: CognitoConfig = settings.cognito().map_err(CommandError::invalid)?;
         let accounts = Arc::new(Accounts::new(config));
         *cached = Some((settings.clone(), accounts.clone()));
         Ok((settings, accounts))
@@ -110,7 +116,17 @@ impl Cloud {
             change(&mut job.info);
             job.info.clone()
         };
-        let _ = app.emit("job-changed", info);
+        let _ = app.emit(events::JOB_CHANGED, info);
+    }
+
+    /// The signed-in session, or an error that says to log in.
+    fn signed_in(&self, app: &AppHandle) -> CmdResult<Arc<Session>> {
+        self.session(app).ok_or_else(|| {
+            CommandError::new(
+                ErrorKind::Unauthorized,
+                "log in to generate in the cloud (Account in the sidebar)",
+            )
+        })
     }
 
     /// Every cloud job of this run, oldest first.
@@ -119,12 +135,12 @@ impl Cloud {
     }
 
     /// Stops following cloud job `id`.
-    pub fn cancel(&self, id: u64) -> Result<(), String> {
+    pub fn cancel(&self, id: u64) -> CmdResult<()> {
         let jobs = lock(&self.jobs);
         let job = jobs
             .iter()
             .find(|j| j.info.id == id)
-            .ok_or_else(|| format!("no cloud job {id}"))?;
+            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("no cloud job {id}")))?;
         job.cancel.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -154,27 +170,31 @@ fn status(app: &AppHandle, cloud: &Cloud) -> AccountStatus {
     }
 }
 
-/// Whether the cloud service is set up, and who is signed in.
+/// Whether the cloud service is set up, and who is signed in (the session is restored from the
+/// OS keyring on first use, so this runs off the UI thread).
 #[tauri::command]
-pub fn account_status(app: AppHandle, cloud: State<'_, Cloud>) -> AccountStatus {
-    status(&app, &cloud)
+pub async fn account_status(app: AppHandle) -> CmdResult<AccountStatus> {
+    blocking(move || Ok(status(&app, &app.state::<Cloud>()))).await
 }
 
 /// Saves the cloud service settings (a change of service signs out).
 #[tauri::command]
-pub fn set_cloud_settings(
+pub async fn set_cloud_settings(
     app: AppHandle,
-    cloud: State<'_, Cloud>,
     settings: CloudSettings,
-) -> Result<AccountStatus, String> {
-    let settings = settings.trimmed();
-    settings.cognito()?;
-    if settings != settings::cloud(&app) {
-        settings::set_cloud(&app, &settings).map_err(|e| e.to_string())?;
-        *lock(&cloud.session) = None;
-        session_store(&app)?.clear().map_err(|e| e.to_string())?;
-    }
-    Ok(status(&app, &cloud))
+) -> CmdResult<AccountStatus> {
+    blocking(move || {
+        let cloud = app.state::<Cloud>();
+        let settings = settings.trimmed();
+        settings.cognito().map_err(CommandError::invalid)?;
+        if settings != settings::cloud(&app) {
+            settings::set_cloud(&app, &settings).map_err(CommandError::failed)?;
+            *lock(&cloud.session) = None;
+            session_store(&app)?.clear()?;
+        }
+        Ok(status(&app, &cloud))
+    })
+    .await
 }
 
 /// Creates an account; a confirmation code is emailed.
@@ -185,12 +205,10 @@ pub async fn account_sign_up(
     email: String,
     username: String,
     password: String,
-) -> Result<(), String> {
+) -> CmdResult<()> {
     let (_, accounts) = cloud.accounts(&app)?;
-    accounts
-        .sign_up(&email, &username, &password)
-        .await
-        .map_err(|e| e.to_string())
+    accounts.sign_up(&email, &username, &password).await?;
+    Ok(())
 }
 
 /// Confirms a new account with the emailed code.
@@ -200,12 +218,10 @@ pub async fn account_confirm(
     cloud: State<'_, Cloud>,
     username: String,
     code: String,
-) -> Result<(), String> {
+) -> CmdResult<()> {
     let (_, accounts) = cloud.accounts(&app)?;
-    accounts
-        .confirm_sign_up(&username, &code)
-        .await
-        .map_err(|e| e.to_string())
+    accounts.confirm_sign_up(&username, &code).await?;
+    Ok(())
 }
 
 /// Emails a new confirmation code.
@@ -214,12 +230,10 @@ pub async fn account_resend_code(
     app: AppHandle,
     cloud: State<'_, Cloud>,
     username: String,
-) -> Result<(), String> {
+) -> CmdResult<()> {
     let (_, accounts) = cloud.accounts(&app)?;
-    accounts
-        .resend_code(&username)
-        .await
-        .map_err(|e| e.to_string())
+    accounts.resend_code(&username).await?;
+    Ok(())
 }
 
 /// Logs in, keeps the refresh token (keyring or private file) and follows the account's pending
@@ -230,15 +244,10 @@ pub async fn account_log_in(
     cloud: State<'_, Cloud>,
     username: String,
     password: String,
-) -> Result<AccountStatus, String> {
+) -> CmdResult<AccountStatus> {
     let (settings, accounts) = cloud.accounts(&app)?;
-    let tokens = accounts
-        .log_in(&username, &password)
-        .await
-        .map_err(|e| e.to_string())?;
-    session_store(&app)?
-        .save(&tokens)
-        .map_err(|e| e.to_string())?;
+    let tokens = accounts.log_in(&username, &password).await?;
+    session_store(&app)?.save(&tokens)?;
     let session = Session {
         username: tokens.username().to_owned(),
         client: Arc::new(CloudClient::new(&settings.api_url, accounts, tokens)),
@@ -255,12 +264,10 @@ pub async fn account_forgot_password(
     app: AppHandle,
     cloud: State<'_, Cloud>,
     username: String,
-) -> Result<(), String> {
+) -> CmdResult<()> {
     let (_, accounts) = cloud.accounts(&app)?;
-    accounts
-        .forgot_password(&username)
-        .await
-        .map_err(|e| e.to_string())
+    accounts.forgot_password(&username).await?;
+    Ok(())
 }
 
 /// Sets a new password with the emailed reset code.
@@ -271,22 +278,19 @@ pub async fn account_reset_password(
     username: String,
     code: String,
     password: String,
-) -> Result<(), String> {
+) -> CmdResult<()> {
     let (_, accounts) = cloud.accounts(&app)?;
     accounts
         .confirm_forgot_password(&username, &code, &password)
-        .await
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
 /// Signs out everywhere (best effort when offline) and forgets the session on this computer.
 #[tauri::command]
-pub async fn account_sign_out(
-    app: AppHandle,
-    cloud: State<'_, Cloud>,
-) -> Result<AccountStatus, String> {
+pub async fn account_sign_out(app: AppHandle, cloud: State<'_, Cloud>) -> CmdResult<AccountStatus> {
     let session = lock(&cloud.session).take();
-    session_store(&app)?.clear().map_err(|e| e.to_string())?;
+    session_store(&app)?.clear()?;
     if let (Some(session), Ok((_, accounts))) = (session, cloud.accounts(&app)) {
         let mut tokens = session.client.tokens().await;
         // A session restored from the keyring has no access token yet: refresh to get one.
@@ -325,58 +329,75 @@ pub struct CloudSubmitted {
     seed: u64,
 }
 
-/// Sends a job to the cloud and follows it in the background; its images go into the project.
+/// What requests the signed-in account's cloud server takes (from its `/health`).
 #[tauri::command]
-pub fn submit_cloud_job(
-    app: AppHandle,
-    state: State<'_, AppState>,
-    cloud: State<'_, Cloud>,
-    params: CloudJobParams,
-) -> Result<CloudSubmitted, String> {
-    let session = cloud
-        .session(&app)
-        .ok_or("log in to generate in the cloud (Account in the sidebar)")?;
-    let library = state.library()?;
-    library
-        .project(params.project_id)
-        .map_err(|e| e.to_string())?;
-    if params.prompt.trim().is_empty() && params.styles.is_empty() {
-        return Err("the prompt is empty: write one or pick a style that fills it".into());
-    }
-    if !(1..=4).contains(&params.count) {
-        return Err(format!(
-            "the cloud makes 1 to 4 images per job (got {})",
-            params.count
-        ));
-    }
-    let seed = params.seed.unwrap_or_else(crate::generation::random_seed);
-    let request = GenerateRequest {
-        prompt: params.prompt.trim().to_owned(),
-        samples: params.count,
-        negative_prompt: Some(params.negative_prompt.trim().to_owned()).filter(|n| !n.is_empty()),
-        styles: Some(params.styles).filter(|s| !s.is_empty()),
-        steps: Some(params.steps),
-        guidance: Some(params.guidance),
-        seed: Some(seed),
-        width: Some(params.width),
-        height: Some(params.height),
-        model: None,
+pub async fn cloud_limits(app: AppHandle) -> CmdResult<Limits> {
+    let session = {
+        let app = app.clone();
+        blocking(move || app.state::<Cloud>().signed_in(&app)).await?
     };
-    let id = spawn_job(
-        &app,
-        &cloud,
-        session,
-        library,
-        Start::New {
-            request,
-            project_id: params.project_id,
-        },
-    );
-    Ok(CloudSubmitted {
-        id,
-        backend: "cloud",
-        seed,
+    Ok(session.client.limits().await?)
+}
+
+/// Sends a job to the cloud and follows it in the background; its images go into the project.
+/// Built-in styles go by name, the user's own as their text; the server applies them.
+#[tauri::command]
+pub async fn submit_cloud_job(app: AppHandle, params: CloudJobParams) -> CmdResult<CloudSubmitted> {
+    blocking(move || {
+        let cloud = app.state::<Cloud>();
+        let session = cloud.signed_in(&app)?;
+        let library = app.state::<AppState>().library()?;
+        library.project(params.project_id)?;
+        if params.prompt.trim().is_empty() && params.styles.is_empty() {
+            return Err(CommandError::invalid(
+                "the prompt is empty: write one or pick a style that fills it",
+            ));
+        }
+        let builtin = selfdiffusion_styles::builtin();
+        let styles: Vec<StyleRef> = app
+            .state::<Styles>()
+            .resolve(&app, &params.styles)?
+            .into_iter()
+            .map(
+                |style| match selfdiffusion_styles::find(&builtin, &style.name) {
+                    Some(_) => StyleRef::Named(style.name),
+                    None => StyleRef::Inline(style),
+                },
+            )
+            .collect();
+        let seed = params
+            .seed
+            .unwrap_or_else(selfdiffusion_recipe::random_seed);
+        let request = GenerateRequest {
+            prompt: params.prompt.trim().to_owned(),
+            samples: params.count,
+            negative_prompt: Some(params.negative_prompt.trim().to_owned())
+                .filter(|n| !n.is_empty()),
+            styles: Some(styles).filter(|s| !s.is_empty()),
+            steps: Some(params.steps),
+            guidance: Some(params.guidance),
+            seed: Some(seed),
+            width: Some(params.width),
+            height: Some(params.height),
+            model: None,
+        };
+        let id = spawn_job(
+            &app,
+            &cloud,
+            session,
+            library,
+            Start::New {
+                request,
+                project_id: params.project_id,
+            },
+        );
+        Ok(CloudSubmitted {
+            id,
+            backend: "cloud",
+            seed,
+        })
     })
+    .await
 }
 
 /// How a cloud job starts in this run.
@@ -420,6 +441,7 @@ fn spawn_job(
         backend: "cloud",
         project_id,
         prompt: request.prompt.clone(),
+        user_prompt: request.prompt.clone(),
         count: request.samples as usize,
         state,
         images: Vec::new(),
@@ -429,7 +451,7 @@ fn spawn_job(
         info: info.clone(),
         cancel: cancel.clone(),
     });
-    let _ = app.emit("job-changed", info);
+    let _ = app.emit(events::JOB_CHANGED, info);
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let cloud = app.state::<Cloud>();

@@ -1,4 +1,5 @@
-//! Tauri commands: thin adapters from the WebView to the library. Errors reach the UI as text.
+//! Library commands: thin adapters from the WebView to the project library. Errors reach the UI
+//! as `{kind, message}` ([`CommandError`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -12,24 +13,20 @@ use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
 
 use crate::dialogs::{self, PickKind};
+use crate::error::{blocking, CmdResult, CommandError};
+use crate::events;
 use crate::state::AppState;
 
-/// What commands return: the value, or a message for the user.
-type CmdResult<T> = Result<T, String>;
-
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
+/// Name of the project a library without projects starts with.
+const DEFAULT_PROJECT: &str = "My images";
 
 /// Runs library work off the UI thread.
-async fn blocking<T: Send + 'static>(
+async fn with_library<T: Send + 'static>(
     state: &State<'_, AppState>,
     work: impl FnOnce(Arc<Library>) -> selfdiffusion_library::Result<T> + Send + 'static,
 ) -> CmdResult<T> {
     let library = state.library()?;
-    tauri::async_runtime::spawn_blocking(move || work(library).map_err(text))
-        .await
-        .map_err(|e| format!("the operation stopped unexpectedly: {e}"))?
+    blocking(move || work(library).map_err(CommandError::from)).await
 }
 
 /// Where the library is.
@@ -50,7 +47,7 @@ pub struct LibraryInfo {
 pub fn library_info(state: State<'_, AppState>) -> LibraryInfo {
     let (root, error) = match state.library() {
         Ok(lib) => (Some(lib.root().to_path_buf()), None),
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, Some(e.message)),
     };
     LibraryInfo {
         root,
@@ -69,19 +66,25 @@ pub async fn set_library_folder(
     let Some(folder) =
         tauri::async_runtime::spawn_blocking(|| dialogs::pick_folder("Choose the library folder"))
             .await
-            .map_err(text)?
+            .map_err(CommandError::failed)?
     else {
         return Ok(None);
     };
     let library = state.switch(&app, &folder)?;
-    crate::settings::set_library_folder(&app, &folder).map_err(text)?;
+    crate::settings::set_library_folder(&app, &folder).map_err(CommandError::failed)?;
     Ok(Some(library.root().to_path_buf()))
+}
+
+/// The project the app opens on: the one updated last, or a new "My images" when there is none.
+#[tauri::command]
+pub async fn default_project(state: State<'_, AppState>) -> CmdResult<Project> {
+    with_library(&state, |lib| lib.default_project(DEFAULT_PROJECT)).await
 }
 
 /// Every project with its counts and cover.
 #[tauri::command]
 pub async fn list_projects(state: State<'_, AppState>) -> CmdResult<Vec<ProjectSummary>> {
-    blocking(&state, |lib| lib.list_projects()).await
+    with_library(&state, |lib| lib.list_projects()).await
 }
 
 /// Creates a project (names are unique, case-insensitively).
@@ -91,7 +94,7 @@ pub async fn create_project(
     name: String,
     description: Option<String>,
 ) -> CmdResult<Project> {
-    blocking(&state, move |lib| {
+    with_library(&state, move |lib| {
         lib.create_project(&name, description.as_deref())
     })
     .await
@@ -105,7 +108,7 @@ pub async fn update_project(
     name: Option<String>,
     description: Option<String>,
 ) -> CmdResult<Project> {
-    blocking(&state, move |lib| {
+    with_library(&state, move |lib| {
         lib.update_project(id, name.as_deref(), description.as_deref())
     })
     .await
@@ -114,7 +117,7 @@ pub async fn update_project(
 /// Deletes a project and its files (refused while one of its jobs runs).
 #[tauri::command]
 pub async fn delete_project(state: State<'_, AppState>, id: i64) -> CmdResult<()> {
-    blocking(&state, move |lib| lib.delete_project(id)).await
+    with_library(&state, move |lib| lib.delete_project(id)).await
 }
 
 /// A page of a project's images (search, favourites, cursor).
@@ -124,25 +127,25 @@ pub async fn list_images(
     project_id: i64,
     query: ImageQuery,
 ) -> CmdResult<ImagePage> {
-    blocking(&state, move |lib| lib.list_images(project_id, &query)).await
+    with_library(&state, move |lib| lib.list_images(project_id, &query)).await
 }
 
 /// One image with its recipe.
 #[tauri::command]
 pub async fn get_image(state: State<'_, AppState>, id: i64) -> CmdResult<ImageDetail> {
-    blocking(&state, move |lib| lib.image(id)).await
+    with_library(&state, move |lib| lib.image(id)).await
 }
 
 /// Flips an image's favourite mark; returns the new value.
 #[tauri::command]
 pub async fn toggle_favorite(state: State<'_, AppState>, id: i64) -> CmdResult<bool> {
-    blocking(&state, move |lib| lib.toggle_favorite(id)).await
+    with_library(&state, move |lib| lib.toggle_favorite(id)).await
 }
 
 /// Deletes images and their files; returns how many went.
 #[tauri::command]
 pub async fn delete_images(state: State<'_, AppState>, ids: Vec<i64>) -> CmdResult<usize> {
-    blocking(&state, move |lib| lib.delete_images(&ids)).await
+    with_library(&state, move |lib| lib.delete_images(&ids)).await
 }
 
 /// Moves images to another project; returns their new ids.
@@ -152,7 +155,7 @@ pub async fn move_images(
     ids: Vec<i64>,
     target_project: i64,
 ) -> CmdResult<Vec<i64>> {
-    blocking(&state, move |lib| lib.move_images(&ids, target_project)).await
+    with_library(&state, move |lib| lib.move_images(&ids, target_project)).await
 }
 
 /// Opens the native picker for files or a folder; empty when cancelled.
@@ -160,7 +163,7 @@ pub async fn move_images(
 pub async fn pick_import_paths(kind: PickKind) -> CmdResult<Vec<PathBuf>> {
     tauri::async_runtime::spawn_blocking(move || dialogs::pick_import(kind))
         .await
-        .map_err(text)
+        .map_err(CommandError::failed)
 }
 
 /// Imports paths (from the picker or a drop) into a project, emitting `import-progress`.
@@ -172,14 +175,14 @@ pub async fn import_paths(
     paths: Vec<PathBuf>,
     options: ImportOptions,
 ) -> CmdResult<ImportReport> {
-    blocking(&state, move |lib| {
+    with_library(&state, move |lib| {
         lib.import_paths(
             project_id,
             &paths,
             options,
             &AtomicBool::new(false),
             &mut |p| {
-                let _ = app.emit("import-progress", p);
+                let _ = app.emit(events::IMPORT_PROGRESS, p);
             },
         )
     })
@@ -195,19 +198,19 @@ pub async fn export_zip(
     project_id: i64,
     image_ids: Option<Vec<i64>>,
 ) -> CmdResult<Option<ExportReport>> {
-    let project = state.library()?.project(project_id).map_err(text)?;
+    let project = state.library()?.project(project_id)?;
     let suggested = format!("{}.zip", project.name);
     let Some(dest) =
         tauri::async_runtime::spawn_blocking(move || dialogs::pick_export_path(&suggested))
             .await
-            .map_err(text)?
+            .map_err(CommandError::failed)?
     else {
         return Ok(None);
     };
     let cancel = state.export_cancel.begin();
-    let result = blocking(&state, move |lib| {
+    let result = with_library(&state, move |lib| {
         lib.export_zip(project_id, image_ids.as_deref(), &dest, &cancel, &mut |p| {
-            let _ = app.emit("export-progress", p);
+            let _ = app.emit(events::EXPORT_PROGRESS, p);
         })
     })
     .await;
@@ -224,11 +227,11 @@ pub fn cancel_export(state: State<'_, AppState>) {
 /// Checks every record against its files.
 #[tauri::command]
 pub async fn verify_library(state: State<'_, AppState>) -> CmdResult<VerifyReport> {
-    blocking(&state, |lib| lib.verify()).await
+    with_library(&state, |lib| lib.verify()).await
 }
 
 /// Re-indexes files without a record and rebuilds thumbnails.
 #[tauri::command]
 pub async fn repair_library(state: State<'_, AppState>) -> CmdResult<RepairReport> {
-    blocking(&state, |lib| lib.repair()).await
+    with_library(&state, |lib| lib.repair()).await
 }

@@ -7,10 +7,11 @@ use selfdiffusion_library::Library;
 use tauri::{AppHandle, Manager};
 
 use crate::cancel::CancelSlot;
+use crate::error::{CmdResult, CommandError};
 
 /// State shared by all commands.
 pub struct AppState {
-    library: Mutex<Result<Arc<Library>, String>>,
+    library: Mutex<CmdResult<Arc<Library>>>,
     /// Set to cancel the export in progress.
     pub export_cancel: CancelSlot,
 }
@@ -21,13 +22,12 @@ impl AppState {
         let setting = crate::settings::library_folder(app);
         let library = match selfdiffusion_library::resolve_root(setting.as_deref()) {
             Some(root) => open_library(app, &root),
-            None => Err(
-                "no data folder is known for this system; choose a library folder in Settings"
-                    .into(),
-            ),
+            None => Err(CommandError::failed(
+                "no data folder is known for this system; choose a library folder in Settings",
+            )),
         };
         if let Err(e) = &library {
-            tracing::error!(error = %e, "library unavailable");
+            tracing::error!(error = %e.message, "library unavailable");
         }
         AppState {
             library: Mutex::new(library),
@@ -36,7 +36,7 @@ impl AppState {
     }
 
     /// The open library, or why there is none.
-    pub fn library(&self) -> Result<Arc<Library>, String> {
+    pub fn library(&self) -> CmdResult<Arc<Library>> {
         self.library
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -44,7 +44,7 @@ impl AppState {
     }
 
     /// Switches to the library at `root`; the old one stays open if the new one fails.
-    pub fn switch(&self, app: &AppHandle, root: &Path) -> Result<Arc<Library>, String> {
+    pub fn switch(&self, app: &AppHandle, root: &Path) -> CmdResult<Arc<Library>> {
         let library = open_library(app, root)?;
         *self.library.lock().unwrap_or_else(|e| e.into_inner()) = Ok(library.clone());
         Ok(library)
@@ -52,12 +52,18 @@ impl AppState {
 }
 
 /// Opens a library and lets the WebView load its images through the asset protocol.
-fn open_library(app: &AppHandle, root: &Path) -> Result<Arc<Library>, String> {
-    let library = Library::open(PathBuf::from(root))
-        .map_err(|e| format!("cannot open the library at {}: {e}", root.display()))?;
+fn open_library(app: &AppHandle, root: &Path) -> CmdResult<Arc<Library>> {
+    let library = Library::open(PathBuf::from(root)).map_err(|e| {
+        CommandError::failed(format!(
+            "cannot open the library at {}: {e}",
+            root.display()
+        ))
+    })?;
     app.asset_protocol_scope()
         .allow_directory(library.root(), true)
-        .map_err(|e| format!("cannot serve images from {}: {e}", root.display()))?;
+        .map_err(|e| {
+            CommandError::failed(format!("cannot serve images from {}: {e}", root.display()))
+        })?;
     tracing::info!(root = %root.display(), "library open");
     Ok(Arc::new(library))
 }

@@ -1,7 +1,6 @@
 //! `selfdiffusion-cli generate`: local text-to-image with a terminal progress bar.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -9,7 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{
     default_dtype, Control, DeviceChoice, Phase, Request, SchedulerKind, StableDiffusion,
 };
-use selfdiffusion_library::{rgb_png_with_recipe, Recipe};
+use selfdiffusion_files::{write_atomic, Access};
+use selfdiffusion_recipe::{encode_png, random_seed};
 use serde::Serialize;
 
 /// Options of `generate`.
@@ -73,15 +73,8 @@ struct Report {
     stopped_early: bool,
 }
 
-fn random_seed() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    (nanos as u64 ^ (std::process::id() as u64).rotate_left(32)) % (1 << 53)
-}
-
-/// Writes `bytes` beside `path` and renames, so a half-written PNG never has the final name.
+/// Writes `bytes` as `<stem>.png` in `dir` (or `<stem>-2.png`… when taken), atomically, so a
+/// half-written PNG never has the final name.
 fn write_new(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf> {
     let mut path = dir.join(format!("{stem}.png"));
     let mut n = 2;
@@ -89,9 +82,8 @@ fn write_new(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf> {
         path = dir.join(format!("{stem}-{n}.png"));
         n += 1;
     }
-    let tmp = dir.join(format!(".{stem}.png.part"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomic(&path, bytes, Access::Default)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
@@ -132,52 +124,46 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         init_latents: args.latents.clone(),
         preview_every: 0,
     };
-    let generation = model.generate(&request, &Control::default(), &mut |p| {
-        let label = match p.phase {
-            Phase::LoadingModel => "loading model".to_string(),
-            Phase::EncodingPrompt => "encoding prompt".to_string(),
-            Phase::Denoising => format!("image {}/{}", p.image + 1, p.images),
-            Phase::Decoding => format!("decoding {}/{}", p.image + 1, p.images),
-        };
-        bar.set_message(label);
-        bar.set_position((p.image * p.steps + p.step) as u64);
-    })?;
-    bar.finish_and_clear();
-    if generation.prompt_truncated {
-        eprintln!("warning: the prompt is longer than the model reads; its end was cut");
-    }
     let model_name = args
         .model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| args.model.display().to_string());
     let mut written = Vec::new();
-    for image in &generation.images {
-        let recipe = Recipe {
-            prompt: args.prompt.clone(),
-            negative_prompt: args.negative.clone(),
-            model: Some(model_name.clone()),
-            scheduler: Some(generation.scheduler.name().to_owned()),
-            steps: Some(args.steps as u32),
-            guidance: Some(args.guidance),
-            seed: Some(image.seed),
-            width: Some(image.width as u32),
-            height: Some(image.height as u32),
-            backend: Some("local".into()),
-            ..Recipe::default()
-        };
-        let png =
-            rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)?;
-        let path = write_new(&args.out, &image.seed.to_string(), &png)?;
-        if !json {
-            println!("{}", path.display());
-        }
-        written.push(Written {
-            path,
-            seed: image.seed,
-            width: image.width,
-            height: image.height,
-        });
+    let generation = model.generate(
+        &request,
+        &Control::default(),
+        &mut |p| {
+            let label = match p.phase {
+                Phase::LoadingModel => "loading model".to_string(),
+                Phase::EncodingPrompt => "encoding prompt".to_string(),
+                Phase::Denoising => format!("image {}/{}", p.image + 1, p.images),
+                Phase::Decoding => format!("decoding {}/{}", p.image + 1, p.images),
+            };
+            bar.set_message(label);
+            bar.set_position((p.image * p.steps + p.step) as u64);
+        },
+        &mut |image| {
+            let recipe = request.recipe(&image, &model_name, "local");
+            let png = encode_png(image.width as u32, image.height as u32, &image.rgb, &recipe)
+                .map_err(|e| e.to_string())?;
+            let path = write_new(&args.out, &image.seed.to_string(), &png)
+                .map_err(|e| format!("{e:#}"))?;
+            if !json {
+                println!("{}", path.display());
+            }
+            written.push(Written {
+                path,
+                seed: image.seed,
+                width: image.width,
+                height: image.height,
+            });
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+    if generation.prompt_truncated {
+        eprintln!("warning: the prompt is longer than the model reads; its end was cut");
     }
     if json {
         let report = Report {

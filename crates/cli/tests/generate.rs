@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use selfdiffusion_library::metadata::embedded_recipe;
+use selfdiffusion_recipe::embedded_recipe;
 
 /// A quick run: 3 steps at 64×64.
 const SMALL: &[&str] = &["--steps", "3", "--width", "64", "--height", "64"];

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
 use selfdiffusion_protocol::{
-    GenerateRequest, JobStatus, ResultRequest, ServerInfo, Status, Submitted,
+    GenerateRequest, JobStatus, Limits, ResultRequest, ServerInfo, Status, Submitted,
 };
+use selfdiffusion_recipe::{own_recipe, Recipe};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -213,6 +214,13 @@ impl CloudClient {
             .map_err(|e| CloudError::Protocol(format!("/health: {e}")))
     }
 
+    /// What requests the server takes, from `/health`.
+    pub async fn limits(&self) -> Result<Limits, CloudError> {
+        self.server_info().await?.limits.ok_or_else(|| {
+            CloudError::Protocol("/health does not say what requests it takes".into())
+        })
+    }
+
     /// Submits a generation; returns the job id.
     pub async fn generate(&self, request: &GenerateRequest) -> Result<String, CloudError> {
         let body = serde_json::to_value(request).expect("a request serialises");
@@ -316,31 +324,20 @@ impl CloudClient {
     }
 }
 
-/// The recipe of a cloud image: the prompt as the server sends it to the model (built-in styles
-/// applied, as the server applies them) with what the user typed beside it, the settings, the
-/// backend and the job id.
-pub fn cloud_recipe(
-    request: &GenerateRequest,
-    job_id: &str,
-    index: usize,
-) -> selfdiffusion_library::Recipe {
-    let names = request.styles.clone().unwrap_or_default();
-    let builtin = selfdiffusion_styles::builtin();
-    let chosen: Vec<&selfdiffusion_styles::Style> = names
+/// The recipe of image `index` of a cloud job whose file carries none of ours (a server other
+/// than selfdiffusion-server): the request as it was sent. The styles are named, not applied
+/// again here: only the server knows the prompt its model saw.
+pub fn cloud_recipe(request: &GenerateRequest, job_id: &str, index: usize) -> Recipe {
+    let negative = request.negative_prompt.clone().unwrap_or_default();
+    let styles = request
+        .styles
         .iter()
-        .filter_map(|n| {
-            builtin
-                .iter()
-                .find(|s| s.name.eq_ignore_ascii_case(n.trim()))
-        })
+        .flatten()
+        .map(|s| s.name().to_owned())
         .collect();
-    let user_negative = request.negative_prompt.clone().unwrap_or_default();
-    let (prompt, negative_prompt) =
-        selfdiffusion_styles::apply(&request.prompt, &user_negative, &chosen);
-    let mut recipe = selfdiffusion_library::Recipe {
-        prompt,
-        negative_prompt,
-        styles: names,
+    Recipe {
+        prompt: request.prompt.trim().to_owned(),
+        negative_prompt: negative.trim().to_owned(),
         model: request.model.clone(),
         steps: request.steps,
         guidance: request.guidance,
@@ -349,8 +346,26 @@ pub fn cloud_recipe(
         height: request.height,
         backend: Some("cloud".into()),
         job_id: Some(job_id.to_owned()),
-        ..selfdiffusion_library::Recipe::default()
-    };
-    recipe.set_user_prompts(request.prompt.trim(), user_negative.trim());
-    recipe
+        ..Recipe::default()
+    }
+    .styled(styles, request.prompt.trim(), negative.trim())
+}
+
+/// The recipe of a downloaded cloud image: the one the server embedded (the prompt its model
+/// saw, the styles it applied, its scheduler), marked as a cloud image of `job_id`; or, when the
+/// file carries none, [`cloud_recipe`].
+pub fn received_recipe(
+    bytes: &[u8],
+    request: &GenerateRequest,
+    job_id: &str,
+    index: usize,
+) -> Recipe {
+    match own_recipe(bytes) {
+        Some(mut recipe) => {
+            recipe.backend = Some("cloud".into());
+            recipe.job_id = Some(job_id.to_owned());
+            recipe
+        }
+        None => cloud_recipe(request, job_id, index),
+    }
 }

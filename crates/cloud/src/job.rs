@@ -11,7 +11,7 @@ use selfdiffusion_library::Library;
 use selfdiffusion_protocol::{GenerateRequest, JobStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{cloud_recipe, CloudClient, CloudError};
+use crate::client::{received_recipe, CloudClient, CloudError};
 
 /// A job the server accepted: what to follow, and where its images go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,7 +64,8 @@ pub async fn submit_cloud_job(
     })
 }
 
-/// Follows a submitted job until it ends and saves its images into `library`. The project cannot
+/// Follows a submitted job until it ends and saves its images into `library`, each with the
+/// recipe its server embedded ([`received_recipe`]). The project cannot
 /// be deleted meanwhile. Setting `cancel` stops following (images already saved stay). Returns
 /// the library ids of the saved images.
 pub async fn follow_cloud_job(
@@ -88,7 +89,7 @@ pub async fn follow_cloud_job(
             return Err(CloudError::Cancelled);
         }
         let bytes = client.download(url).await?;
-        let recipe = cloud_recipe(&job.request, &job.job_id, index);
+        let recipe = received_recipe(&bytes, &job.request, &job.job_id, index);
         let library = library.clone();
         let project_id = job.project_id;
         let image = tokio::task::spawn_blocking(move || {
@@ -174,18 +175,9 @@ impl PendingJobs {
     fn write(&self, jobs: &[SubmittedJob]) -> Result<(), CloudError> {
         let failed =
             |e: std::io::Error| CloudError::Library(format!("{}: {e}", self.file.display()));
-        if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir).map_err(failed)?;
-        }
-        let tmp = self.file.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(jobs).expect("jobs serialise");
-        {
-            use std::io::Write;
-            let mut out = std::fs::File::create(&tmp).map_err(failed)?;
-            out.write_all(&body).map_err(failed)?;
-            out.sync_all().map_err(failed)?;
-        }
-        std::fs::rename(&tmp, &self.file).map_err(failed)
+        selfdiffusion_files::write_atomic(&self.file, &body, selfdiffusion_files::Access::Private)
+            .map_err(failed)
     }
 
     /// Writes `job` down.

@@ -9,11 +9,13 @@ mod job;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
-pub use client::{cloud_recipe, CloudClient, CloudError, MAX_IMAGE_BYTES};
+pub use client::{cloud_recipe, received_recipe, CloudClient, CloudError, MAX_IMAGE_BYTES};
 pub use error::AccountError;
 pub use job::{
     follow_cloud_job, run_cloud_job, submit_cloud_job, worth_resuming, CloudJobEvent, PendingJobs,
     SubmittedJob,
 };
-pub use selfdiffusion_protocol::{GenerateRequest, JobStatus, ServerInfo, Status};
+pub use selfdiffusion_protocol::{
+    GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
+};
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};

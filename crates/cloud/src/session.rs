@@ -184,20 +184,12 @@ impl RefreshStore {
     fn write(&self, body: &str) -> Result<(), AccountError> {
         let storage =
             |e: std::io::Error| AccountError::Storage(format!("{}: {e}", self.file.display()));
-        let dir = self.file.parent().expect("the session file has a folder");
-        std::fs::create_dir_all(dir).map_err(storage)?;
-        let tmp = self.file.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp).map_err(storage)?;
-            file.write_all(body.as_bytes()).map_err(storage)?;
-            file.sync_all().map_err(storage)?;
-        }
-        std::fs::rename(&tmp, &self.file).map_err(storage)
+        selfdiffusion_files::write_atomic(
+            &self.file,
+            body.as_bytes(),
+            selfdiffusion_files::Access::Private,
+        )
+        .map_err(storage)
     }
 
     /// The saved username and refresh token, if any.

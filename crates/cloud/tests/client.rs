@@ -27,9 +27,9 @@ struct Script {
     polls: HashMap<String, usize>,
 }
 
-/// A 2×2 PNG from the library's writer.
+/// A 2×2 PNG from the app's writer.
 fn png() -> Vec<u8> {
-    selfdiffusion_library::rgb_png_with_recipe(
+    selfdiffusion_recipe::encode_png(
         2,
         2,
         &[255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9],

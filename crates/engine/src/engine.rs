@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 
 use crate::error::{EngineError, Result};
 use crate::model::StableDiffusion;
-use crate::pipeline::{Control, Generation, Phase, Progress, Request};
+use crate::pipeline::{Control, Generation, ImageSink, Phase, Progress, Request};
 
 /// Runs requests on one device, keeping the last model loaded.
 pub struct Engine {
@@ -64,18 +64,26 @@ impl Engine {
         loaded.as_ref().is_some_and(|(p, _)| p == dir)
     }
 
-    /// Loads (or reuses) the model at `dir` and runs `request`. A panic anywhere inside
-    /// becomes [`EngineError::Panicked`]; the engine stays usable.
+    /// Loads (or reuses) the model at `dir` and runs `request`, handing each finished image to
+    /// `on_image`. A panic anywhere inside becomes [`EngineError::Panicked`]; the engine stays
+    /// usable.
     pub fn generate(
         &self,
         dir: &Path,
         request: &Request,
         control: &Control,
         progress: &mut dyn FnMut(&Progress),
+        on_image: &mut ImageSink<'_>,
     ) -> Result<Generation> {
         catch_unwind(AssertUnwindSafe(|| {
-            let model = self.model(dir, progress)?;
-            model.generate(request, control, progress)
+            let model = self.model(dir, &mut |p| {
+                progress(&Progress {
+                    images: request.count,
+                    steps: request.steps,
+                    ..p.clone()
+                })
+            })?;
+            model.generate(request, control, progress, on_image)
         }))
         .unwrap_or_else(|panic| {
             let message = panic

@@ -42,6 +42,9 @@ pub enum EngineError {
     /// The requested device is not available in this build or on this machine.
     #[error("{0}")]
     Device(String),
+    /// The caller could not take a finished image (e.g. it could not be saved); the run stops.
+    #[error("{0}")]
+    ImageRefused(String),
     /// The run was cancelled; no image was produced for the unfinished one.
     #[error("cancelled")]
     Cancelled,

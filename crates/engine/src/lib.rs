@@ -22,14 +22,15 @@ pub use clip::ClipTextEncoder;
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
-pub use model::{vae_config, StableDiffusion};
+pub use model::{limits_of, model_limits, vae_config, StableDiffusion};
 pub use noise::{GivenLatents, NoiseSource, SeededNoise};
 pub use pipeline::{
-    load_latents, Conditioning, Control, GeneratedImage, Generation, NoObserver, Observer, Phase,
-    Progress, Request, MAX_COUNT, MAX_STEPS, SIZE_RANGE,
+    load_latents, Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,
+    Observer, Phase, Progress, Request, LIMITS,
 };
 pub use preview::Preview;
 pub use schedulers::SchedulerKind;
+pub use selfdiffusion_recipe::{Limits, Recipe};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::UNet;
 

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use selfdiffusion_recipe::Limits;
 
 use crate::clip::ClipTextEncoder;
 use crate::config::{
     read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use crate::error::{EngineError, Result};
+use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
@@ -89,7 +91,32 @@ pub fn vae_config(c: &VaeConfig) -> Result<AutoEncoderKLConfig> {
     })
 }
 
+/// The limits of a model: the engine's, narrowed to sizes its VAE and UNet take (sides step by
+/// the VAE's pixels per latent cell; the smallest side leaves one latent cell at the UNet's
+/// deepest level).
+pub fn limits_of(unet: &UNetConfig, vae: &VaeConfig) -> Limits {
+    let step = vae.scale_factor() as u32;
+    let levels = unet.block_out_channels.len().max(1) as u32;
+    LIMITS.narrowed(&Limits {
+        min_side: step << (levels - 1),
+        side_step: step,
+        ..LIMITS
+    })
+}
+
+/// The limits of the model folder at `dir`, from its configs alone (no weights are read).
+pub fn model_limits(dir: &Path) -> Result<Limits> {
+    let unet: UNetConfig = read_json(&dir.join("unet").join("config.json"))?;
+    let vae: VaeConfig = read_json(&dir.join("vae").join("config.json"))?;
+    Ok(limits_of(&unet, &vae))
+}
+
 impl StableDiffusion {
+    /// What requests this model takes.
+    pub fn limits(&self) -> Limits {
+        limits_of(&self.unet_config, &self.vae_config)
+    }
+
     /// Loads a model folder for `device` with weights in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;

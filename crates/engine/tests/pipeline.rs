@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device};
 use selfdiffusion_engine::{
-    Control, EngineError, Generation, Phase, Request, SchedulerKind, StableDiffusion,
+    Control, EngineError, GeneratedImage, Phase, Request, SchedulerKind, StableDiffusion,
 };
 
 struct Tiny {
@@ -41,10 +41,17 @@ fn request() -> Request {
     }
 }
 
-fn generate(req: &Request) -> Generation {
-    tiny()
-        .generate(req, &Control::default(), &mut |_| {})
-        .unwrap()
+/// The images of a request, in the order the engine handed them out.
+fn generate(req: &Request) -> Vec<GeneratedImage> {
+    let mut images = Vec::new();
+    let g = tiny()
+        .generate(req, &Control::default(), &mut |_| {}, &mut |image| {
+            images.push(image);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(g.images, images.len());
+    images
 }
 
 #[test]
@@ -61,19 +68,13 @@ fn same_seed_gives_identical_images_for_every_scheduler() {
         };
         let a = generate(&req);
         let b = generate(&req);
-        assert_eq!(
-            a.images[0].rgb, b.images[0].rgb,
-            "{kind:?} is not reproducible"
-        );
-        assert_eq!(a.scheduler, kind);
+        assert_eq!(a[0].rgb, b[0].rgb, "{kind:?} is not reproducible");
+        assert_eq!(a[0].scheduler, kind);
         let other = generate(&Request {
             seed: 43,
             ..req.clone()
         });
-        assert_ne!(
-            a.images[0].rgb, other.images[0].rgb,
-            "{kind:?} ignores the seed"
-        );
+        assert_ne!(a[0].rgb, other[0].rgb, "{kind:?} ignores the seed");
     }
 }
 
@@ -84,16 +85,16 @@ fn image_k_of_a_batch_is_remade_alone_with_seed_plus_k() {
         scheduler: Some(SchedulerKind::EulerAncestral),
         ..request()
     });
-    assert_eq!(batch.images.len(), 3);
+    assert_eq!(batch.len(), 3);
     let third = generate(&Request {
         seed: 44,
         scheduler: Some(SchedulerKind::EulerAncestral),
         ..request()
     });
-    assert_eq!(batch.images[2].seed, 44);
-    assert_eq!(batch.images[2].rgb, third.images[0].rgb);
-    assert_eq!((batch.images[0].width, batch.images[0].height), (64, 64));
-    assert_eq!(batch.images[0].rgb.len(), 64 * 64 * 3);
+    assert_eq!(batch[2].seed, 44);
+    assert_eq!(batch[2].rgb, third[0].rgb);
+    assert_eq!((batch[0].width, batch[0].height), (64, 64));
+    assert_eq!(batch[0].rgb.len(), 64 * 64 * 3);
 }
 
 #[test]
@@ -103,7 +104,7 @@ fn non_square_sizes_work() {
         height: 64,
         ..request()
     });
-    assert_eq!((g.images[0].width, g.images[0].height), (96, 64));
+    assert_eq!((g[0].width, g[0].height), (96, 64));
 }
 
 #[test]
@@ -115,9 +116,12 @@ fn progress_reports_every_step_with_phases_eta_and_previews() {
         ..request()
     };
     tiny()
-        .generate(&req, &Control::default(), &mut |p| {
-            seen.push((p.phase, p.image, p.step, p.eta.is_some(), p.preview.clone()))
-        })
+        .generate(
+            &req,
+            &Control::default(),
+            &mut |p| seen.push((p.phase, p.image, p.step, p.eta.is_some(), p.preview.clone())),
+            &mut |_| Ok(()),
+        )
         .unwrap();
     assert_eq!(seen[0].0, Phase::EncodingPrompt);
     let denoise: Vec<(usize, usize)> = seen
@@ -172,6 +176,7 @@ fn cancel_stops_between_steps_without_an_image() {
                     control.cancel();
                 }
             },
+            &mut |_| panic!("no image for a cancelled run"),
         )
         .unwrap_err();
     assert!(matches!(err, EngineError::Cancelled), "{err}");
@@ -181,6 +186,7 @@ fn cancel_stops_between_steps_without_an_image() {
 #[test]
 fn stop_after_current_finishes_the_image_in_progress() {
     let control = Control::default();
+    let mut seeds = Vec::new();
     let g = tiny()
         .generate(
             &Request {
@@ -193,10 +199,57 @@ fn stop_after_current_finishes_the_image_in_progress() {
                     control.stop_after_current();
                 }
             },
+            &mut |image| {
+                seeds.push(image.seed);
+                Ok(())
+            },
         )
         .unwrap();
-    assert_eq!(g.images.len(), 1);
+    assert_eq!(g.images, 1);
+    assert_eq!(seeds, [42]);
     assert!(g.stopped_early);
+}
+
+#[test]
+fn an_image_the_caller_refuses_stops_the_run_with_its_reason() {
+    let mut offered = 0;
+    let err = tiny()
+        .generate(
+            &Request {
+                count: 3,
+                ..request()
+            },
+            &Control::default(),
+            &mut |_| {},
+            &mut |_| {
+                offered += 1;
+                Err("the disk is full".into())
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ImageRefused(ref m) if m == "the disk is full"));
+    assert_eq!(offered, 1, "no image is made after a refusal");
+}
+
+#[test]
+fn the_smallest_size_is_what_the_unet_levels_allow() {
+    // Two UNet levels and 8 pixels per latent cell: one cell at the deepest level is 16 pixels.
+    let limits = tiny().limits();
+    assert_eq!((limits.min_side, limits.side_step), (16, 8));
+    let small = generate(&Request {
+        width: 40,
+        height: 16,
+        ..request()
+    });
+    assert_eq!((small[0].width, small[0].height), (40, 16));
+    let err = generate_err(&Request {
+        width: 8,
+        ..request()
+    });
+    assert!(
+        err.contains("width must be a multiple of 8 between 16 and 2048"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -265,13 +318,18 @@ fn long_prompts_are_truncated_and_reported() {
         "lowercased, ended, padded with the pad token"
     );
     assert!(!short.truncated);
-    assert!(
-        generate(&Request {
-            prompt: long,
-            ..request()
-        })
-        .prompt_truncated
-    );
+    let run = tiny()
+        .generate(
+            &Request {
+                prompt: long,
+                ..request()
+            },
+            &Control::default(),
+            &mut |_| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    assert!(run.prompt_truncated);
 }
 
 #[test]
@@ -303,14 +361,14 @@ fn bad_requests_are_refused_with_clear_messages() {
                 height: 4096,
                 ..request()
             },
-            "height must be between 64 and 2048",
+            "height must be a multiple of 8 between 16 and 2048",
         ),
         (
             Request {
                 guidance: -1.0,
                 ..request()
             },
-            "guidance must be 0 or more",
+            "guidance must be between 0 and 30",
         ),
         (
             Request {
@@ -322,7 +380,7 @@ fn bad_requests_are_refused_with_clear_messages() {
     ];
     for (req, expected) in cases {
         let err = tiny()
-            .generate(&req, &Control::default(), &mut |_| {})
+            .generate(&req, &Control::default(), &mut |_| {}, &mut |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{err}");
@@ -345,7 +403,7 @@ fn initial_latents_from_a_file_reproduce_the_seeded_run() {
         init_latents: Some(file),
         ..request()
     });
-    assert_eq!(seeded.images[0].rgb, from_file.images[0].rgb);
+    assert_eq!(seeded[0].rgb, from_file[0].rgb);
     let wrong = generate_err(&Request {
         init_latents: Some(dir.path().join("nope.safetensors")),
         ..request()
@@ -361,7 +419,7 @@ fn initial_latents_from_a_file_reproduce_the_seeded_run() {
 
 fn generate_err(req: &Request) -> String {
     tiny()
-        .generate(req, &Control::default(), &mut |_| {})
+        .generate(req, &Control::default(), &mut |_| {}, &mut |_| Ok(()))
         .unwrap_err()
         .to_string()
 }
@@ -479,9 +537,13 @@ fn the_engine_caches_one_model_and_turns_panics_into_errors() {
     let loads = |dir: &Path| {
         let mut n = 0;
         engine
-            .generate(dir, &request(), &Control::default(), &mut |p| {
-                n += usize::from(p.phase == Phase::LoadingModel)
-            })
+            .generate(
+                dir,
+                &request(),
+                &Control::default(),
+                &mut |p| n += usize::from(p.phase == Phase::LoadingModel),
+                &mut |_| Ok(()),
+            )
             .unwrap();
         n
     };
@@ -494,11 +556,17 @@ fn the_engine_caches_one_model_and_turns_panics_into_errors() {
     );
 
     let err = engine
-        .generate(b.path(), &request(), &Control::default(), &mut |p| {
-            if p.phase == Phase::Denoising && p.step == 1 {
-                panic!("a bug in a progress handler");
-            }
-        })
+        .generate(
+            b.path(),
+            &request(),
+            &Control::default(),
+            &mut |p| {
+                if p.phase == Phase::Denoising && p.step == 1 {
+                    panic!("a bug in a progress handler");
+                }
+            },
+            &mut |_| Ok(()),
+        )
         .unwrap_err();
     assert!(
         matches!(err, EngineError::Panicked(ref m) if m.contains("a bug")),

@@ -13,8 +13,8 @@ use zip::{CompressionMethod, ZipWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::files::{remove_if_exists, sync_dir};
 use crate::images::{sha256_hex, ImageDetail, Origin};
-use crate::recipe::Recipe;
 use crate::{now_ms, Library};
+use selfdiffusion_recipe::Recipe;
 
 /// Name of the manifest entry in an exported zip.
 pub const MANIFEST_NAME: &str = "manifest.json";

@@ -5,11 +5,11 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::embed::png_and_pixels;
+use selfdiffusion_recipe::{embed_recipe, embedded_recipe, encode_png, Recipe};
+
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
-use crate::recipe::Recipe;
-use crate::thumbs::{decode, thumbnail_jpeg, Decoded};
+use crate::thumbs::{decode, encode_png as reencode_png, thumbnail_jpeg, Decoded};
 use crate::{now_ms, Library};
 
 /// How an image came into the library.
@@ -37,6 +37,17 @@ impl Origin {
             Origin::Imported
         }
     }
+}
+
+/// 8-bit RGB pixels in hand, as the engine hands out a finished image.
+#[derive(Debug, Clone, Copy)]
+pub struct Pixels<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major RGB, 3 bytes per pixel.
+    pub rgb: &'a [u8],
 }
 
 /// An image as a gallery shows it.
@@ -241,8 +252,35 @@ pub(crate) fn insert_row(
 }
 
 impl Library {
-    /// Adds a generated image: any decodable image bytes, stored as PNG with the recipe embedded
-    /// as AUTOMATIC1111 `parameters` text and as this app's JSON.
+    /// Adds an image this app generated from its pixels: encoded once as PNG with the recipe
+    /// written into it, the thumbnail made from the pixels in hand (nothing is decoded).
+    pub fn add_generated(
+        &self,
+        project_id: i64,
+        pixels: Pixels<'_>,
+        recipe: &Recipe,
+        name: Option<&str>,
+    ) -> Result<ImageDetail> {
+        let label = name.unwrap_or("generated image");
+        let corrupt = |reason: String| Error::CorruptImage {
+            name: label.to_owned(),
+            reason,
+        };
+        let png = encode_png(pixels.width, pixels.height, pixels.rgb, recipe)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let image = image::RgbImage::from_raw(pixels.width, pixels.height, pixels.rgb.to_vec())
+            .ok_or_else(|| corrupt("the pixels do not fill the image".into()))?;
+        let decoded = Decoded {
+            ext: "png",
+            image: image::DynamicImage::ImageRgb8(image),
+        };
+        self.add_prepared(project_id, label, name, png, decoded, recipe)
+    }
+
+    /// Adds an image file that was generated elsewhere (a cloud server): any decodable image,
+    /// stored as PNG carrying `recipe`. A PNG keeps its pixel data byte for byte, and a file
+    /// that already carries exactly this recipe is kept whole; it is decoded once, for the
+    /// checks and the thumbnail.
     pub fn add_image(
         &self,
         project_id: i64,
@@ -251,9 +289,36 @@ impl Library {
         name: Option<&str>,
     ) -> Result<ImageDetail> {
         let label = name.unwrap_or("generated image");
-        let (png, pixels) = png_and_pixels(label, bytes, recipe)?;
+        let mut decoded = decode(label, bytes)?;
+        let png = if decoded.ext != "png" {
+            decoded.ext = "png";
+            reencode_png(label, &decoded.image)?
+        } else {
+            bytes.to_vec()
+        };
+        let png = if embedded_recipe(&png).as_ref() == Some(recipe) {
+            png
+        } else {
+            embed_recipe(&png, recipe).ok_or_else(|| Error::CorruptImage {
+                name: label.to_owned(),
+                reason: "malformed PNG chunk stream".into(),
+            })?
+        };
+        self.add_prepared(project_id, label, name, png, decoded, recipe)
+    }
+
+    /// Stores a generated PNG whose pixels are `decoded`; unnamed images are named by content.
+    fn add_prepared(
+        &self,
+        project_id: i64,
+        label: &str,
+        name: Option<&str>,
+        png: Vec<u8>,
+        decoded: Decoded,
+        recipe: &Recipe,
+    ) -> Result<ImageDetail> {
         let mut prepared =
-            Prepared::from_decoded(label, png, pixels, recipe.clone(), Origin::Generated)?;
+            Prepared::from_decoded(label, png, decoded, recipe.clone(), Origin::Generated)?;
         if name.is_none() {
             prepared.original_name = format!("{}.png", &prepared.sha256[..16]);
         }
@@ -460,5 +525,76 @@ impl Library {
         let copied = self.copy_images(&movable, target_project)?;
         self.delete_images(&movable)?;
         Ok(copied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thumbs::DECODES;
+    use selfdiffusion_recipe::png_text::{read_text_chunks, RECIPE_KEY};
+
+    fn decodes_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = DECODES.with(|n| n.get());
+        let out = f();
+        (out, DECODES.with(|n| n.get()) - before)
+    }
+
+    #[test]
+    fn a_generated_image_is_encoded_once_and_never_decoded_on_the_add_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = Library::open(dir.path()).unwrap();
+        let project = lib.create_project("p", None).unwrap();
+        let recipe = Recipe {
+            prompt: "a kite".into(),
+            seed: Some(4),
+            ..Recipe::default()
+        };
+        let rgb: Vec<u8> = (0..40 * 30 * 3).map(|v| (v % 251) as u8).collect();
+        let pixels = Pixels {
+            width: 40,
+            height: 30,
+            rgb: &rgb,
+        };
+        let (added, decodes) =
+            decodes_during(|| lib.add_generated(project.id, pixels, &recipe, Some("4.png")));
+        let added = added.unwrap();
+        assert_eq!(decodes, 0, "the pixels in hand make the thumbnail");
+        assert_eq!((added.summary.width, added.summary.height), (40, 30));
+        assert_eq!(added.recipe, recipe);
+        let file = std::fs::read(lib.path_of(&added.summary.file)).unwrap();
+        let recipes = read_text_chunks(&file)
+            .into_iter()
+            .filter(|(k, _)| k == RECIPE_KEY)
+            .count();
+        assert_eq!(recipes, 1, "the recipe is embedded once");
+        assert_eq!(
+            image::load_from_memory(&file)
+                .unwrap()
+                .into_rgb8()
+                .into_raw(),
+            rgb
+        );
+        assert!(lib.path_of(&added.summary.thumb).exists());
+
+        // A file generated elsewhere that already carries its recipe is decoded once (checks
+        // and thumbnail) and kept byte for byte.
+        let (received, decodes) =
+            decodes_during(|| lib.add_image(project.id, &file, &recipe, None));
+        let received = received.unwrap();
+        assert_eq!(decodes, 1);
+        assert_eq!(
+            std::fs::read(lib.path_of(&received.summary.file)).unwrap(),
+            file
+        );
+
+        let bad = Pixels {
+            width: 41,
+            ..pixels
+        };
+        assert!(matches!(
+            lib.add_generated(project.id, bad, &recipe, None),
+            Err(Error::CorruptImage { .. })
+        ));
     }
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::export::{Manifest, ManifestImage, MANIFEST_NAME};
 use crate::images::{Origin, Prepared};
-use crate::metadata::embedded_recipe;
 use crate::Library;
+use selfdiffusion_recipe::embedded_recipe;
 
 /// Largest single file or archive entry that is imported.
 const MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;

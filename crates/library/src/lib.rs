@@ -6,7 +6,6 @@
 //! the next time the library opens.
 
 mod db;
-mod embed;
 mod error;
 mod export;
 mod files;
@@ -14,10 +13,7 @@ mod images;
 mod import;
 mod jobs;
 mod location;
-pub mod metadata;
-pub mod png_text;
 mod projects;
-mod recipe;
 mod thumbs;
 mod verify;
 
@@ -26,15 +22,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-pub use embed::{png_with_recipe, rgb_png_with_recipe};
 pub use error::{Error, Result};
 pub use export::{ExportProgress, ExportReport, Manifest, ManifestImage, ManifestProject};
-pub use images::{ImageDetail, ImagePage, ImageQuery, ImageSummary, Origin};
+pub use images::{ImageDetail, ImagePage, ImageQuery, ImageSummary, Origin, Pixels};
 pub use import::{ImportOptions, ImportProgress, ImportReport, OnDuplicate, Rejected};
 pub use jobs::JobGuard;
 pub use location::{default_root, resolve_root, LIBRARY_ENV};
 pub use projects::{Project, ProjectSummary, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS};
-pub use recipe::Recipe;
 pub use thumbs::THUMB_MAX_SIDE;
 pub use verify::{HashMismatch, MissingFile, RepairReport, VerifyReport};
 

@@ -126,6 +126,23 @@ impl Library {
         })
     }
 
+    /// The project to open on: the one updated last, or, in a library without projects, a new
+    /// one called `name`, so there is always somewhere to put a new image.
+    pub fn default_project(&self, name: &str) -> Result<Project> {
+        let latest: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT id FROM projects ORDER BY updated_at DESC, id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match latest {
+            Some(id) => self.project(id),
+            None => self.create_project(name, None),
+        }
+    }
+
     /// A project by id.
     pub fn project(&self, id: i64) -> Result<Project> {
         self.conn()

@@ -17,8 +17,16 @@ pub(crate) struct Decoded {
     pub image: DynamicImage,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Image files decoded on this thread (tests count the decodes of an operation).
+    pub(crate) static DECODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Decodes `bytes`, accepting PNG, JPEG and WebP; `name` is used in errors.
 pub(crate) fn decode(name: &str, bytes: &[u8]) -> Result<Decoded> {
+    #[cfg(test)]
+    DECODES.with(|n| n.set(n.get() + 1));
     let format = image::guess_format(bytes).map_err(|_| Error::UnsupportedFile(name.to_owned()))?;
     let ext = match format {
         ImageFormat::Png => "png",
@@ -40,7 +48,7 @@ pub(crate) fn thumbnail_jpeg(name: &str, image: &DynamicImage) -> Result<Vec<u8>
     encode(name, &DynamicImage::ImageRgb8(thumb), ImageFormat::Jpeg)
 }
 
-/// Encodes pixels as PNG.
+/// Encodes pixels as PNG (for files that arrive in another format).
 pub(crate) fn encode_png(name: &str, image: &DynamicImage) -> Result<Vec<u8>> {
     encode(name, image, ImageFormat::Png)
 }

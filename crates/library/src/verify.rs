@@ -8,10 +8,10 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::files::{remove_if_exists, write_atomic, TEMP_PREFIX};
 use crate::images::{insert_row, sha256_hex, Origin, Prepared};
-use crate::metadata::embedded_recipe;
-use crate::png_text::{read_text_chunks, RECIPE_KEY};
 use crate::thumbs::{decode, thumbnail_jpeg};
 use crate::Library;
+use selfdiffusion_recipe::embedded_recipe;
+use selfdiffusion_recipe::png_text::{read_text_chunks, RECIPE_KEY};
 
 /// Name of the project that re-indexed images go to when their own project no longer exists.
 pub const RECOVERED_PROJECT: &str = "Recovered images";

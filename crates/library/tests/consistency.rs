@@ -1,8 +1,10 @@
+//! `verify` and `repair`: the library checked against its files, and put right.
+
 mod common;
 
 use common::{library, png, recipe};
-use selfdiffusion_library::png_text::with_text_chunks;
 use selfdiffusion_library::{Library, Origin};
+use selfdiffusion_recipe::png_text::with_text_chunks;
 
 #[test]
 fn verify_finds_missing_orphan_and_changed_files_and_repair_fixes_the_safe_ones() {

@@ -1,10 +1,13 @@
+//! Images in a project: adding, listing with a stable cursor, favourites, deletion, moving.
+
 mod common;
 
 use common::{image_bytes, library, png, recipe};
 use image::ImageFormat;
-use selfdiffusion_library::metadata::embedded_recipe;
-use selfdiffusion_library::png_text::read_text_chunks;
-use selfdiffusion_library::{Error, ImageQuery, Origin, Recipe};
+use selfdiffusion_library::{Error, ImageQuery, Origin};
+use selfdiffusion_recipe::embedded_recipe;
+use selfdiffusion_recipe::png_text::read_text_chunks;
+use selfdiffusion_recipe::Recipe;
 
 #[test]
 fn added_image_is_png_with_both_metadata_forms() {

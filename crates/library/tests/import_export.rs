@@ -1,3 +1,5 @@
+//! Import of files, folders and zips (duplicates, metadata of other tools) and zip export.
+
 mod common;
 
 use std::io::{Read, Write};
@@ -6,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use common::{image_bytes, import, library, png, recipe};
 use image::ImageFormat;
-use selfdiffusion_library::png_text::with_text_chunks;
 use selfdiffusion_library::{Error, ImageQuery, ImportOptions, Manifest, OnDuplicate, Origin};
+use selfdiffusion_recipe::png_text::with_text_chunks;
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

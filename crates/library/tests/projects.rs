@@ -1,3 +1,5 @@
+//! Projects: names, descriptions, counts, deletion and the default project.
+
 mod common;
 
 use common::{library, png, recipe};
@@ -163,4 +165,20 @@ fn lookup_by_name_ignores_case() {
         lib.project_by_name("nope"),
         Err(Error::ProjectNameNotFound(_))
     ));
+}
+
+#[test]
+fn the_default_project_is_the_latest_or_a_new_one() {
+    let (_dir, lib) = library();
+    let first = lib.default_project("My images").unwrap();
+    assert_eq!(first.name, "My images");
+    assert_eq!(lib.list_projects().unwrap().len(), 1);
+    assert_eq!(
+        lib.default_project("My images").unwrap().id,
+        first.id,
+        "made once"
+    );
+    let other = lib.create_project("Trips", None).unwrap();
+    assert_eq!(lib.default_project("My images").unwrap().id, other.id);
+    assert_eq!(lib.list_projects().unwrap().len(), 2);
 }

@@ -1,5 +1,6 @@
 //! Model folders the user imported from disk, remembered in a small JSON registry.
 
+use selfdiffusion_files::Access;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,15 +70,9 @@ impl LocalModels {
         }
         let model = LocalModel { id, name, path };
         models.push(model.clone());
-        let dir = self.file.parent().expect("the registry file has a folder");
-        std::fs::create_dir_all(dir).at(dir)?;
-        let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_string_pretty(&models).expect("models serialise"),
-        )
-        .at(&tmp)?;
-        std::fs::rename(&tmp, &self.file).at(&self.file)?;
+        let body = serde_json::to_string_pretty(&models).expect("models serialise");
+        selfdiffusion_files::write_atomic(&self.file, body.as_bytes(), Access::Default)
+            .at(&self.file)?;
         Ok(model)
     }
 }

@@ -5,6 +5,30 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use selfdiffusion_recipe::Limits;
+pub use selfdiffusion_styles::Style;
+
+/// A style in a request: a built-in style by name, or one of the user's own sent as its text
+/// (the server does not know the user's styles).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StyleRef {
+    /// A built-in style, by name (any case).
+    Named(String),
+    /// A style of the user's own: its name, template and negative prompt.
+    Inline(Style),
+}
+
+impl StyleRef {
+    /// The style's name.
+    pub fn name(&self) -> &str {
+        match self {
+            StyleRef::Named(name) => name,
+            StyleRef::Inline(style) => &style.name,
+        }
+    }
+}
+
 /// A generation request: `samples` images of `prompt`. Unknown fields are refused, so a typo
 /// is an error rather than a silently ignored setting.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -17,9 +41,9 @@ pub struct GenerateRequest {
     /// What to steer away from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_prompt: Option<String>,
-    /// Built-in style names, applied in order.
+    /// Styles, applied in order: built-in ones by name, the user's own as their text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub styles: Option<Vec<String>>,
+    pub styles: Option<Vec<StyleRef>>,
     /// Denoising steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u32>,
@@ -97,6 +121,9 @@ pub struct ServerInfo {
     /// Most images per job.
     #[serde(default)]
     pub max_samples: Option<u32>,
+    /// What a request may ask for (sizes, steps, images, guidance, prompt length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     /// Jobs waiting.
     #[serde(default)]
     pub queued: Option<usize>,
@@ -129,6 +156,18 @@ mod tests {
         let typo = serde_json::from_str::<GenerateRequest>(r#"{"prompt": "a", "sampels": 1}"#)
             .unwrap_err();
         assert!(typo.to_string().contains("sampels"), "{typo}");
+
+        let styled: GenerateRequest = serde_json::from_str(
+            r#"{"prompt": "a", "samples": 1, "styles": ["Watercolor", {"name": "Mine", "prompt": "{prompt}, in brass"}]}"#,
+        )
+        .unwrap();
+        let styles = styled.styles.unwrap();
+        assert_eq!(styles[0], StyleRef::Named("Watercolor".into()));
+        assert!(matches!(&styles[1], StyleRef::Inline(s) if s.prompt == "{prompt}, in brass"));
+        assert_eq!(
+            styles.iter().map(StyleRef::name).collect::<Vec<_>>(),
+            ["Watercolor", "Mine"]
+        );
 
         let status: JobStatus = serde_json::from_str(
             r#"{"status": "succeeded", "images": ["https://s3.amazonaws.com/x/0.png"]}"#,

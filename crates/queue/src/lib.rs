@@ -1,7 +1,8 @@
 //! The generation queue: jobs run first in, first out, one at a time on the engine's device;
-//! each job is bound to a project of the library, where every finished image is saved with its
-//! full recipe as soon as it is done. Queued jobs can be cancelled, the running one cancelled
-//! (within one step, nothing saved for the unfinished image) or stopped after its current image.
+//! each job is bound to a project of the library. The engine makes a job's images (prompt
+//! encoded once, image k with seed + k) and hands each out as it is done; the queue saves it with
+//! its full recipe. Queued jobs can be cancelled, the running one cancelled (within one step,
+//! nothing saved for the unfinished image) or stopped after its current image.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use selfdiffusion_engine::{Control, Engine, EngineError, Phase, Request, SchedulerKind};
-use selfdiffusion_library::{rgb_png_with_recipe, JobGuard, Library, Recipe};
+use selfdiffusion_engine::{
+    model_limits, Control, Engine, EngineError, Phase, Request, SchedulerKind,
+};
+use selfdiffusion_library::{JobGuard, Library, Pixels};
 use selfdiffusion_styles::Style;
 use serde::Serialize;
 
@@ -78,6 +81,8 @@ pub struct JobInfo {
     pub project_id: i64,
     /// The prompt actually sent (styles applied).
     pub prompt: String,
+    /// The prompt the user typed.
+    pub user_prompt: String,
     /// Images asked for.
     pub count: usize,
     /// Where it is.
@@ -120,6 +125,13 @@ pub enum QueueEvent {
     Progress(JobProgress),
 }
 
+impl JobInfo {
+    /// Whether the job is still waiting or running.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, JobState::Queued | JobState::Running)
+    }
+}
+
 /// Refusals of [`Queue::submit`].
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -138,7 +150,6 @@ struct Entry {
     info: JobInfo,
     spec: JobSpec,
     request: Request,
-    negative: String,
     control: Arc<Control>,
     _guard: Option<JobGuard>,
 }
@@ -208,8 +219,8 @@ impl Queue {
         }
     }
 
-    /// Validates a job, applies its styles and queues it. Its project cannot be deleted until
-    /// the job ends.
+    /// Validates a job against its model's limits, applies its styles and queues it. Its
+    /// project cannot be deleted until the job ends.
     pub fn submit(&self, spec: JobSpec) -> Result<JobId, QueueError> {
         let style_refs: Vec<&Style> = spec.styles.iter().collect();
         let (prompt, negative) =
@@ -221,27 +232,21 @@ impl Queue {
         }
         let request = Request {
             prompt: prompt.clone(),
-            negative_prompt: negative.clone(),
+            negative_prompt: negative,
             steps: spec.steps,
             guidance: spec.guidance,
             seed: spec.seed,
             width: spec.width,
             height: spec.height,
-            count: 1,
+            count: spec.count,
             scheduler: spec.scheduler,
             init_latents: None,
             preview_every: 5,
         };
+        let limits = model_limits(&spec.model).map_err(|e| QueueError::Invalid(e.to_string()))?;
         request
-            .validate(8)
+            .validate(&limits)
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
-        if spec.count == 0 || spec.count > selfdiffusion_engine::MAX_COUNT {
-            return Err(QueueError::Invalid(format!(
-                "count must be between 1 and {} (got {})",
-                selfdiffusion_engine::MAX_COUNT,
-                spec.count
-            )));
-        }
         let guard = self.shared.library.begin_job(spec.project_id)?;
         let info = {
             let mut state = self.shared.lock();
@@ -251,6 +256,7 @@ impl Queue {
                 id,
                 project_id: spec.project_id,
                 prompt,
+                user_prompt: spec.prompt.clone(),
                 count: spec.count,
                 state: JobState::Queued,
                 images: Vec::new(),
@@ -259,7 +265,6 @@ impl Queue {
                 info: info.clone(),
                 spec,
                 request,
-                negative,
                 control: Arc::new(Control::default()),
                 _guard: Some(guard),
             });
@@ -323,10 +328,7 @@ impl Queue {
         let end = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            let busy = state
-                .jobs
-                .iter()
-                .any(|e| matches!(e.info.state, JobState::Queued | JobState::Running));
+            let busy = state.jobs.iter().any(|e| e.info.is_open());
             if !busy {
                 return true;
             }
@@ -362,7 +364,7 @@ impl Drop for Queue {
 
 fn worker(shared: &Shared) {
     loop {
-        let (id, spec, request, negative, control) = {
+        let (id, spec, request, control) = {
             let mut state = shared.lock();
             loop {
                 if state.shutdown {
@@ -374,19 +376,16 @@ fn worker(shared: &Shared) {
                         .iter()
                         .find(|e| e.info.id == id)
                         .expect("queued jobs are listed");
-                    break (
-                        id,
-                        e.spec.clone(),
-                        e.request.clone(),
-                        e.negative.clone(),
-                        e.control.clone(),
-                    );
+                    break (id, e.spec.clone(), e.request.clone(), e.control.clone());
                 }
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         };
         shared.update(id, |e| e.info.state = JobState::Running);
-        let end = run_job(shared, id, &spec, &request, &negative, &control);
+        let end = run_job(shared, id, &spec, &request, &control);
+        if let JobState::Failed { error } = &end {
+            tracing::warn!(job = id, %error, "generation job failed");
+        }
         shared.update(id, |e| {
             e.info.state = end;
             e._guard = None;
@@ -395,100 +394,58 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// Runs a job image by image (image k with seed + k, so each is saved as soon as it is done).
+/// Runs a job on the engine, saving each image into the library as the engine hands it out.
 fn run_job(
     shared: &Shared,
     id: JobId,
     spec: &JobSpec,
     request: &Request,
-    negative: &str,
     control: &Control,
 ) -> JobState {
-    let started = Instant::now();
-    let mut denoise_time = Duration::ZERO;
-    let mut steps_done = 0usize;
-    let total_steps = spec.steps * spec.count;
-    for k in 0..spec.count {
-        if k > 0 && control.stopping() {
-            return JobState::Stopped;
-        }
-        let seed = spec.seed.wrapping_add(k as u64);
-        let image_request = Request {
-            seed,
-            ..request.clone()
-        };
-        let mut last_step = Instant::now();
-        let result = shared
-            .engine
-            .generate(&spec.model, &image_request, control, &mut |p| {
-                if p.phase == Phase::Denoising && p.step > 0 {
-                    denoise_time += last_step.elapsed();
-                    steps_done += 1;
-                }
-                last_step = Instant::now();
-                let eta = (steps_done > 0).then(|| {
-                    (denoise_time / steps_done as u32 * (total_steps - steps_done) as u32)
-                        .as_secs_f64()
-                });
-                (shared.listener)(QueueEvent::Progress(JobProgress {
-                    id,
-                    phase: p.phase,
-                    image: k,
-                    images: spec.count,
-                    step: p.step,
-                    steps: spec.steps,
-                    elapsed_s: started.elapsed().as_secs_f64(),
-                    eta_s: eta,
-                    preview_png: p.preview.as_ref().map(|pr| pr.to_png()),
-                }));
-            });
-        let generation = match result {
-            Ok(g) => g,
-            Err(EngineError::Cancelled) => return JobState::Cancelled,
-            Err(e) => {
-                return JobState::Failed {
-                    error: e.to_string(),
-                }
-            }
-        };
-        let Some(image) = generation.images.into_iter().next() else {
-            return JobState::Failed {
-                error: "the engine returned no image".into(),
+    let style_names: Vec<String> = spec.styles.iter().map(|s| s.name.clone()).collect();
+    let result = shared.engine.generate(
+        &spec.model,
+        request,
+        control,
+        &mut |p| {
+            (shared.listener)(QueueEvent::Progress(JobProgress {
+                id,
+                phase: p.phase,
+                image: p.image,
+                images: p.images,
+                step: p.step,
+                steps: p.steps,
+                elapsed_s: p.elapsed.as_secs_f64(),
+                eta_s: p.eta.map(|d| d.as_secs_f64()),
+                preview_png: p.preview.as_ref().map(|pr| pr.to_png()),
+            }))
+        },
+        &mut |image| {
+            let recipe = request.recipe(&image, &spec.model_name, "local").styled(
+                style_names.clone(),
+                &spec.prompt,
+                &spec.negative_prompt,
+            );
+            let pixels = Pixels {
+                width: image.width as u32,
+                height: image.height as u32,
+                rgb: &image.rgb,
             };
-        };
-        let mut recipe = Recipe {
-            prompt: request.prompt.clone(),
-            negative_prompt: negative.to_owned(),
-            styles: spec.styles.iter().map(|s| s.name.clone()).collect(),
-            model: Some(spec.model_name.clone()),
-            scheduler: Some(generation.scheduler.name().to_owned()),
-            steps: Some(spec.steps as u32),
-            guidance: Some(spec.guidance),
-            seed: Some(seed),
-            width: Some(image.width as u32),
-            height: Some(image.height as u32),
-            backend: Some("local".into()),
-            ..Recipe::default()
-        };
-        recipe.set_user_prompts(&spec.prompt, &spec.negative_prompt);
-        let saved =
-            rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
-                .and_then(|png| {
-                    shared.library.add_image(
-                        spec.project_id,
-                        &png,
-                        &recipe,
-                        Some(&format!("{seed}.png")),
-                    )
-                });
-        match saved {
-            Ok(detail) => shared.update(id, |e| e.info.images.push(detail.summary.id)),
-            Err(e) => {
-                return JobState::Failed {
-                    error: format!("the image could not be saved: {e}"),
-                }
-            }
-        }
+            let name = format!("{}.png", image.seed);
+            let detail = shared
+                .library
+                .add_generated(spec.project_id, pixels, &recipe, Some(&name))
+                .map_err(|e| format!("the image could not be saved: {e}"))?;
+            shared.update(id, |e| e.info.images.push(detail.summary.id));
+            Ok(())
+        },
+    );
+    match result {
+        Ok(g) if g.stopped_early => JobState::Stopped,
+        Ok(_) => JobState::Done,
+        Err(EngineError::Cancelled) => JobState::Cancelled,
+        Err(e) => JobState::Failed {
+            error: e.to_string(),
+        },
     }
-    JobState::Done
 }

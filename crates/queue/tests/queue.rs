@@ -240,9 +240,28 @@ fn bad_jobs_are_refused_and_engine_errors_do_not_stop_the_queue() {
         })
         .is_err());
 
-    let broken = q
+    let missing = q
         .submit(JobSpec {
             model: s.model.join("missing"),
+            ..spec(&s, "x", 1, 3)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("config.json"), "{missing}");
+
+    // A folder whose configs read but whose pipeline is missing fails when it runs.
+    let broken_dir = tempfile::tempdir().unwrap();
+    for part in ["unet", "vae"] {
+        std::fs::create_dir(broken_dir.path().join(part)).unwrap();
+        std::fs::copy(
+            s.model.join(part).join("config.json"),
+            broken_dir.path().join(part).join("config.json"),
+        )
+        .unwrap();
+    }
+    let broken = q
+        .submit(JobSpec {
+            model: broken_dir.path().to_path_buf(),
             ..spec(&s, "x", 1, 3)
         })
         .unwrap();

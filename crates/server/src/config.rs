@@ -73,6 +73,22 @@ pub struct Limits {
     pub max_jobs_per_user: usize,
 }
 
+impl Limits {
+    /// What requests to this server may ask for: these limits within the served model's.
+    pub fn within(&self, model: &selfdiffusion_recipe::Limits) -> selfdiffusion_recipe::Limits {
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        model.narrowed(&selfdiffusion_recipe::Limits {
+            min_side: 1,
+            max_side: clamp(self.max_side),
+            side_step: 1,
+            max_steps: clamp(self.max_steps),
+            max_count: clamp(self.max_samples),
+            max_guidance: model.max_guidance,
+            max_prompt_chars: Some(clamp(self.max_prompt_chars)),
+        })
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -274,16 +290,17 @@ impl Config {
         if l.max_prompt_chars == 0 || l.max_steps == 0 || l.max_jobs_per_user == 0 {
             return bad("limits must be at least 1");
         }
-        let (min, max) = selfdiffusion_engine::SIZE_RANGE;
+        let engine = selfdiffusion_engine::LIMITS;
+        let (min, max) = (engine.min_side as usize, engine.max_side as usize);
         if l.max_side < min || l.max_side > max {
             return Err(ConfigError(format!(
                 "limits.max_side must be between {min} and {max}"
             )));
         }
-        if l.max_steps > selfdiffusion_engine::MAX_STEPS {
+        if l.max_steps > engine.max_steps as usize {
             return Err(ConfigError(format!(
                 "limits.max_steps must be at most {}",
-                selfdiffusion_engine::MAX_STEPS
+                engine.max_steps
             )));
         }
         if self.signed_url_ttl_s == 0 {

@@ -3,15 +3,15 @@
 //! submitted it; finished jobs and their images are removed after the retention time.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfdiffusion_engine::{Control, Engine, Phase, Request};
-use selfdiffusion_library::{rgb_png_with_recipe, Recipe};
+use selfdiffusion_files::{write_atomic, Access};
 pub use selfdiffusion_protocol::Status;
+use selfdiffusion_recipe::encode_png;
 
 use crate::auth::Caller;
 use crate::request::JobRequest;
@@ -242,17 +242,6 @@ fn image_path(images_dir: &Path, id: &str, index: usize) -> PathBuf {
     images_dir.join(id).join(format!("{index}.png"))
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("an image path has a folder");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("png.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 fn worker(shared: &Shared) {
     loop {
         let (id, request, control, username) = {
@@ -297,7 +286,8 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// Generates the job's images and writes them; returns how many were written.
+/// Generates the job's images, writing each (recipe embedded) as soon as the engine hands it
+/// out, so clients can fetch the first while the next is made; returns how many were written.
 fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result<usize, String> {
     let config = &shared.config;
     let request = Request {
@@ -314,38 +304,38 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
         preview_every: 0,
     };
     let total = (job.samples * job.steps) as f64;
-    let generation = config
+    let mut written = 0;
+    config
         .engine
-        .generate(&config.model_dir, &request, control, &mut |p| {
-            if p.phase == Phase::Denoising {
-                let done = (p.image * p.steps + p.step) as f64;
-                shared.update(id, |j| j.view.progress = Some((done / total).min(1.0)));
-            }
-        })
+        .generate(
+            &config.model_dir,
+            &request,
+            control,
+            &mut |p| {
+                if p.phase == Phase::Denoising {
+                    let done = (p.image * p.steps + p.step) as f64;
+                    shared.update(id, |j| j.view.progress = Some((done / total).min(1.0)));
+                }
+            },
+            &mut |image| {
+                let mut recipe = request.recipe(&image, &config.model_name, "cloud").styled(
+                    job.styles.clone(),
+                    &job.user_prompt,
+                    &job.user_negative_prompt,
+                );
+                recipe.job_id = Some(id.to_owned());
+                let png = encode_png(image.width as u32, image.height as u32, &image.rgb, &recipe)
+                    .map_err(|e| e.to_string())?;
+                let path = image_path(&config.images_dir, id, written);
+                write_atomic(&path, &png, Access::Default).map_err(|e| {
+                    tracing::error!(job = %id, error = %e, "cannot write an image");
+                    "the server could not store the image".to_owned()
+                })?;
+                written += 1;
+                shared.update(id, |j| j.view.images = written);
+                Ok(())
+            },
+        )
         .map_err(|e| e.to_string())?;
-    for (index, image) in generation.images.iter().enumerate() {
-        let mut recipe = Recipe {
-            prompt: job.prompt.clone(),
-            negative_prompt: job.negative_prompt.clone(),
-            styles: job.styles.clone(),
-            model: Some(config.model_name.clone()),
-            scheduler: Some(generation.scheduler.name().to_owned()),
-            steps: Some(job.steps as u32),
-            guidance: Some(job.guidance),
-            seed: Some(image.seed),
-            width: Some(image.width as u32),
-            height: Some(image.height as u32),
-            backend: Some("selfdiffusion-server".into()),
-            job_id: Some(id.to_owned()),
-            ..Recipe::default()
-        };
-        recipe.set_user_prompts(&job.user_prompt, &job.user_negative_prompt);
-        let png = rgb_png_with_recipe(image.width as u32, image.height as u32, &image.rgb, &recipe)
-            .map_err(|e| e.to_string())?;
-        write_atomically(&image_path(&config.images_dir, id, index), &png).map_err(|e| {
-            tracing::error!(job = %id, error = %e, "cannot write an image");
-            "the server could not store the image".to_owned()
-        })?;
-    }
-    Ok(generation.images.len())
+    Ok(written)
 }

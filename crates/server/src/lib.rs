@@ -12,7 +12,7 @@ pub mod signed_url;
 use std::sync::Arc;
 use std::time::Duration;
 
-use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine};
+use selfdiffusion_engine::{default_dtype, model_limits, DeviceChoice, Engine};
 
 pub use config::{Config, ConfigError};
 pub use routes::{router, AppState};
@@ -41,6 +41,7 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     config.validate()?;
     let rules = config.token_rules()?;
     let model_dir = config.model_dir()?.to_path_buf();
+    let limits = config.limits.within(&model_limits(&model_dir)?);
     let device = DeviceChoice::parse(&config.device)?.open()?;
     let dtype = default_dtype(&device);
     let data_error = |error| StartError::DataDir {
@@ -62,5 +63,7 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         retention: Duration::from_secs(config.job_retention_s),
     });
     let verifier = auth::Verifier::new(rules);
-    Ok(Arc::new(AppState::new(config, jobs, verifier, signer)))
+    Ok(Arc::new(AppState::new(
+        config, limits, jobs, verifier, signer,
+    )))
 }

@@ -1,8 +1,7 @@
 //! The `generate` body checked against the server's limits, styles applied.
 
-use selfdiffusion_protocol::GenerateRequest;
-
-use crate::config::Limits;
+use selfdiffusion_protocol::{GenerateRequest, Limits, StyleRef};
+use selfdiffusion_styles::Style;
 
 /// A validated job request, styles applied.
 #[derive(Debug, Clone)]
@@ -35,69 +34,34 @@ const DEFAULT_STEPS: u32 = 30;
 const DEFAULT_GUIDANCE: f64 = 7.5;
 const DEFAULT_SIDE: u32 = 512;
 
-fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    u64::from_le_bytes(bytes) >> 12
-}
-
-/// Checks every field of `body` against `limits`, the served `model_name` and the known
-/// `styles`; the error says what to change.
+/// Checks every field of `body` against `limits`, the served `model_name` and the built-in
+/// `styles` (a user's own style comes as its text and is checked as a user style file's entries
+/// are); the error says what to change.
 pub fn validate(
     body: GenerateRequest,
     limits: &Limits,
     model_name: &str,
-    styles: &[selfdiffusion_styles::Style],
+    styles: &[Style],
 ) -> Result<JobRequest, String> {
     let prompt = body.prompt.trim();
     let negative = body.negative_prompt.as_deref().unwrap_or("").trim();
-    for (name, text) in [("prompt", prompt), ("negative_prompt", negative)] {
-        let chars = text.chars().count();
-        if chars > limits.max_prompt_chars {
-            return Err(format!(
-                "{name} is {chars} characters; the limit is {}",
-                limits.max_prompt_chars
-            ));
-        }
-    }
+    limits.check_prompt("prompt", prompt)?;
+    limits.check_prompt("negative_prompt", negative)?;
     if prompt.is_empty() && body.styles.as_ref().is_none_or(|s| s.is_empty()) {
         return Err("prompt is empty: describe the image to generate".into());
     }
-    let samples = body.samples as usize;
-    if samples == 0 || samples > limits.max_samples {
+    let samples = body.samples;
+    if samples == 0 || samples > limits.max_count {
         return Err(format!(
             "samples must be between 1 and {} (got {samples})",
-            limits.max_samples
+            limits.max_count
         ));
     }
-    let steps = body.steps.unwrap_or(DEFAULT_STEPS) as usize;
-    if steps == 0 || steps > limits.max_steps {
-        return Err(format!(
-            "steps must be between 1 and {} (got {steps})",
-            limits.max_steps
-        ));
-    }
+    let steps = body.steps.unwrap_or(DEFAULT_STEPS);
     let guidance = body.guidance.unwrap_or(DEFAULT_GUIDANCE);
-    if !guidance.is_finite() || !(0.0..=30.0).contains(&guidance) {
-        return Err(format!(
-            "guidance must be between 0 and 30 (got {guidance})"
-        ));
-    }
-    let (min_side, _) = selfdiffusion_engine::SIZE_RANGE;
-    let mut sides = [0usize; 2];
-    for (slot, (name, value)) in sides.iter_mut().zip([
-        ("width", body.width.unwrap_or(DEFAULT_SIDE)),
-        ("height", body.height.unwrap_or(DEFAULT_SIDE)),
-    ]) {
-        let v = value as usize;
-        if v < min_side || v > limits.max_side || !v.is_multiple_of(8) {
-            return Err(format!(
-                "{name} must be a multiple of 8 between {min_side} and {} (got {v})",
-                limits.max_side
-            ));
-        }
-        *slot = v;
-    }
+    let width = body.width.unwrap_or(DEFAULT_SIDE);
+    let height = body.height.unwrap_or(DEFAULT_SIDE);
+    limits.check(width, height, steps, samples, guidance)?;
     if let Some(model) = body.model.as_deref() {
         if model != model_name {
             return Err(format!(
@@ -105,16 +69,24 @@ pub fn validate(
             ));
         }
     }
-    let names = body.styles.unwrap_or_default();
-    let mut chosen = Vec::with_capacity(names.len());
-    for name in &names {
-        let style = styles
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| format!("unknown style {name:?}"))?;
-        chosen.push(style);
+    let refs = body.styles.unwrap_or_default();
+    let mut chosen: Vec<Style> = Vec::with_capacity(refs.len());
+    for style in &refs {
+        match style {
+            StyleRef::Named(name) => chosen.push(
+                selfdiffusion_styles::find(styles, name)
+                    .cloned()
+                    .ok_or_else(|| format!("unknown style {name:?}"))?,
+            ),
+            StyleRef::Inline(own) => {
+                selfdiffusion_styles::check(own)
+                    .map_err(|reason| format!("style {:?}: {reason}", own.name))?;
+                chosen.push(own.clone());
+            }
+        }
     }
-    let (styled, styled_negative) = selfdiffusion_styles::apply(prompt, negative, &chosen);
+    let refs: Vec<&Style> = chosen.iter().collect();
+    let (styled, styled_negative) = selfdiffusion_styles::apply(prompt, negative, &refs);
     if styled.trim().is_empty() {
         return Err("prompt is empty: describe the image to generate".into());
     }
@@ -123,13 +95,13 @@ pub fn validate(
         user_negative_prompt: negative.to_owned(),
         prompt: styled,
         negative_prompt: styled_negative,
-        styles: chosen.iter().map(|s| s.name.clone()).collect(),
-        samples,
-        steps,
+        styles: chosen.iter().map(|s| s.name.trim().to_owned()).collect(),
+        samples: samples as usize,
+        steps: steps as usize,
         guidance,
-        seed: body.seed.unwrap_or_else(random_seed),
-        width: sides[0],
-        height: sides[1],
+        seed: body.seed.unwrap_or_else(selfdiffusion_recipe::random_seed),
+        width: width as usize,
+        height: height as usize,
     })
 }
 
@@ -138,9 +110,13 @@ mod tests {
     use super::*;
 
     fn check(json: serde_json::Value) -> Result<JobRequest, String> {
+        let model = selfdiffusion_engine::Limits {
+            min_side: 64,
+            ..selfdiffusion_engine::LIMITS
+        };
         validate(
             serde_json::from_value(json).unwrap(),
-            &Limits::default(),
+            &crate::config::Limits::default().within(&model),
             "sd-1.5",
             &selfdiffusion_styles::builtin(),
         )
@@ -161,6 +137,15 @@ mod tests {
         let (expected, _) = selfdiffusion_styles::apply("a lighthouse", "", &[&style]);
         assert_eq!(r.prompt, expected);
         assert_eq!(r.styles, [style.name]);
+
+        let own = check(serde_json::json!({
+            "prompt": "a lighthouse", "samples": 1,
+            "styles": [{"name": "Brass", "prompt": "{prompt}, cast in brass", "negative_prompt": "rust"}]
+        }))
+        .unwrap();
+        assert_eq!(own.prompt, "a lighthouse, cast in brass");
+        assert_eq!(own.negative_prompt, "rust");
+        assert_eq!(own.styles, ["Brass"]);
     }
 
     #[test]
@@ -202,6 +187,10 @@ mod tests {
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "styles": ["Nope"]}),
                 "unknown style",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "styles": [{"name": "", "prompt": "x"}]}),
+                "style \"\"",
             ),
         ];
         for (json, expected) in cases {

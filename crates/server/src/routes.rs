@@ -16,7 +16,7 @@ use selfdiffusion_protocol::{
 use serde::Deserialize;
 
 use crate::auth::{AuthError, Caller, Verifier};
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::jobs::{Jobs, Status, SubmitError};
 use crate::signed_url::UrlSigner;
 
@@ -31,8 +31,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Image URL signing.
     pub signer: UrlSigner,
-    /// Request limits.
-    pub limits: Limits,
+    /// What a request may ask for (the configuration's limits within the model's).
+    pub limits: selfdiffusion_recipe::Limits,
     /// The served model's name.
     pub model_name: String,
     /// Base of image URLs.
@@ -44,13 +44,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `config` around running `jobs`.
-    pub fn new(config: &Config, jobs: Jobs, verifier: Verifier, signer: UrlSigner) -> Self {
+    /// State for `config` around running `jobs`, taking requests within `limits`.
+    pub fn new(
+        config: &Config,
+        limits: selfdiffusion_recipe::Limits,
+        jobs: Jobs,
+        verifier: Verifier,
+        signer: UrlSigner,
+    ) -> Self {
         AppState {
             jobs,
             verifier,
             signer,
-            limits: config.limits.clone(),
+            limits,
             model_name: config.model_name.clone(),
             public_base: config.public_base(),
             signed_url_ttl_s: config.signed_url_ttl_s,
@@ -147,7 +153,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
     Json(ServerInfo {
         status: "ok".into(),
         model: Some(state.model_name.clone()),
-        max_samples: Some(state.limits.max_samples as u32),
+        max_samples: Some(state.limits.max_count),
+        limits: Some(state.limits),
         queued: Some(queued),
         running: Some(running),
     })

@@ -1,7 +1,6 @@
 //! Signed, expiring image URLs, like presigned object-store URLs: `?expires=<unix s>&signature=
 //! <hex HMAC-SHA256 of the path and expiry>`, under a key kept in the data folder.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -49,17 +48,7 @@ impl UrlSigner {
         }
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
-        let tmp = file.with_extension("tmp");
-        {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut out = options.open(&tmp)?;
-            out.write_all(&key)?;
-            out.sync_all()?;
-        }
-        std::fs::rename(&tmp, file)?;
+        selfdiffusion_files::write_atomic(file, &key, selfdiffusion_files::Access::Private)?;
         Ok(UrlSigner::new(key))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
     follow_cloud_job, restored, run_cloud_job, submit_cloud_job, Accounts, CloudClient, CloudError,
-    CloudJobEvent, GenerateRequest, PendingJobs, Status,
+    CloudJobEvent, GenerateRequest, PendingJobs, Status, StyleRef,
 };
 use selfdiffusion_library::Library;
 use selfdiffusion_server::config::Limits;
@@ -49,12 +49,26 @@ async fn user(accounts: &Accounts, name: &str) -> selfdiffusion_cloud::Tokens {
     accounts.log_in(name, cognito::PASSWORD).await.unwrap()
 }
 
+/// A style of the user's own: the server knows it only from the request.
+fn brass() -> selfdiffusion_styles::Style {
+    selfdiffusion_styles::Style {
+        name: "Brass".into(),
+        category: "User".into(),
+        prompt: "{prompt}, cast in brass".into(),
+        negative_prompt: "rust".into(),
+        description: String::new(),
+    }
+}
+
 fn request(samples: u32, steps: u32) -> GenerateRequest {
     GenerateRequest {
         prompt: "a lighthouse at dusk".into(),
         samples,
         negative_prompt: Some("fog".into()),
-        styles: Some(vec![selfdiffusion_styles::builtin()[0].name.clone()]),
+        styles: Some(vec![
+            StyleRef::Named(selfdiffusion_styles::builtin()[0].name.to_uppercase()),
+            StyleRef::Inline(brass()),
+        ]),
         steps: Some(steps),
         guidance: Some(6.0),
         seed: Some(7),
@@ -91,6 +105,15 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
         client.server_info().await.unwrap().model.as_deref(),
         Some("tiny")
     );
+    // The limits clients show come from the server: its configuration within the model's (the
+    // tiny UNet's two levels allow sides from 16 px, in steps of 8).
+    let limits = client.limits().await.unwrap();
+    assert_eq!(
+        (limits.min_side, limits.side_step, limits.max_side),
+        (16, 8, 1024)
+    );
+    assert_eq!((limits.max_count, limits.max_steps), (4, 100));
+    assert_eq!(limits.max_prompt_chars, Some(2000));
     let dir = tempfile::tempdir().unwrap();
     let library = Arc::new(Library::open(dir.path()).unwrap());
     let project = library.create_project("Cloud", None).unwrap();
@@ -131,14 +154,31 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
         let recipe = &image.recipe;
         assert_eq!(recipe.backend.as_deref(), Some("cloud"));
         assert_eq!(recipe.job_id.as_deref(), Some(job_id.as_str()));
-        // The prompt the model saw (the style applied), and what the user typed beside it.
+        // The recipe the server embedded: the prompt the model saw (a built-in style found by
+        // name in any case, then the user's own style sent as its text), what the user typed
+        // beside it, and the scheduler it ran.
         let style = selfdiffusion_styles::builtin()[0].clone();
-        let (styled, _) = selfdiffusion_styles::apply("a lighthouse at dusk", "fog", &[&style]);
+        let (styled, negative) =
+            selfdiffusion_styles::apply("a lighthouse at dusk", "fog", &[&style, &brass()]);
         assert_eq!(recipe.prompt, styled);
+        assert_eq!(recipe.negative_prompt, negative);
         assert_eq!(recipe.extra["user_prompt"], "a lighthouse at dusk");
         assert_eq!(recipe.extra["user_negative_prompt"], "fog");
         assert_eq!(recipe.seed, Some(7 + i as u64));
-        assert_eq!(recipe.styles, request.styles.clone().unwrap());
+        assert_eq!(recipe.styles, [style.name.clone(), "Brass".to_owned()]);
+        assert!(recipe.scheduler.is_some(), "{recipe:?}");
+        // Kept as the server wrote it: the recipe embedded once, by the server.
+        let stored = std::fs::read(library.path_of(&image.summary.file)).unwrap();
+        let served = std::fs::read(
+            cloud
+                .server
+                .data
+                .join("images")
+                .join(&job_id)
+                .join(format!("{i}.png")),
+        )
+        .unwrap();
+        assert_eq!(stored, served);
         assert_eq!(
             (recipe.steps, recipe.model.as_deref()),
             (Some(2), Some("tiny"))

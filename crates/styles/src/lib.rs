@@ -187,6 +187,20 @@ pub fn load_user_styles(path: &Path) -> Result<UserStyles, StylesError> {
     Ok(out)
 }
 
+/// Checks a style that arrives from elsewhere (a user file, a request): its name and texts.
+pub fn check(style: &Style) -> Result<(), String> {
+    problem(style).map_or(Ok(()), Err)
+}
+
+/// The style named `name` in `styles`: names match whatever their case and surrounding blanks,
+/// as they are unique that way.
+pub fn find<'a>(styles: &'a [Style], name: &str) -> Option<&'a Style> {
+    let name = name.trim();
+    styles
+        .iter()
+        .find(|s| s.name.trim().eq_ignore_ascii_case(name))
+}
+
 /// The prompt and negative prompt actually sent when `styles` are applied, in order.
 pub fn apply(prompt: &str, negative: &str, styles: &[&Style]) -> (String, String) {
     let mut text = prompt.trim().to_owned();

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use image::{ImageFormat, Rgb, RgbImage};
-use selfdiffusion_library::{ImportOptions, ImportReport, Library, OnDuplicate, Recipe};
+use selfdiffusion_library::{ImportOptions, ImportReport, Library, OnDuplicate};
+use selfdiffusion_recipe::Recipe;
 
 /// An RGB test image whose pixels depend on `seed`, encoded in `format`.
 pub fn image_bytes(seed: u8, format: ImageFormat) -> Vec<u8> {

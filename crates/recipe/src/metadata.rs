@@ -34,6 +34,14 @@ pub fn embedded_recipe(bytes: &[u8]) -> Option<Recipe> {
     None
 }
 
+/// The recipe this app embedded (its JSON chunk), ignoring other tools' metadata.
+pub fn own_recipe(bytes: &[u8]) -> Option<Recipe> {
+    read_text_chunks(bytes)
+        .into_iter()
+        .find(|(k, _)| k == RECIPE_KEY)
+        .and_then(|(_, json)| serde_json::from_str(&json).ok())
+}
+
 /// InvokeAI writes a flat JSON object under `invokeai_metadata`.
 fn invokeai(text: &str) -> Option<Recipe> {
     let v: Value = serde_json::from_str(text).ok()?;
@@ -121,11 +129,7 @@ mod tests {
     use crate::png_text::with_text_chunks;
 
     fn png_with(key: &str, text: &str) -> Vec<u8> {
-        let img = image::RgbImage::new(2, 2);
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        with_text_chunks(&png, &[(key, text)]).unwrap()
+        with_text_chunks(&crate::png_text::tests::tiny_png(), &[(key, text)]).unwrap()
     }
 
     #[test]
@@ -185,6 +189,13 @@ mod tests {
             with_text_chunks(&img, &[("selfdiffusion", r#"{"prompt":"ours","seed":5}"#)]).unwrap();
         let r = embedded_recipe(&png).unwrap();
         assert_eq!((r.prompt.as_str(), r.seed), ("ours", Some(5)));
+    }
+
+    #[test]
+    fn own_recipe_ignores_other_tools() {
+        assert_eq!(own_recipe(&png_with("parameters", "a dog\nSteps: 9")), None);
+        let png = png_with("selfdiffusion", r#"{"prompt":"ours","seed":5}"#);
+        assert_eq!(own_recipe(&png).unwrap().seed, Some(5));
     }
 
     #[test]

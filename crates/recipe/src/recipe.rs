@@ -56,6 +56,13 @@ impl Recipe {
             .insert("user_negative_prompt".into(), negative_prompt.into());
     }
 
+    /// This recipe with the styles that were applied and what the user typed before they were.
+    pub fn styled(mut self, styles: Vec<String>, prompt: &str, negative_prompt: &str) -> Self {
+        self.styles = styles;
+        self.set_user_prompts(prompt, negative_prompt);
+        self
+    }
+
     /// Renders the AUTOMATIC1111 `parameters` text (prompt, negative prompt, then a settings line).
     pub fn to_a1111(&self) -> String {
         let mut out = self.prompt.clone();

@@ -1,0 +1,50 @@
+// @ts-check
+// The modal progress of an import or an export (cancellable for exports).
+import { byId, openModal, scoped } from '../dom.js';
+
+/** @typedef {import('../types.js').TransferProgress} TransferProgress */
+
+const dialog = byId('progress-dialog', HTMLDialogElement);
+const { q } = scoped(dialog);
+/** @type {(() => void) | null} */
+let onCancel = null;
+
+/**
+ * Opens the dialog; `cancel` (when given) runs on the Cancel button.
+ * @param {string} title
+ * @param {(() => void) | null} cancel
+ */
+export function showProgress(title, cancel) {
+  onCancel = cancel;
+  q('#progress-title').textContent = title;
+  const bar = q('#progress-bar', HTMLProgressElement);
+  bar.max = 1;
+  bar.value = 0;
+  q('#progress-text').textContent = 'Starting…';
+  const button = q('#progress-cancel', HTMLButtonElement);
+  button.hidden = !cancel;
+  button.disabled = false;
+  openModal(dialog);
+}
+
+/** @param {TransferProgress} p */
+export function updateProgress({ done, total, current }) {
+  const bar = q('#progress-bar', HTMLProgressElement);
+  bar.max = Math.max(total, 1);
+  bar.value = done;
+  q('#progress-text').textContent = current ? `${done} of ${total} · ${current}` : `${done} of ${total}`;
+}
+
+export function closeProgress() {
+  if (dialog.open) dialog.close();
+}
+
+/** Wires the Cancel button; Esc does not close a running transfer. */
+export function initProgressDialog() {
+  q('#progress-cancel').addEventListener('click', () => {
+    q('#progress-cancel', HTMLButtonElement).disabled = true;
+    q('#progress-text').textContent = 'Cancelling…';
+    onCancel?.();
+  });
+  dialog.addEventListener('cancel', (e) => e.preventDefault());
+}

@@ -1,0 +1,146 @@
+// @ts-check
+// The image viewer (a modal dialog): the image scaled to fit beside its recipe, with favourite,
+// copy prompt and "reuse parameters" (announced as an app event; Create takes it). ArrowLeft /
+// ArrowRight move through the opener's list, Esc closes.
+import { api, fileUrl } from '../api.js';
+import { APP_EVENTS, emit, on } from '../events.js';
+import { byId, el, formatBytes, openModal, scoped, toast } from '../dom.js';
+
+/** @typedef {import('../types.js').ImageDetail} ImageDetail */
+/** @typedef {import('../types.js').Recipe} Recipe */
+
+/**
+ * Gives the id `step` places from `id` in the opener's list (±1), or null at either end.
+ * @typedef {(id: number, step: number) => number | null} Neighbour
+ */
+
+/** @type {[string, (r: Recipe) => unknown][]} */
+const FIELDS = [
+  ['Prompt', (r) => r.prompt],
+  ['Negative prompt', (r) => r.negative_prompt],
+  ['Styles', (r) => (r.styles || []).join(', ')],
+  ['Model', (r) => r.model],
+  ['Scheduler', (r) => r.scheduler],
+  ['Steps', (r) => r.steps],
+  ['Guidance', (r) => r.guidance],
+  ['Seed', (r) => r.seed],
+  ['Size', (r) => (r.width && r.height ? `${r.width}×${r.height}` : null)],
+  ['Backend', (r) => r.backend],
+  ['Cloud job', (r) => r.job_id],
+];
+
+const dialog = byId('viewer', HTMLDialogElement);
+const { q } = scoped(dialog);
+
+/** @type {{ image: ImageDetail | null, neighbour: Neighbour, loading: number }} */
+const view = { image: null, neighbour: () => null, loading: 0 };
+
+/** @param {boolean} favorite */
+function showFavorite(favorite) {
+  q('#viewer-favorite').textContent = favorite ? '★ Favorite' : '☆ Favorite';
+  q('#viewer-favorite').setAttribute('aria-pressed', String(favorite));
+}
+
+/**
+ * Opens the viewer on an image (or moves it there when open).
+ * @param {number} id
+ * @param {Neighbour} [neighbour]
+ */
+export async function openViewer(id, neighbour) {
+  if (neighbour) view.neighbour = neighbour;
+  const mine = ++view.loading;
+  /** @type {ImageDetail} */
+  let image;
+  try {
+    image = await api.getImage(id);
+  } catch (e) {
+    toast(e, 'error');
+    return;
+  }
+  if (mine !== view.loading) return;
+  view.image = image;
+  const r = image.recipe;
+  const img = q('#viewer-img', HTMLImageElement);
+  img.src = fileUrl(image.file);
+  img.alt = r.prompt || image.original_name;
+  q('#viewer-title').textContent = image.original_name;
+  /** @type {[string, unknown][]} */
+  const rows = FIELDS.map(([label, get]) => /** @type {[string, unknown]} */ ([label, get(r)]))
+    .filter(([, v]) => v !== null && v !== undefined && v !== '');
+  rows.push(
+    ['Pixels', `${image.width}×${image.height} ${image.format.toUpperCase()}`],
+    ['File size', formatBytes(image.bytes)],
+    ['Origin', image.origin],
+    ['Added', new Date(image.created_at).toLocaleString()],
+    ['SHA-256', image.sha256],
+  );
+  q('#viewer-recipe').replaceChildren(...rows.flatMap(([label, value]) => [
+    el('dt', {}, label),
+    el('dd', { dataset: { field: label.toLowerCase().replace(/[^a-z0-9]+/g, '-') } }, String(value)),
+  ]));
+  showFavorite(image.favorite);
+  q('#viewer-copy-prompt', HTMLButtonElement).disabled = !r.prompt;
+  q('#viewer-prev', HTMLButtonElement).disabled = view.neighbour(image.id, -1) === null;
+  q('#viewer-next', HTMLButtonElement).disabled = view.neighbour(image.id, 1) === null;
+  openModal(dialog);
+}
+
+/** @param {number} step */
+function move(step) {
+  if (!view.image) return;
+  const next = view.neighbour(view.image.id, step);
+  if (next !== null) openViewer(next);
+}
+
+async function copyPrompt() {
+  const text = view.image?.recipe.prompt;
+  if (!text) return;
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('Prompt copied');
+  } catch {
+    // Some WebViews refuse the async clipboard; fall back to a selection copy.
+    const area = el('textarea', { value: text });
+    dialog.append(area);
+    area.select();
+    const ok = document.execCommand('copy');
+    area.remove();
+    toast(ok ? 'Prompt copied' : 'Could not reach the clipboard', ok ? 'info' : 'error');
+  }
+}
+
+async function toggleFavorite() {
+  const image = view.image;
+  if (!image) return;
+  try {
+    const now = await api.toggleFavorite(image.id);
+    image.favorite = now;
+    showFavorite(now);
+    emit(APP_EVENTS.FAVORITE_CHANGED, { id: image.id, favorite: now });
+  } catch (e) { toast(e, 'error'); }
+}
+
+/** Wires the viewer's buttons and keys. */
+export function initViewer() {
+  q('#viewer-close').addEventListener('click', () => dialog.close());
+  q('#viewer-prev').addEventListener('click', () => move(-1));
+  q('#viewer-next').addEventListener('click', () => move(1));
+  q('#viewer-copy-prompt').addEventListener('click', copyPrompt);
+  q('#viewer-favorite').addEventListener('click', toggleFavorite);
+  q('#viewer-reuse').addEventListener('click', () => {
+    if (!view.image) return;
+    const recipe = view.image.recipe;
+    dialog.close();
+    emit(APP_EVENTS.REUSE_RECIPE, recipe);
+  });
+  dialog.addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowRight') { e.preventDefault(); move(1); }
+    if (e.key === 'ArrowLeft') { e.preventDefault(); move(-1); }
+    // The dialog's own Esc closes it too; closing here as well keeps it so in every WebView.
+    if (e.key === 'Escape') { e.preventDefault(); dialog.close(); }
+  });
+  dialog.addEventListener('close', () => { view.loading += 1; });
+  on(APP_EVENTS.FAVORITE_CHANGED, ({ id, favorite }) => {
+    if (view.image?.id === id) { view.image.favorite = favorite; showFavorite(favorite); }
+  });
+}

@@ -1,0 +1,219 @@
+// @ts-check
+// The shapes the Rust shell sends and takes (its command/event contract), as JSDoc types.
+// Nothing runs here; modules import the types with `import('./types.js').Name`.
+
+/**
+ * A failed command: `kind` says what to do about it, `message` is a sentence for the user.
+ * @typedef {'invalid' | 'not_found' | 'conflict' | 'not_installed' | 'offline' | 'unauthorized'
+ *   | 'not_confirmed' | 'cancelled' | 'failed'} ErrorKind
+ */
+
+/**
+ * Generation limits, declared once in the core (per model, the engine's own, or the cloud's).
+ * @typedef {object} Limits
+ * @property {number} min_side
+ * @property {number} max_side
+ * @property {number} side_step Width and height are multiples of this.
+ * @property {number} max_steps
+ * @property {number} max_count
+ * @property {number} max_guidance
+ * @property {number | null} max_prompt_chars
+ */
+
+/**
+ * @typedef {object} Project
+ * @property {number} id
+ * @property {string} name
+ * @property {string} description
+ * @property {number} created_at ms since the epoch
+ * @property {number} updated_at ms since the epoch
+ */
+
+/**
+ * A project with the figures the project list shows.
+ * @typedef {Project & {
+ *   image_count: number, bytes: number, generated_count: number,
+ *   cover_thumb: string | null, running_jobs: number
+ * }} ProjectSummary
+ */
+
+/**
+ * How an image was made. Unknown fields are kept by the core; `user_prompt` and
+ * `user_negative_prompt` are what the user typed before styles.
+ * @typedef {object} Recipe
+ * @property {string} [prompt]
+ * @property {string} [negative_prompt]
+ * @property {string[]} [styles]
+ * @property {string | null} [model]
+ * @property {string | null} [scheduler]
+ * @property {number | null} [steps]
+ * @property {number | null} [guidance]
+ * @property {number | null} [seed]
+ * @property {number | null} [width]
+ * @property {number | null} [height]
+ * @property {string | null} [backend]
+ * @property {string | null} [job_id]
+ * @property {string} [user_prompt]
+ * @property {string} [user_negative_prompt]
+ */
+
+/**
+ * @typedef {object} ImageSummary
+ * @property {number} id
+ * @property {number} project_id
+ * @property {string} file library-relative
+ * @property {string} thumb library-relative
+ * @property {string} original_name
+ * @property {number} width
+ * @property {number} height
+ * @property {number} bytes
+ * @property {string} format
+ * @property {'generated' | 'imported'} origin
+ * @property {boolean} favorite
+ * @property {string} prompt
+ * @property {number} created_at
+ */
+
+/** @typedef {ImageSummary & { sha256: string, recipe: Recipe }} ImageDetail */
+
+/**
+ * @typedef {object} ImageQuery
+ * @property {string | null} search
+ * @property {boolean} favorites_only
+ * @property {string | null} cursor
+ * @property {number} limit
+ */
+
+/** @typedef {{ images: ImageSummary[], next_cursor: string | null }} ImagePage */
+
+/** @typedef {'skip' | 'keep-both' | 'replace'} OnDuplicate */
+
+/**
+ * @typedef {object} ImportReport
+ * @property {number[]} imported
+ * @property {string[]} skipped_duplicates
+ * @property {string[]} replaced
+ * @property {{ name: string, reason: string }[]} rejected
+ * @property {boolean} cancelled
+ */
+
+/** @typedef {{ path: string, images: number, bytes: number }} ExportReport */
+
+/** @typedef {{ done: number, total: number, current?: string }} TransferProgress */
+
+/** @typedef {{ image_id: number, path: string }} MissingFile */
+
+/**
+ * @typedef {object} VerifyReport
+ * @property {number} images_checked
+ * @property {MissingFile[]} missing_files
+ * @property {MissingFile[]} missing_thumbnails
+ * @property {string[]} orphan_files
+ * @property {{ image_id: number, path: string, expected: string, actual: string }[]} hash_mismatches
+ */
+
+/** @typedef {{ reindexed: unknown[], thumbnails_rebuilt: number, remaining: VerifyReport }} RepairReport */
+
+/**
+ * @typedef {object} LibraryInfo
+ * @property {string | null} root
+ * @property {string | null} error
+ * @property {string | null} default_root
+ * @property {boolean} env_override
+ */
+
+/**
+ * @typedef {object} Style
+ * @property {string} name
+ * @property {string} category
+ * @property {string} prompt
+ * @property {string} negative_prompt
+ * @property {string} description
+ */
+
+/** @typedef {{ styles: Style[], problems: { name: string, reason: string }[] }} StyleList */
+
+/** @typedef {{ width: number, height: number, steps: number, guidance: number, scheduler: string }} ModelDefaults */
+
+/**
+ * @typedef {object} ModelEntry
+ * @property {string} id
+ * @property {string} name
+ * @property {boolean} installed
+ * @property {number | null} approx_bytes
+ * @property {ModelDefaults} defaults
+ * @property {Limits | null} limits set for installed models
+ */
+
+/** @typedef {{ file: string, bytes_done: number, bytes_total: number }} DownloadProgress */
+
+/** @typedef {'queued' | 'running' | 'done' | 'stopped' | 'cancelled' | 'failed'} JobState */
+/** @typedef {'local' | 'cloud'} Backend */
+
+/**
+ * A job of either backend, from `list_jobs` and the `job-changed` event.
+ * @typedef {object} Job
+ * @property {number} id
+ * @property {Backend} [backend]
+ * @property {number} project_id
+ * @property {string} prompt the styled prompt
+ * @property {string} [user_prompt] what the user typed
+ * @property {number} count
+ * @property {JobState} state
+ * @property {string} [error] when failed
+ * @property {number[]} images library ids saved so far
+ * @property {number | null} [progress] cloud only, 0..1 or null
+ */
+
+/** @typedef {'loading_model' | 'encoding_prompt' | 'denoising' | 'decoding'} Phase */
+
+/**
+ * @typedef {object} JobProgress
+ * @property {number} id
+ * @property {Phase} phase
+ * @property {number} image 0-based
+ * @property {number} images
+ * @property {number} step
+ * @property {number} steps
+ * @property {number} elapsed_s
+ * @property {number | null} eta_s
+ * @property {string | null} preview a data URL
+ */
+
+/**
+ * What the Create screen sends (`submit_job`; `submit_cloud_job` takes the same less
+ * `model_id` and `scheduler`).
+ * @typedef {object} CloudJobParams
+ * @property {number} project_id
+ * @property {string} prompt
+ * @property {string} negative_prompt
+ * @property {string[]} styles
+ * @property {number} steps
+ * @property {number} guidance
+ * @property {number | null} seed
+ * @property {number} width
+ * @property {number} height
+ * @property {number} count
+ */
+/** @typedef {CloudJobParams & { model_id: string, scheduler: string | null }} JobParams */
+
+/** @typedef {{ id: number, seed: number, backend?: Backend }} Submitted */
+
+/**
+ * @typedef {object} CloudSettings
+ * @property {string} api_url
+ * @property {string} region
+ * @property {string} user_pool_id
+ * @property {string} client_id
+ * @property {string} cognito_endpoint
+ */
+
+/**
+ * @typedef {object} AccountStatus
+ * @property {boolean} configured
+ * @property {string | null} problem
+ * @property {string | null} username
+ * @property {CloudSettings} settings
+ */
+
+export {};
