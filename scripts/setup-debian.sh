@@ -4,9 +4,11 @@
 #   system packages (apt, as root or via sudo): build tools, WebKitGTK 4.1 + GTK 3 dev files,
 #     librsvg, libxdo, appindicator, OpenSSL and D-Bus (OS keyring) dev files; for tests also Xvfb and
 #     webkit2gtk-driver (WebKitWebDriver), and dbus-daemon + gnome-keyring (a real Secret Service)
-#   Rust: the stable toolchain via rustup if cargo is missing
-#   for tests: tauri-driver (cargo install), Node.js (apt) if missing, and the Cognito emulator
-#     moto 5.2.5 (PyPI) in a virtualenv under ~/.cache/selfdiffusion-moto
+#   Rust: the toolchain pinned in rust-toolchain.toml via rustup if cargo is missing
+#   for tests: tauri-driver and cargo-deny (cargo install), Node.js and npm (apt) if missing, and
+#     the Cognito emulator moto 5.2.5 (PyPI) in a virtualenv under ~/.cache/selfdiffusion-moto
+#   for packages (package.sh): what the app needs, plus Node.js and npm (the Tauri CLI comes from
+#     package-lock.json through npm ci; the .deb and .rpm writers are part of it)
 set -euo pipefail
 
 APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
@@ -31,8 +33,12 @@ install_packages() {
 
 ensure_rust() {
   if ! command -v cargo >/dev/null; then
-    echo "==> rustup: installing the stable Rust toolchain"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    # The toolchain rust-toolchain.toml pins (run.sh, test.sh and package.sh run in the checkout).
+    local channel
+    channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml 2>/dev/null || true)
+    echo "==> rustup: installing the Rust toolchain ${channel:-stable}"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+      sh -s -- -y --profile minimal --default-toolchain "${channel:-stable}" -c clippy,rustfmt
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
   fi
@@ -43,14 +49,23 @@ setup_app() {
   ensure_rust
 }
 
+ensure_node() {
+  command -v node >/dev/null || install_packages nodejs
+  command -v npm >/dev/null || install_packages npm
+}
+
 setup_tests() {
   setup_app
   install_packages "${TEST_PACKAGES[@]}"
-  command -v node >/dev/null || install_packages nodejs
+  ensure_node
   export PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v tauri-driver >/dev/null; then
     echo "==> cargo: installing tauri-driver"
     cargo install tauri-driver --locked
+  fi
+  if ! command -v cargo-deny >/dev/null; then
+    echo "==> cargo: installing cargo-deny"
+    cargo install cargo-deny --locked
   fi
   if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
     echo "==> pip: installing the Cognito emulator (moto) into $MOTO_VENV"
@@ -58,4 +73,9 @@ setup_tests() {
     "$MOTO_VENV/bin/pip" install -q 'moto[server,cognitoidp]==5.2.5'
   fi
   export MOTO_SERVER="$MOTO_VENV/bin/moto_server"
+}
+
+setup_package() {
+  setup_app
+  ensure_node
 }
