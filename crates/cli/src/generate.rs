@@ -20,9 +20,14 @@ pub struct GenerateArgs {
     /// The negative prompt.
     #[arg(long, default_value = "")]
     negative: String,
-    /// A catalog id (downloaded), an imported model id, or a diffusers model folder.
+    /// A catalog id (downloaded), an imported model id, a diffusers model folder, or a
+    /// single-file `.safetensors` checkpoint (then give `--config`).
     #[arg(long)]
     model: PathBuf,
+    /// For a single-file checkpoint: a diffusers folder (or catalog id) of the same family whose
+    /// configs and tokenizer it uses, as diffusers' `from_single_file(config=…)` does.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Denoising steps (1–150).
     #[arg(long, default_value_t = 30)]
     steps: usize,
@@ -109,8 +114,22 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message("loading model");
-    let folder = crate::models::resolve(&args.model)?;
-    let model = StableDiffusion::load(&folder, &device, default_dtype(&device))?;
+    let dtype = default_dtype(&device);
+    let model = if args.model.is_file() {
+        let config = args.config.as_deref().context(
+            "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family for the configs and tokenizer",
+        )?;
+        let config = crate::models::resolve(config)?;
+        StableDiffusion::load_single_file(&args.model, &config, &device, dtype)?
+    } else {
+        if args.config.is_some() {
+            anyhow::bail!(
+                "--config goes with a single-file checkpoint; {} is not a file",
+                args.model.display()
+            );
+        }
+        StableDiffusion::load(&crate::models::resolve(&args.model)?, &device, dtype)?
+    };
     let request = Request {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -124,9 +143,13 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         init_latents: args.latents.clone(),
         preview_every: 0,
     };
-    let model_name = args
-        .model
-        .file_name()
+    // The recipe names the model as the user knows it: the folder's or the file's name.
+    let name = if args.model.is_file() {
+        args.model.file_stem()
+    } else {
+        args.model.file_name()
+    };
+    let model_name = name
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| args.model.display().to_string());
     let mut written = Vec::new();

@@ -116,3 +116,71 @@ fn bad_input_is_a_clear_error() {
     let missing = generate(&dir.path().join("nope"), &out, SMALL);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("model_index.json"));
 }
+
+/// The pixels of a PNG.
+fn pixels(path: &std::path::Path) -> Vec<u8> {
+    image::open(path).unwrap().into_rgb8().into_raw()
+}
+
+#[test]
+fn a_single_file_checkpoint_with_its_config_gives_the_folder_image() {
+    let fixture = match common::fixture() {
+        Ok(d) => d,
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let folder = fixture.join("model");
+    let file = fixture
+        .parent()
+        .unwrap()
+        .join("tiny-sd15-single-file/tiny-sd15.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let args = [SMALL, &["--seed", "3", "--device", "cpu"]].concat();
+    let config = ["--config", folder.to_str().unwrap()];
+
+    let from_folder = generate(&folder, &dir.path().join("folder"), &args);
+    assert!(
+        from_folder.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_folder.stderr)
+    );
+    let from_file = generate(
+        &file,
+        &dir.path().join("file"),
+        &[&args[..], &config].concat(),
+    );
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let written = |run: &std::process::Output| {
+        std::path::PathBuf::from(String::from_utf8_lossy(&run.stdout).trim())
+    };
+    assert_eq!(pixels(&written(&from_file)), pixels(&written(&from_folder)));
+    let recipe = embedded_recipe(&std::fs::read(written(&from_file)).unwrap()).unwrap();
+    assert_eq!(recipe.model.as_deref(), Some("tiny-sd15"));
+
+    let without = generate(&file, &dir.path().join("no-config"), &args);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("needs --config"));
+    let misplaced = generate(
+        &folder,
+        &dir.path().join("misplaced"),
+        &[&args[..], &config].concat(),
+    );
+    assert!(!misplaced.status.success());
+    assert!(
+        String::from_utf8_lossy(&misplaced.stderr).contains("goes with a single-file checkpoint")
+    );
+    assert!(
+        !dir.path().join("no-config").exists()
+            || std::fs::read_dir(dir.path().join("no-config"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing written for a refused run"
+    );
+}

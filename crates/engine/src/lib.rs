@@ -15,6 +15,7 @@ mod noise;
 mod pipeline;
 mod preview;
 pub mod schedulers;
+mod single_file;
 mod tokenizer;
 mod unet;
 
@@ -31,6 +32,7 @@ pub use pipeline::{
 pub use preview::Preview;
 pub use schedulers::SchedulerKind;
 pub use selfdiffusion_recipe::{Limits, Recipe};
+pub use single_file::{Checkpoint, Family};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::UNet;
 

@@ -14,15 +14,23 @@ use crate::config::{
 use crate::error::{EngineError, Result};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
+use crate::single_file::{Checkpoint, Family};
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
 
 /// Pipeline classes this engine runs.
 const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
 
+/// Where a model's weights are: the component files of its folder, or one checkpoint file.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Folder,
+    Checkpoint(&'a Checkpoint),
+}
+
 /// A loaded Stable Diffusion 1.x / 2.x / Turbo model.
 pub struct StableDiffusion {
-    /// The model folder.
+    /// The model folder, or the checkpoint file it was read from.
     pub dir: PathBuf,
     /// The prompt tokenizer.
     pub tokenizer: PromptTokenizer,
@@ -119,6 +127,33 @@ impl StableDiffusion {
 
     /// Loads a model folder for `device` with weights in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::assemble(dir, Source::Folder, device, dtype)
+    }
+
+    /// Loads a single-file checkpoint (the original LDM layout) with the configs and tokenizer
+    /// of the diffusers folder `config_dir`, as diffusers' `from_single_file(config=…)` does.
+    /// The weights are read from the mapped file under translated names: no converted copy.
+    pub fn load_single_file(
+        file: &Path,
+        config_dir: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let checkpoint = Checkpoint::open(file)?;
+        if checkpoint.family() != Family::Sd1 {
+            return Err(EngineError::Unsupported(format!(
+                "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
+                file.display(),
+                checkpoint.family().name()
+            )));
+        }
+        let mut model = Self::assemble(config_dir, Source::Checkpoint(&checkpoint), device, dtype)?;
+        model.dir = file.to_path_buf();
+        Ok(model)
+    }
+
+    /// Builds the pipeline from the configs in `dir` and the weights of `source`.
+    fn assemble(dir: &Path, source: Source<'_>, device: &Device, dtype: DType) -> Result<Self> {
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
         if !SUPPORTED_PIPELINES.contains(&index.class_name.as_str()) {
             return Err(EngineError::Unsupported(format!(
@@ -130,32 +165,41 @@ impl StableDiffusion {
         let component = |name: &str| Component {
             dir: dir.join(name),
         };
+        // The weights of one component, and the file that errors name.
+        let load = |name: &str,
+                    stem: &str,
+                    from_checkpoint: &dyn Fn(&Checkpoint) -> VarBuilder<'static>|
+         -> Result<(VarBuilder<'static>, PathBuf)> {
+            match source {
+                Source::Folder => {
+                    let file = component(name).weights(stem)?;
+                    Ok((weights(&file, dtype, device)?, file))
+                }
+                Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
+            }
+        };
 
         let tokenizer = PromptTokenizer::load(&component("tokenizer").dir)?;
 
-        let te = component("text_encoder");
-        let te_config: ClipTextConfig = read_json(&te.dir.join("config.json"))?;
-        let te_file = te.weights("model")?;
-        let text_encoder = in_file(
-            &te_file,
-            ClipTextEncoder::new(weights(&te_file, dtype, device)?, &te_config),
-        )?;
+        let te_config: ClipTextConfig =
+            read_json(&component("text_encoder").dir.join("config.json"))?;
+        let (te_vb, te_file) = load("text_encoder", "model", &|c| c.text_encoder(dtype, device))?;
+        let text_encoder = in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?;
 
-        let un = component("unet");
-        let unet_cfg: UNetConfig = read_json(&un.dir.join("config.json"))?;
-        let unet_file = un.weights("diffusion_pytorch_model")?;
-        let unet = in_file(
-            &unet_file,
-            UNet::new(weights(&unet_file, dtype, device)?, &unet_cfg),
-        )?;
+        let unet_cfg: UNetConfig = read_json(&component("unet").dir.join("config.json"))?;
+        let (unet_vb, unet_file) = load("unet", "diffusion_pytorch_model", &|c| {
+            c.unet(&unet_cfg, dtype, device)
+        })?;
+        let unet = in_file(&unet_file, UNet::new(unet_vb, &unet_cfg))?;
 
-        let va = component("vae");
-        let vae_cfg: VaeConfig = read_json(&va.dir.join("config.json"))?;
-        let vae_file = va.weights("diffusion_pytorch_model")?;
+        let vae_cfg: VaeConfig = read_json(&component("vae").dir.join("config.json"))?;
+        let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|c| {
+            c.vae(&vae_cfg, dtype, device)
+        })?;
         let vae = in_file(
             &vae_file,
             AutoEncoderKL::new(
-                weights(&vae_file, dtype, device)?,
+                vae_vb,
                 vae_cfg.in_channels,
                 vae_cfg.out_channels,
                 vae_config(&vae_cfg)?,

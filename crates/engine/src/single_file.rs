@@ -1,0 +1,530 @@
+//! Single-file checkpoints: the original LDM / CompVis layout that AUTOMATIC1111, ComfyUI and
+//! model sites use (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`).
+//! The family is told from the keys; the weights are read straight from the mapped file, each
+//! diffusers name translated to the file's as the model asks for it, so there is no converted
+//! copy on disk and no second copy in memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::config::{UNetConfig, VaeConfig};
+use crate::error::{EngineError, Result};
+
+/// What a `.safetensors` file holds, told from its tensor names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Stable Diffusion 1.x (CLIP ViT-L text encoder under `cond_stage_model.transformer`).
+    Sd1,
+    /// Stable Diffusion 2.x (OpenCLIP text encoder under `cond_stage_model.model`).
+    Sd2,
+    /// Stable Diffusion XL (two text encoders under `conditioner.embedders`).
+    Sdxl,
+}
+
+impl Family {
+    /// The family's name as people know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd1 => "Stable Diffusion 1.x",
+            Family::Sd2 => "Stable Diffusion 2.x",
+            Family::Sdxl => "Stable Diffusion XL",
+        }
+    }
+}
+
+/// A checkpoint file, mapped once and shared by the components that read from it.
+#[derive(Clone)]
+pub struct Checkpoint {
+    file: PathBuf,
+    tensors: Arc<MmapedSafetensors>,
+    family: Family,
+}
+
+fn refused(file: &Path, reason: impl Into<String>) -> EngineError {
+    EngineError::Weights {
+        file: file.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl Checkpoint {
+    /// Maps `file` and tells its family; anything that is not a Stable Diffusion checkpoint in
+    /// the original layout is refused with what it looks like instead.
+    pub fn open(file: &Path) -> Result<Self> {
+        if !file.is_file() {
+            return Err(EngineError::MissingFile(file.to_path_buf()));
+        }
+        // SAFETY: the file is mapped read-only; a model file is not modified while the app runs.
+        let tensors = unsafe { MmapedSafetensors::new(file) }.map_err(|e| {
+            refused(
+                file,
+                format!("not a readable .safetensors file (truncated or damaged?): {e}"),
+            )
+        })?;
+        let names: Vec<String> = tensors.tensors().into_iter().map(|(n, _)| n).collect();
+        let family = family_of(&names).map_err(|reason| refused(file, reason))?;
+        for (name, view) in tensors.tensors() {
+            let float = matches!(
+                view.dtype(),
+                safetensors::Dtype::F16
+                    | safetensors::Dtype::BF16
+                    | safetensors::Dtype::F32
+                    | safetensors::Dtype::F64
+            );
+            let weight = name.starts_with("model.diffusion_model.")
+                || name.starts_with("first_stage_model.")
+                || (name.starts_with("cond_stage_model.") && !name.ends_with("position_ids"));
+            if weight && !float {
+                return Err(refused(
+                    file,
+                    format!(
+                        "tensor {name} is stored as {:?}; a checkpoint's weights are floating point",
+                        view.dtype()
+                    ),
+                ));
+            }
+        }
+        Ok(Checkpoint {
+            file: file.to_path_buf(),
+            tensors: Arc::new(tensors),
+            family,
+        })
+    }
+
+    /// The file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Which Stable Diffusion it is.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The UNet's weights under their diffusers names.
+    pub fn unet(&self, config: &UNetConfig, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        let config = config.clone();
+        self.component(Box::new(move |name| unet_key(name, &config)), dtype, device)
+    }
+
+    /// The VAE's weights under their diffusers names.
+    pub fn vae(&self, config: &VaeConfig, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        let blocks = config.block_out_channels.len();
+        self.component(Box::new(move |name| vae_key(name, blocks)), dtype, device)
+    }
+
+    /// The CLIP text encoder's weights under their transformers names.
+    pub fn text_encoder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        self.component(
+            Box::new(|name| Some(format!("cond_stage_model.transformer.{name}"))),
+            dtype,
+            device,
+        )
+    }
+
+    fn component(&self, key: KeyMap, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(
+            Box::new(Translated {
+                tensors: self.tensors.clone(),
+                key,
+            }),
+            dtype,
+            device.clone(),
+        )
+    }
+}
+
+/// The family of a checkpoint with tensors `names`, or why it is not one this engine reads.
+fn family_of(names: &[String]) -> std::result::Result<Family, String> {
+    let any = |pred: &dyn Fn(&str) -> bool| names.iter().any(|n| pred(n));
+    if any(&|n| {
+        n.starts_with("lora_")
+            || n.contains(".lora_A.")
+            || n.contains(".lora_down.")
+            || n.contains(".lora_up.")
+    }) {
+        return Err("this is a LoRA, not a checkpoint: add it as a LoRA to a model".into());
+    }
+    if any(&|n| n.contains("joint_blocks.")) {
+        return Err(
+            "this looks like a Stable Diffusion 3 checkpoint, which is not supported".into(),
+        );
+    }
+    if any(&|n| n.contains("double_blocks.") || n.contains("single_blocks.")) {
+        return Err("this looks like a FLUX checkpoint, which is not supported".into());
+    }
+    if !any(&|n| n.starts_with("model.diffusion_model.")) {
+        return Err(
+            "not a Stable Diffusion checkpoint in the original layout (no model.diffusion_model.* tensors); a diffusers folder is imported as a folder"
+                .into(),
+        );
+    }
+    if any(&|n| n.starts_with("conditioner.embedders.")) {
+        Ok(Family::Sdxl)
+    } else if any(&|n| n.starts_with("cond_stage_model.model.")) {
+        Ok(Family::Sd2)
+    } else if any(&|n| n.starts_with("cond_stage_model.transformer.")) {
+        Ok(Family::Sd1)
+    } else {
+        Err("the checkpoint has a UNet but no text encoder this engine knows".into())
+    }
+}
+
+/// Translates a component's diffusers tensor name into the checkpoint's.
+type KeyMap = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// One component's view of the checkpoint.
+struct Translated {
+    tensors: Arc<MmapedSafetensors>,
+    key: KeyMap,
+}
+
+impl Translated {
+    fn key(&self, name: &str) -> candle_core::Result<String> {
+        (self.key)(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("no tensor in the checkpoint for {name}")).bt()
+        })
+    }
+}
+
+impl SimpleBackend for Translated {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let key = self.key(name)?;
+        let mut tensor = self.tensors.load(&key, dev)?;
+        // The VAE's attention projections are 1×1 convs in the checkpoint, linear layers here.
+        if tensor.rank() == 4
+            && shape.rank() == 2
+            && tensor.dims()[2..] == [1, 1]
+            && tensor.elem_count() == shape.elem_count()
+        {
+            tensor = tensor.reshape(shape.clone())?;
+        }
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {key}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        tensor.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.tensors.load(&self.key(name)?, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        (self.key)(name).is_some_and(|key| self.tensors.get(&key).is_ok())
+    }
+}
+
+/// The parts of a dotted name, and the rest joined again from part `n`.
+struct Parts<'a>(Vec<&'a str>);
+
+impl<'a> Parts<'a> {
+    fn new(name: &'a str) -> Self {
+        Parts(name.split('.').collect())
+    }
+    fn rest(&self, n: usize) -> String {
+        self.0.get(n..).map(|p| p.join(".")).unwrap_or_default()
+    }
+    fn index(&self, n: usize) -> Option<usize> {
+        self.0.get(n)?.parse().ok()
+    }
+}
+
+/// A UNet resnet's diffusers sub-name in the LDM layout.
+fn unet_resnet(rest: &str) -> Option<String> {
+    let (head, tail) = rest.split_once('.')?;
+    let ldm = match head {
+        "norm1" => "in_layers.0",
+        "conv1" => "in_layers.2",
+        "time_emb_proj" => "emb_layers.1",
+        "norm2" => "out_layers.0",
+        "conv2" => "out_layers.3",
+        "conv_shortcut" => "skip_connection",
+        _ => return None,
+    };
+    Some(format!("{ldm}.{tail}"))
+}
+
+/// A UNet tensor's name in the checkpoint (see the tiny-sd15-single-file fixture's README).
+fn unet_key(name: &str, config: &UNetConfig) -> Option<String> {
+    let p = Parts::new(name);
+    let per_level = config.layers_per_block + 1;
+    let up_has_attention = |i: usize| {
+        config
+            .up_block_types
+            .get(i)
+            .is_some_and(|t| t.contains("CrossAttn"))
+    };
+    let key = match p.0.as_slice() {
+        ["time_embedding", "linear_1", ..] => format!("time_embed.0.{}", p.rest(2)),
+        ["time_embedding", "linear_2", ..] => format!("time_embed.2.{}", p.rest(2)),
+        ["conv_in", ..] => format!("input_blocks.0.0.{}", p.rest(1)),
+        ["conv_norm_out", ..] => format!("out.0.{}", p.rest(1)),
+        ["conv_out", ..] => format!("out.2.{}", p.rest(1)),
+        ["down_blocks", _, "resnets", _, ..] => format!(
+            "input_blocks.{}.0.{}",
+            1 + p.index(1)? * per_level + p.index(3)?,
+            unet_resnet(&p.rest(4))?
+        ),
+        ["down_blocks", _, "attentions", _, ..] => format!(
+            "input_blocks.{}.1.{}",
+            1 + p.index(1)? * per_level + p.index(3)?,
+            p.rest(4)
+        ),
+        ["down_blocks", _, "downsamplers", "0", "conv", ..] => format!(
+            "input_blocks.{}.0.op.{}",
+            (p.index(1)? + 1) * per_level,
+            p.rest(5)
+        ),
+        ["mid_block", "resnets", k, ..] => format!(
+            "middle_block.{}.{}",
+            if *k == "0" { 0 } else { 2 },
+            unet_resnet(&p.rest(3))?
+        ),
+        ["mid_block", "attentions", "0", ..] => format!("middle_block.1.{}", p.rest(3)),
+        ["up_blocks", _, "resnets", _, ..] => format!(
+            "output_blocks.{}.0.{}",
+            p.index(1)? * per_level + p.index(3)?,
+            unet_resnet(&p.rest(4))?
+        ),
+        ["up_blocks", _, "attentions", _, ..] => format!(
+            "output_blocks.{}.1.{}",
+            p.index(1)? * per_level + p.index(3)?,
+            p.rest(4)
+        ),
+        ["up_blocks", _, "upsamplers", "0", "conv", ..] => {
+            let i = p.index(1)?;
+            format!(
+                "output_blocks.{}.{}.conv.{}",
+                i * per_level + config.layers_per_block,
+                if up_has_attention(i) { 2 } else { 1 },
+                p.rest(5)
+            )
+        }
+        _ => return None,
+    };
+    Some(format!("model.diffusion_model.{key}"))
+}
+
+/// A VAE resnet's diffusers sub-name in the LDM layout.
+fn vae_resnet(rest: &str) -> String {
+    match rest.strip_prefix("conv_shortcut.") {
+        Some(tail) => format!("nin_shortcut.{tail}"),
+        None => rest.to_owned(),
+    }
+}
+
+/// A VAE tensor's name in the checkpoint; `blocks` is the number of VAE levels (the decoder's
+/// are stored in reverse order).
+fn vae_key(name: &str, blocks: usize) -> Option<String> {
+    let p = Parts::new(name);
+    let key = match p.0.as_slice() {
+        [coder @ ("encoder" | "decoder"), "conv_in" | "conv_out", ..] => {
+            format!("{coder}.{}", p.rest(1))
+        }
+        [coder @ ("encoder" | "decoder"), "conv_norm_out", ..] => {
+            format!("{coder}.norm_out.{}", p.rest(2))
+        }
+        ["encoder", "down_blocks", _, "resnets", _, ..] => format!(
+            "encoder.down.{}.block.{}.{}",
+            p.index(2)?,
+            p.index(4)?,
+            vae_resnet(&p.rest(5))
+        ),
+        ["encoder", "down_blocks", _, "downsamplers", "0", "conv", ..] => {
+            format!("encoder.down.{}.downsample.conv.{}", p.index(2)?, p.rest(6))
+        }
+        ["decoder", "up_blocks", _, "resnets", _, ..] => format!(
+            "decoder.up.{}.block.{}.{}",
+            blocks.checked_sub(1 + p.index(2)?)?,
+            p.index(4)?,
+            vae_resnet(&p.rest(5))
+        ),
+        ["decoder", "up_blocks", _, "upsamplers", "0", "conv", ..] => format!(
+            "decoder.up.{}.upsample.conv.{}",
+            blocks.checked_sub(1 + p.index(2)?)?,
+            p.rest(6)
+        ),
+        [coder @ ("encoder" | "decoder"), "mid_block", "resnets", _, ..] => format!(
+            "{coder}.mid.block_{}.{}",
+            p.index(3)? + 1,
+            vae_resnet(&p.rest(4))
+        ),
+        [coder @ ("encoder" | "decoder"), "mid_block", "attentions", "0", part, ..] => {
+            let (ldm, from) = match *part {
+                "group_norm" => ("norm", 5),
+                "to_q" => ("q", 5),
+                "to_k" => ("k", 5),
+                "to_v" => ("v", 5),
+                "to_out" if p.0.get(5) == Some(&"0") => ("proj_out", 6),
+                _ => return None,
+            };
+            format!("{coder}.mid.attn_1.{ldm}.{}", p.rest(from))
+        }
+        ["quant_conv" | "post_quant_conv", ..] => name.to_owned(),
+        _ => return None,
+    };
+    Some(format!("first_stage_model.{key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet_config() -> UNetConfig {
+        serde_json::from_value(serde_json::json!({
+            "in_channels": 4, "out_channels": 4, "block_out_channels": [32, 64],
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 32
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn unet_names_follow_the_ldm_layout() {
+        let c = unet_config();
+        let cases = [
+            ("time_embedding.linear_2.bias", "time_embed.2.bias"),
+            ("conv_in.weight", "input_blocks.0.0.weight"),
+            (
+                "down_blocks.0.resnets.1.norm1.weight",
+                "input_blocks.2.0.in_layers.0.weight",
+            ),
+            (
+                "down_blocks.0.attentions.1.proj_in.weight",
+                "input_blocks.2.1.proj_in.weight",
+            ),
+            (
+                "down_blocks.0.downsamplers.0.conv.weight",
+                "input_blocks.3.0.op.weight",
+            ),
+            (
+                "down_blocks.1.resnets.0.conv_shortcut.bias",
+                "input_blocks.4.0.skip_connection.bias",
+            ),
+            (
+                "mid_block.resnets.1.time_emb_proj.weight",
+                "middle_block.2.emb_layers.1.weight",
+            ),
+            (
+                "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+                "middle_block.1.transformer_blocks.0.attn1.to_q.weight",
+            ),
+            (
+                "up_blocks.0.resnets.2.conv2.weight",
+                "output_blocks.2.0.out_layers.3.weight",
+            ),
+            (
+                "up_blocks.0.upsamplers.0.conv.weight",
+                "output_blocks.2.1.conv.weight",
+            ),
+            (
+                "up_blocks.1.attentions.0.norm.weight",
+                "output_blocks.3.1.norm.weight",
+            ),
+            ("conv_norm_out.bias", "out.0.bias"),
+        ];
+        for (diffusers, ldm) in cases {
+            assert_eq!(
+                unet_key(diffusers, &c).as_deref(),
+                Some(format!("model.diffusion_model.{ldm}").as_str()),
+                "{diffusers}"
+            );
+        }
+        assert_eq!(unet_key("down_blocks.x.resnets.0.norm1.weight", &c), None);
+    }
+
+    #[test]
+    fn vae_names_follow_the_ldm_layout_with_the_decoder_reversed() {
+        let cases = [
+            (
+                "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+                "encoder.down.1.block.0.nin_shortcut.weight",
+            ),
+            (
+                "encoder.down_blocks.0.downsamplers.0.conv.bias",
+                "encoder.down.0.downsample.conv.bias",
+            ),
+            (
+                "decoder.up_blocks.0.resnets.2.norm1.weight",
+                "decoder.up.3.block.2.norm1.weight",
+            ),
+            (
+                "decoder.up_blocks.2.upsamplers.0.conv.weight",
+                "decoder.up.1.upsample.conv.weight",
+            ),
+            (
+                "decoder.mid_block.resnets.1.conv2.bias",
+                "decoder.mid.block_2.conv2.bias",
+            ),
+            (
+                "encoder.mid_block.attentions.0.group_norm.weight",
+                "encoder.mid.attn_1.norm.weight",
+            ),
+            (
+                "decoder.mid_block.attentions.0.to_out.0.weight",
+                "decoder.mid.attn_1.proj_out.weight",
+            ),
+            ("decoder.conv_norm_out.weight", "decoder.norm_out.weight"),
+            ("post_quant_conv.bias", "post_quant_conv.bias"),
+        ];
+        for (diffusers, ldm) in cases {
+            assert_eq!(
+                vae_key(diffusers, 4).as_deref(),
+                Some(format!("first_stage_model.{ldm}").as_str()),
+                "{diffusers}"
+            );
+        }
+    }
+
+    #[test]
+    fn families_are_told_from_the_keys() {
+        let names = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let unet = "model.diffusion_model.input_blocks.0.0.weight";
+        assert_eq!(
+            family_of(&names(&[unet, "cond_stage_model.transformer.text_model.x"])),
+            Ok(Family::Sd1)
+        );
+        assert_eq!(
+            family_of(&names(&[unet, "cond_stage_model.model.ln_final.weight"])),
+            Ok(Family::Sd2)
+        );
+        assert_eq!(
+            family_of(&names(&[
+                unet,
+                "conditioner.embedders.1.model.ln_final.weight"
+            ])),
+            Ok(Family::Sdxl)
+        );
+        let refusals = [
+            (vec!["lora_unet_down_blocks_0.lora_down.weight"], "LoRA"),
+            (
+                vec!["model.diffusion_model.joint_blocks.0.x.weight"],
+                "Stable Diffusion 3",
+            ),
+            (vec!["double_blocks.0.img_attn.qkv.weight"], "FLUX"),
+            (vec!["encoder.layers.0.weight"], "original layout"),
+        ];
+        for (keys, expected) in refusals {
+            let err = family_of(&names(&keys)).unwrap_err();
+            assert!(err.contains(expected), "{keys:?}: {err}");
+        }
+    }
+}
