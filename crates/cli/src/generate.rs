@@ -1,12 +1,14 @@
 //! `selfdiffusion-cli generate`: local text-to-image with a terminal progress bar.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{
-    default_dtype, Control, DeviceChoice, Phase, Request, SchedulerKind, StableDiffusion,
+    default_dtype, Control, DeviceChoice, LoraFile, Loras, ModelPath, Phase, Request,
+    SchedulerKind, StableDiffusion,
 };
 use selfdiffusion_files::{write_atomic, Access};
 use selfdiffusion_recipe::{encode_png, random_seed};
@@ -46,6 +48,10 @@ pub struct GenerateArgs {
     /// Number of images.
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// A LoRA `.safetensors` file merged into the model, with its weight (`FILE:0.8`; 1 when
+    /// omitted, negative to subtract). Repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    loras: Vec<String>,
     /// Scheduler: ddim, euler, euler_a, dpmpp_2m_karras (default: the model's own).
     #[arg(long)]
     scheduler: Option<String>,
@@ -76,6 +82,21 @@ struct Report {
     scheduler: &'static str,
     prompt_truncated: bool,
     stopped_early: bool,
+}
+
+/// A `--lora` argument: the file, and the weight after its last `:` (1 when there is none).
+fn lora_spec(spec: &str) -> Result<(PathBuf, f64)> {
+    match spec.rsplit_once(':') {
+        Some((file, weight)) if !file.is_empty() && weight.parse::<f64>().is_ok() => {
+            let weight: f64 = weight.parse()?;
+            anyhow::ensure!(
+                weight.is_finite(),
+                "--lora {spec}: the weight must be a number"
+            );
+            Ok((PathBuf::from(file), weight))
+        }
+        _ => Ok((PathBuf::from(spec), 1.0)),
+    }
 }
 
 /// Writes `bytes` as `<stem>.png` in `dir` (or `<stem>-2.png`… when taken), atomically, so a
@@ -115,12 +136,26 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     );
     bar.set_message("loading model");
     let dtype = default_dtype(&device);
-    let model = if args.model.is_file() {
-        let config = args.config.as_deref().context(
+    let loras = Loras::new(
+        args.loras
+            .iter()
+            .map(|spec| {
+                let (file, weight) = lora_spec(spec)?;
+                Ok((Arc::new(LoraFile::open(&file)?), weight))
+            })
+            .collect::<Result<_>>()?,
+    );
+    let folder;
+    let config;
+    let path = if args.model.is_file() {
+        let dir = args.config.as_deref().context(
             "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family for the configs and tokenizer",
         )?;
-        let config = crate::models::resolve(config)?;
-        StableDiffusion::load_single_file(&args.model, &config, &device, dtype)?
+        config = crate::models::resolve(dir)?;
+        ModelPath::SingleFile {
+            file: &args.model,
+            config: &config,
+        }
     } else {
         if args.config.is_some() {
             anyhow::bail!(
@@ -128,8 +163,10 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
                 args.model.display()
             );
         }
-        StableDiffusion::load(&crate::models::resolve(&args.model)?, &device, dtype)?
+        folder = crate::models::resolve(&args.model)?;
+        ModelPath::Folder(&folder)
     };
+    let model = StableDiffusion::load_with_loras(path, &loras, &device, dtype)?;
     let request = Request {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -167,7 +204,8 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
             bar.set_position((p.image * p.steps + p.step) as u64);
         },
         &mut |image| {
-            let recipe = request.recipe(&image, &model_name, "local");
+            let mut recipe = request.recipe(&image, &model_name, "local");
+            recipe.loras = loras.uses();
             let png = encode_png(image.width as u32, image.height as u32, &image.rgb, &recipe)
                 .map_err(|e| e.to_string())?;
             let path = write_new(&args.out, &image.seed.to_string(), &png)

@@ -184,3 +184,98 @@ fn a_single_file_checkpoint_with_its_config_gives_the_folder_image() {
         "nothing written for a refused run"
     );
 }
+
+#[test]
+fn a_single_file_checkpoint_with_two_loras_records_them_in_the_recipe() {
+    let fixture = match common::fixture() {
+        Ok(d) => d,
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let shared = fixture.parent().unwrap();
+    let file = shared.join("tiny-sd15-single-file/tiny-sd15.safetensors");
+    let kohya = shared.join("tiny-sd15-lora/lora/kohya_style.safetensors");
+    let peft = shared.join("tiny-sd15-lora/lora/peft_style.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture.join("model");
+    let base = [
+        SMALL,
+        &[
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    ]
+    .concat();
+    let kohya_arg = format!("{}:0.7", kohya.display());
+    let peft_arg = format!("{}:-0.4", peft.display());
+    let with = generate(
+        &file,
+        &dir.path().join("with"),
+        &[&base[..], &["--lora", &kohya_arg, "--lora", &peft_arg]].concat(),
+    );
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let without = generate(&file, &dir.path().join("without"), &base);
+    assert!(
+        without.status.success(),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    let written = |run: &std::process::Output| {
+        std::path::PathBuf::from(String::from_utf8_lossy(&run.stdout).trim())
+    };
+    assert_ne!(
+        pixels(&written(&with)),
+        pixels(&written(&without)),
+        "the LoRAs change the image"
+    );
+
+    let png = std::fs::read(written(&with)).unwrap();
+    let recipe = embedded_recipe(&png).unwrap();
+    let loras: Vec<(String, f64, usize)> = recipe
+        .loras
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.weight,
+                l.hash.as_ref().map_or(0, |h| h.len()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        loras,
+        [
+            ("kohya_style".to_owned(), 0.7, 12),
+            ("peft_style".to_owned(), -0.4, 12)
+        ]
+    );
+    let parameters = selfdiffusion_recipe::png_text::read_text_chunks(&png)
+        .into_iter()
+        .find(|(k, _)| k == "parameters")
+        .unwrap()
+        .1;
+    assert!(
+        parameters.contains("<lora:kohya_style:0.7> <lora:peft_style:-0.4>"),
+        "{parameters}"
+    );
+    assert!(parameters.contains("Lora hashes: "), "{parameters}");
+
+    // A checkpoint given as a LoRA is refused before anything is written.
+    let wrong = generate(
+        &file,
+        &dir.path().join("wrong"),
+        &[&base[..], &["--lora", file.to_str().unwrap()]].concat(),
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("is a checkpoint, not a LoRA"));
+}

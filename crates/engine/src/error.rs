@@ -30,6 +30,14 @@ pub enum EngineError {
         /// What candle reported (names the tensor).
         reason: String,
     },
+    /// A LoRA file cannot be used (not a LoRA, a module that fits no layer of the model).
+    #[error("LoRA {file}: {reason}")]
+    Lora {
+        /// The LoRA file.
+        file: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// The tokenizer could not be loaded or failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -10,6 +10,7 @@ pub mod config;
 mod device;
 mod engine;
 mod error;
+mod lora;
 mod model;
 mod noise;
 mod pipeline;
@@ -23,7 +24,8 @@ pub use clip::ClipTextEncoder;
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
-pub use model::{limits_of, model_limits, vae_config, StableDiffusion};
+pub use lora::{LoraFile, Loras};
+pub use model::{limits_of, model_limits, vae_config, ModelPath, StableDiffusion};
 pub use noise::{GivenLatents, NoiseSource, SeededNoise};
 pub use pipeline::{
     load_latents, Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,

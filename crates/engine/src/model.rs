@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use selfdiffusion_recipe::Limits;
@@ -12,6 +14,7 @@ use crate::config::{
     read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use crate::error::{EngineError, Result};
+use crate::lora::{Loras, Part};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
 use crate::single_file::{Checkpoint, Family};
@@ -20,6 +23,20 @@ use crate::unet::UNet;
 
 /// Pipeline classes this engine runs.
 const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
+
+/// Where a model is on disk.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelPath<'a> {
+    /// A diffusers folder: configs, tokenizer and weights.
+    Folder(&'a Path),
+    /// A single-file checkpoint with the diffusers folder whose configs and tokenizer it uses.
+    SingleFile {
+        /// The checkpoint.
+        file: &'a Path,
+        /// The folder of configs.
+        config: &'a Path,
+    },
+}
 
 /// Where a model's weights are: the component files of its folder, or one checkpoint file.
 #[derive(Clone, Copy)]
@@ -54,15 +71,14 @@ pub struct StableDiffusion {
     pub dtype: DType,
 }
 
-/// Maps weights of `file` (mmapped) for `dtype` on `device`.
-fn weights(file: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+/// The weights of `file`, mapped.
+fn mapped(file: &Path) -> Result<Box<dyn SimpleBackend>> {
     // SAFETY: the file is mapped read-only; a model folder is not modified while the app runs.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[file], dtype, device) }.map_err(|e| {
-        EngineError::Weights {
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })
+    let tensors = unsafe { MmapedSafetensors::new(file) }.map_err(|e| EngineError::Weights {
+        file: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(Box::new(tensors))
 }
 
 /// Wraps a construction error as a weights error naming the file.
@@ -127,7 +143,7 @@ impl StableDiffusion {
 
     /// Loads a model folder for `device` with weights in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::assemble(dir, Source::Folder, device, dtype)
+        Self::load_with_loras(ModelPath::Folder(dir), &Loras::default(), device, dtype)
     }
 
     /// Loads a single-file checkpoint (the original LDM layout) with the configs and tokenizer
@@ -139,21 +155,55 @@ impl StableDiffusion {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let checkpoint = Checkpoint::open(file)?;
-        if checkpoint.family() != Family::Sd1 {
-            return Err(EngineError::Unsupported(format!(
-                "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
-                file.display(),
-                checkpoint.family().name()
-            )));
-        }
-        let mut model = Self::assemble(config_dir, Source::Checkpoint(&checkpoint), device, dtype)?;
-        model.dir = file.to_path_buf();
+        let path = ModelPath::SingleFile {
+            file,
+            config: config_dir,
+        };
+        Self::load_with_loras(path, &Loras::default(), device, dtype)
+    }
+
+    /// Loads the model at `path` with `loras` merged into its weights as they load; a LoRA
+    /// module that fits no layer is an error naming it.
+    pub fn load_with_loras(
+        path: ModelPath<'_>,
+        loras: &Loras,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let model = match path {
+            ModelPath::Folder(dir) => Self::assemble(dir, Source::Folder, loras, device, dtype)?,
+            ModelPath::SingleFile { file, config } => {
+                let checkpoint = Checkpoint::open(file)?;
+                if checkpoint.family() != Family::Sd1 {
+                    return Err(EngineError::Unsupported(format!(
+                        "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
+                        file.display(),
+                        checkpoint.family().name()
+                    )));
+                }
+                let mut model = Self::assemble(
+                    config,
+                    Source::Checkpoint(&checkpoint),
+                    loras,
+                    device,
+                    dtype,
+                )?;
+                model.dir = file.to_path_buf();
+                model
+            }
+        };
+        loras.check_all_used()?;
         Ok(model)
     }
 
     /// Builds the pipeline from the configs in `dir` and the weights of `source`.
-    fn assemble(dir: &Path, source: Source<'_>, device: &Device, dtype: DType) -> Result<Self> {
+    fn assemble(
+        dir: &Path,
+        source: Source<'_>,
+        loras: &Loras,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
         if !SUPPORTED_PIPELINES.contains(&index.class_name.as_str()) {
             return Err(EngineError::Unsupported(format!(
@@ -165,37 +215,48 @@ impl StableDiffusion {
         let component = |name: &str| Component {
             dir: dir.join(name),
         };
-        // The weights of one component, and the file that errors name.
+        // The weights of one component (LoRAs merged into `part`), and the file errors name.
         let load = |name: &str,
                     stem: &str,
-                    from_checkpoint: &dyn Fn(&Checkpoint) -> VarBuilder<'static>|
+                    part: Option<Part>,
+                    from_checkpoint: &dyn Fn(&Checkpoint) -> Box<dyn SimpleBackend>|
          -> Result<(VarBuilder<'static>, PathBuf)> {
-            match source {
+            let (backend, file) = match source {
                 Source::Folder => {
                     let file = component(name).weights(stem)?;
-                    Ok((weights(&file, dtype, device)?, file))
+                    (mapped(&file)?, file)
                 }
-                Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
-            }
+                Source::Checkpoint(c) => (from_checkpoint(c), c.file().to_path_buf()),
+            };
+            let backend = match part {
+                Some(part) => loras.wrap(part, backend),
+                None => backend,
+            };
+            Ok((
+                VarBuilder::from_backend(backend, dtype, device.clone()),
+                file,
+            ))
         };
 
         let tokenizer = PromptTokenizer::load(&component("tokenizer").dir)?;
 
         let te_config: ClipTextConfig =
             read_json(&component("text_encoder").dir.join("config.json"))?;
-        let (te_vb, te_file) = load("text_encoder", "model", &|c| c.text_encoder(dtype, device))?;
+        let (te_vb, te_file) = load("text_encoder", "model", Some(Part::TextEncoder), &|c| {
+            c.text_encoder()
+        })?;
         let text_encoder = in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?;
 
         let unet_cfg: UNetConfig = read_json(&component("unet").dir.join("config.json"))?;
-        let (unet_vb, unet_file) = load("unet", "diffusion_pytorch_model", &|c| {
-            c.unet(&unet_cfg, dtype, device)
-        })?;
+        let (unet_vb, unet_file) =
+            load("unet", "diffusion_pytorch_model", Some(Part::Unet), &|c| {
+                c.unet(&unet_cfg)
+            })?;
         let unet = in_file(&unet_file, UNet::new(unet_vb, &unet_cfg))?;
 
         let vae_cfg: VaeConfig = read_json(&component("vae").dir.join("config.json"))?;
-        let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|c| {
-            c.vae(&vae_cfg, dtype, device)
-        })?;
+        let (vae_vb, vae_file) =
+            load("vae", "diffusion_pytorch_model", None, &|c| c.vae(&vae_cfg))?;
         let vae = in_file(
             &vae_file,
             AutoEncoderKL::new(

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
 
 use crate::config::{UNetConfig, VaeConfig};
 use crate::error::{EngineError, Result};
@@ -107,35 +106,29 @@ impl Checkpoint {
     }
 
     /// The UNet's weights under their diffusers names.
-    pub fn unet(&self, config: &UNetConfig, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    pub fn unet(&self, config: &UNetConfig) -> Box<dyn SimpleBackend> {
         let config = config.clone();
-        self.component(Box::new(move |name| unet_key(name, &config)), dtype, device)
+        self.component(Box::new(move |name| unet_key(name, &config)))
     }
 
     /// The VAE's weights under their diffusers names.
-    pub fn vae(&self, config: &VaeConfig, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    pub fn vae(&self, config: &VaeConfig) -> Box<dyn SimpleBackend> {
         let blocks = config.block_out_channels.len();
-        self.component(Box::new(move |name| vae_key(name, blocks)), dtype, device)
+        self.component(Box::new(move |name| vae_key(name, blocks)))
     }
 
     /// The CLIP text encoder's weights under their transformers names.
-    pub fn text_encoder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        self.component(
-            Box::new(|name| Some(format!("cond_stage_model.transformer.{name}"))),
-            dtype,
-            device,
-        )
+    pub fn text_encoder(&self) -> Box<dyn SimpleBackend> {
+        self.component(Box::new(|name| {
+            Some(format!("cond_stage_model.transformer.{name}"))
+        }))
     }
 
-    fn component(&self, key: KeyMap, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(
-            Box::new(Translated {
-                tensors: self.tensors.clone(),
-                key,
-            }),
-            dtype,
-            device.clone(),
-        )
+    fn component(&self, key: KeyMap) -> Box<dyn SimpleBackend> {
+        Box::new(Translated {
+            tensors: self.tensors.clone(),
+            key,
+        })
     }
 }
 

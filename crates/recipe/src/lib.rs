@@ -13,5 +13,5 @@ mod seed;
 pub use encode::{embed_recipe, encode_png, EncodeError};
 pub use limits::Limits;
 pub use metadata::{embedded_recipe, own_recipe};
-pub use recipe::Recipe;
+pub use recipe::{take_lora_tags, LoraUse, Recipe};
 pub use seed::random_seed;

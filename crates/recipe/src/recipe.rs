@@ -39,12 +39,27 @@ pub struct Recipe {
     /// Where it was generated: `local`, `cloud`, or the tool an import came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// LoRAs merged into the model, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraUse>,
     /// Cloud job id, when generated in the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A LoRA as a recipe records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraUse {
+    /// Its name (the file name without extension, as `<lora:name:weight>` names it).
+    pub name: String,
+    /// The weight it was merged at.
+    pub weight: f64,
+    /// Short hash of its tensor data (AUTOMATIC1111's, 12 hex digits), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 impl Recipe {
@@ -66,6 +81,9 @@ impl Recipe {
     /// Renders the AUTOMATIC1111 `parameters` text (prompt, negative prompt, then a settings line).
     pub fn to_a1111(&self) -> String {
         let mut out = self.prompt.clone();
+        for lora in &self.loras {
+            out.push_str(&format!(" <lora:{}:{}>", lora.name, lora.weight));
+        }
         if !self.negative_prompt.is_empty() {
             out.push_str("\nNegative prompt: ");
             out.push_str(&self.negative_prompt);
@@ -95,6 +113,17 @@ impl Recipe {
                 quote_if_needed(&self.styles.join(", "))
             ));
         }
+        let hashes: Vec<String> = self
+            .loras
+            .iter()
+            .filter_map(|l| Some(format!("{}: {}", l.name, l.hash.as_ref()?)))
+            .collect();
+        if !hashes.is_empty() {
+            settings.push(format!(
+                "Lora hashes: {}",
+                quote_if_needed(&hashes.join(", "))
+            ));
+        }
         if !settings.is_empty() {
             out.push('\n');
             out.push_str(&settings.join(", "));
@@ -106,6 +135,7 @@ impl Recipe {
     pub fn from_a1111(text: &str) -> Recipe {
         let mut lines: Vec<&str> = text.lines().collect();
         let mut recipe = Recipe::default();
+        let mut lora_hashes = String::new();
         if lines
             .last()
             .is_some_and(|l| l.trim_start().starts_with("Steps: "))
@@ -125,6 +155,7 @@ impl Recipe {
                     }
                     "Model" => recipe.model = Some(value),
                     "Styles" => recipe.styles = value.split(", ").map(str::to_owned).collect(),
+                    "Lora hashes" => lora_hashes = value,
                     _ => {
                         recipe.extra.insert(key, Value::String(value));
                     }
@@ -142,10 +173,62 @@ impl Recipe {
                 negative.push(line);
             }
         }
-        recipe.prompt = prompt.join("\n");
+        let (prompt, loras) = take_lora_tags(&prompt.join("\n"));
+        recipe.prompt = prompt;
+        recipe.loras = loras;
+        let mut unmatched = false;
+        for pair in lora_hashes.split(", ").filter(|p| !p.is_empty()) {
+            let lora = pair.split_once(": ").and_then(|(name, hash)| {
+                let lora = recipe.loras.iter_mut().find(|l| l.name == name.trim())?;
+                lora.hash = Some(hash.trim().to_owned());
+                Some(())
+            });
+            unmatched |= lora.is_none();
+        }
+        if unmatched {
+            // Hashes of LoRAs the prompt does not name: kept as they were.
+            recipe
+                .extra
+                .insert("Lora hashes".into(), Value::String(lora_hashes));
+        }
         recipe.negative_prompt = negative.join("\n");
         recipe
     }
+}
+
+/// `text` without its `<lora:name:weight>` tags (AUTOMATIC1111's prompt syntax), and the LoRAs
+/// they name (weight 1 when the tag gives none).
+pub fn take_lora_tags(text: &str) -> (String, Vec<LoraUse>) {
+    let mut loras = Vec::new();
+    let mut rest = String::with_capacity(text.len());
+    let mut tail = text;
+    while let Some(start) = tail.find("<lora:") {
+        let Some(len) = tail[start..].find('>') else {
+            break;
+        };
+        let inner = &tail[start + "<lora:".len()..start + len];
+        let (name, weight) = match inner.rsplit_once(':') {
+            Some((name, w)) if w.trim().parse::<f64>().is_ok() => {
+                (name, w.trim().parse().unwrap_or(1.0))
+            }
+            _ => (inner, 1.0),
+        };
+        rest.push_str(&tail[..start]);
+        loras.push(LoraUse {
+            name: name.trim().to_owned(),
+            weight,
+            hash: None,
+        });
+        tail = &tail[start + len + 1..];
+    }
+    rest.push_str(tail);
+    let cleaned = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cleaned = if loras.is_empty() {
+        text.to_owned()
+    } else {
+        cleaned
+    };
+    (cleaned, loras)
 }
 
 fn quote_if_needed(value: &str) -> String {
@@ -229,6 +312,47 @@ mod tests {
         assert_eq!(r.model.as_deref(), Some("v1-5"));
         assert_eq!(r.extra["Model hash"], "abc123");
         assert_eq!(r.extra["Lora hashes"], "x: 1, y: 2");
+    }
+
+    #[test]
+    fn loras_travel_as_prompt_tags_and_lora_hashes() {
+        let recipe = Recipe {
+            prompt: "a lighthouse".into(),
+            loras: vec![
+                LoraUse {
+                    name: "brass".into(),
+                    weight: 0.7,
+                    hash: Some("a1b2c3d4e5f6".into()),
+                },
+                LoraUse {
+                    name: "fog".into(),
+                    weight: -0.4,
+                    hash: Some("0123456789ab".into()),
+                },
+            ],
+            steps: Some(20),
+            ..Recipe::default()
+        };
+        let text = recipe.to_a1111();
+        assert!(
+            text.starts_with("a lighthouse <lora:brass:0.7> <lora:fog:-0.4>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Lora hashes: \"brass: a1b2c3d4e5f6, fog: 0123456789ab\""),
+            "{text}"
+        );
+        assert_eq!(Recipe::from_a1111(&text), recipe);
+        let (prompt, loras) = take_lora_tags("<lora:plain>a cat, <lora:x:0.5> on a mat");
+        assert_eq!(prompt, "a cat, on a mat");
+        assert_eq!(
+            loras
+                .iter()
+                .map(|l| (l.name.as_str(), l.weight))
+                .collect::<Vec<_>>(),
+            [("plain", 1.0), ("x", 0.5)]
+        );
+        assert_eq!(take_lora_tags("no tags,  here").0, "no tags,  here");
     }
 
     #[test]

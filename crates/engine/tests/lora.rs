@@ -1,0 +1,245 @@
+//! LoRAs against diffusers on the shared `tiny-sd15-lora` fixture (see its README): one kohya
+//! LoRA at 0.7, then a kohya and a PEFT LoRA at [0.7, −0.4], stage by stage; and LoRA files that
+//! do not fit refused with the key that does not.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use common::{fixture, max_diff};
+use selfdiffusion_engine::{
+    Control, EngineError, GivenLatents, LoraFile, Loras, ModelPath, NoObserver, Observer, Request,
+    SchedulerKind, StableDiffusion,
+};
+
+/// Tolerance on latents (fused weights against diffusers' unfused path: 4e-5, see the README).
+const LATENT_TOL: f32 = 1e-4;
+/// Tolerance on the decoded image in 0..1.
+const IMAGE_TOL: f32 = 1e-3;
+
+#[derive(Default)]
+struct Seen {
+    cond: Option<Tensor>,
+    latents: Option<Tensor>,
+    image: Option<Tensor>,
+}
+
+impl Observer for Seen {
+    fn embeddings(&mut self, cond: &Tensor, _uncond: Option<&Tensor>) {
+        self.cond = Some(cond.clone());
+    }
+    fn latents(&mut self, _i: usize, latents: &Tensor) {
+        self.latents = Some(latents.clone());
+    }
+    fn image(&mut self, image: &Tensor) {
+        self.image = Some(image.clone());
+    }
+}
+
+fn run(dir: &Path, loras: &[(&str, f64)], reference: &str) {
+    let lora_dir = dir.parent().unwrap().join("tiny-sd15-lora");
+    let files = loras
+        .iter()
+        .map(|(name, w)| {
+            (
+                Arc::new(LoraFile::open(&lora_dir.join("lora").join(name)).unwrap()),
+                *w,
+            )
+        })
+        .collect();
+    let model = StableDiffusion::load_with_loras(
+        ModelPath::Folder(&dir.join("model")),
+        &Loras::new(files),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let req = Request {
+        prompt: "a photograph of an astronaut riding a horse on mars".into(),
+        negative_prompt: String::new(),
+        steps: 4,
+        guidance: 7.5,
+        width: 64,
+        height: 64,
+        ..Request::default()
+    };
+    let mut seen = Seen::default();
+    let cond = model
+        .encode_prompts(&req.prompt, &req.negative_prompt, req.guidance, &mut seen)
+        .unwrap();
+    let init = candle_core::safetensors::load(
+        dir.join("reference/init_latents.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()["latents"]
+        .clone();
+    model
+        .run_image(
+            &req,
+            SchedulerKind::Ddim,
+            &cond,
+            &mut GivenLatents::new(init, 0),
+            &Control::default(),
+            &mut seen,
+        )
+        .unwrap();
+    let out: HashMap<String, Tensor> = candle_core::safetensors::load(
+        lora_dir
+            .join("reference")
+            .join(reference)
+            .join("outputs.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let check = |stage: &str, ours: &Tensor, key: &str, tol: f32| {
+        let d = max_diff(ours, &out[key]);
+        eprintln!("{reference} {stage}: max |diff| = {d:.2e}");
+        assert!(d <= tol, "{reference} {stage}: {d:e} > {tol:e}");
+    };
+    check(
+        "prompt_embeds",
+        seen.cond.as_ref().unwrap(),
+        "prompt_embeds",
+        LATENT_TOL,
+    );
+    check(
+        "final latents",
+        seen.latents.as_ref().unwrap(),
+        "final_latents",
+        LATENT_TOL,
+    );
+    check("image", seen.image.as_ref().unwrap(), "image", IMAGE_TOL);
+    let _ = NoObserver;
+}
+
+#[test]
+fn one_kohya_lora_at_0_7_matches_diffusers() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    run(&dir, &[("kohya_style.safetensors", 0.7)], "kohya_0.7");
+}
+
+#[test]
+fn a_kohya_and_a_peft_lora_at_0_7_and_minus_0_4_match_diffusers() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    run(
+        &dir,
+        &[
+            ("kohya_style.safetensors", 0.7),
+            ("peft_style.safetensors", -0.4),
+        ],
+        "two_loras",
+    );
+}
+
+fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> std::path::PathBuf {
+    let map: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.clone()))
+        .collect();
+    let path = dir.join(name);
+    candle_core::safetensors::save(&map, &path).unwrap();
+    path
+}
+
+#[test]
+fn loras_that_do_not_fit_are_refused_by_key() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let small = |shape: (usize, usize)| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+
+    // A module that names no layer of this model: the load fails and names it.
+    let stray = write(
+        tmp.path(),
+        "stray.safetensors",
+        &[
+            (
+                "lora_unet_mid_block_attentions_7_proj_in.lora_down.weight",
+                small((2, 8)),
+            ),
+            (
+                "lora_unet_mid_block_attentions_7_proj_in.lora_up.weight",
+                small((8, 2)),
+            ),
+        ],
+    );
+    let loras = Loras::new(vec![(Arc::new(LoraFile::open(&stray).unwrap()), 1.0)]);
+    let err = StableDiffusion::load_with_loras(
+        ModelPath::Folder(&dir.join("model")),
+        &loras,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("lora_unet_mid_block_attentions_7_proj_in") && err.contains("does not fit"),
+        "{err}"
+    );
+
+    // A module whose shapes do not fit its layer.
+    let wide = write(
+        tmp.path(),
+        "wide.safetensors",
+        &[
+            ("lora_unet_conv_in.lora_down.weight", small((2, 999))),
+            ("lora_unet_conv_in.lora_up.weight", small((7, 2))),
+        ],
+    );
+    let loras = Loras::new(vec![(Arc::new(LoraFile::open(&wide).unwrap()), 1.0)]);
+    let err = StableDiffusion::load_with_loras(
+        ModelPath::Folder(&dir.join("model")),
+        &loras,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("lora_unet_conv_in") && err.contains("does not fit"),
+        "{err}"
+    );
+
+    // An SDXL LoRA, a checkpoint, and a file of another kind are refused when opened.
+    let sdxl = write(
+        tmp.path(),
+        "sdxl.safetensors",
+        &[(
+            "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+            small((2, 8)),
+        )],
+    );
+    let checkpoint = dir
+        .parent()
+        .unwrap()
+        .join("tiny-sd15-single-file/tiny-sd15.safetensors");
+    let loha = write(
+        tmp.path(),
+        "loha.safetensors",
+        &[("lora_unet_conv_in.hada_w1_a", small((2, 2)))],
+    );
+    let cases = [
+        (sdxl.as_path(), "Stable Diffusion XL LoRA"),
+        (checkpoint.as_path(), "is a checkpoint, not a LoRA"),
+        (loha.as_path(), "not a LoRA tensor this engine reads"),
+    ];
+    for (file, expected) in cases {
+        let err = LoraFile::open(file).unwrap_err();
+        assert!(matches!(err, EngineError::Lora { .. }), "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{}: {err}",
+            file.display()
+        );
+    }
+}
