@@ -58,6 +58,12 @@ impl Checkpoint {
         if !file.is_file() {
             return Err(EngineError::MissingFile(file.to_path_buf()));
         }
+        if is_pickle(file) {
+            return Err(refused(
+                file,
+                "a PyTorch pickle checkpoint (.ckpt / .pt / .bin): SelfDiffusion never runs pickle code, which can run anything; convert it to .safetensors (for example with diffusers' convert_original_stable_diffusion_to_diffusers.py, or download the .safetensors release)",
+            ));
+        }
         // SAFETY: the file is mapped read-only; a model file is not modified while the app runs.
         let tensors = unsafe { MmapedSafetensors::new(file) }.map_err(|e| {
             refused(
@@ -130,6 +136,23 @@ impl Checkpoint {
             key,
         })
     }
+}
+
+/// Whether `file` is a PyTorch pickle (a zip archive or a bare pickle stream), whatever its
+/// extension: those are refused, never unpickled.
+fn is_pickle(file: &Path) -> bool {
+    let mut head = Vec::with_capacity(9);
+    if std::fs::File::open(file)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 9), &mut head))
+        .is_err()
+    {
+        return false;
+    }
+    // A safetensors file is an 8-byte header length, then the JSON header.
+    let safetensors = head.get(8) == Some(&b'{');
+    let zip = head.starts_with(b"PK\x03\x04");
+    let pickle = head.first() == Some(&0x80) && head.get(1).is_some_and(|p| (2..=5).contains(p));
+    !safetensors && (zip || pickle)
 }
 
 /// The family of a checkpoint with tensors `names`, or why it is not one this engine reads.

@@ -158,6 +158,20 @@ fn bad_files_are_refused_with_what_they_are() {
         "{err}"
     );
 
+    // PyTorch pickles are refused without being unpickled, with how to convert them.
+    for (name, head) in [
+        ("model.ckpt", &b"PK\x03\x04rest"[..]),
+        ("model.bin", &b"\x80\x02rest"[..]),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, head).unwrap();
+        let err = refusal(&file);
+        assert!(
+            err.contains("never runs pickle code") && err.contains(".safetensors"),
+            "{err}"
+        );
+    }
+
     // Other families and other kinds of file say what they look like.
     let cases = [
         (
