@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, max_diff};
+use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
-    Control, EngineError, GivenLatents, LoraFile, Loras, ModelPath, NoObserver, Observer, Request,
-    SchedulerKind, StableDiffusion,
+    Control, EngineError, GivenLatents, LoraFile, Loras, ModelPath, Observer, SchedulerKind,
+    StableDiffusion,
 };
 
 /// Tolerance on latents (fused weights against diffusers' unfused path: 4e-5, see the README).
@@ -57,15 +57,7 @@ fn run(dir: &Path, loras: &[(&str, f64)], reference: &str) {
         DType::F32,
     )
     .unwrap();
-    let req = Request {
-        prompt: "a photograph of an astronaut riding a horse on mars".into(),
-        negative_prompt: String::new(),
-        steps: 4,
-        guidance: 7.5,
-        width: 64,
-        height: 64,
-        ..Request::default()
-    };
+    let req = fixture_request();
     let mut seen = Seen::default();
     let cond = model
         .encode_prompts(&req.prompt, &req.negative_prompt, req.guidance, &mut seen)
@@ -112,7 +104,6 @@ fn run(dir: &Path, loras: &[(&str, f64)], reference: &str) {
         LATENT_TOL,
     );
     check("image", seen.image.as_ref().unwrap(), "image", IMAGE_TOL);
-    let _ = NoObserver;
 }
 
 #[test]
@@ -138,16 +129,6 @@ fn a_kohya_and_a_peft_lora_at_0_7_and_minus_0_4_match_diffusers() {
     );
 }
 
-fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> std::path::PathBuf {
-    let map: HashMap<String, Tensor> = tensors
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.clone()))
-        .collect();
-    let path = dir.join(name);
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
-}
-
 #[test]
 fn loras_that_do_not_fit_are_refused_by_key() {
     let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
@@ -155,6 +136,18 @@ fn loras_that_do_not_fit_are_refused_by_key() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let small = |shape: (usize, usize)| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+    let load_error = |file: &Path| {
+        let loras = Loras::new(vec![(Arc::new(LoraFile::open(file).unwrap()), 1.0)]);
+        StableDiffusion::load_with_loras(
+            ModelPath::Folder(&dir.join("model")),
+            &loras,
+            &Device::Cpu,
+            DType::F32,
+        )
+        .err()
+        .unwrap()
+        .to_string()
+    };
 
     // A module that names no layer of this model: the load fails and names it.
     let stray = write(
@@ -171,16 +164,7 @@ fn loras_that_do_not_fit_are_refused_by_key() {
             ),
         ],
     );
-    let loras = Loras::new(vec![(Arc::new(LoraFile::open(&stray).unwrap()), 1.0)]);
-    let err = StableDiffusion::load_with_loras(
-        ModelPath::Folder(&dir.join("model")),
-        &loras,
-        &Device::Cpu,
-        DType::F32,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = load_error(&stray);
     assert!(
         err.contains("lora_unet_mid_block_attentions_7_proj_in") && err.contains("does not fit"),
         "{err}"

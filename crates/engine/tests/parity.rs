@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::{fixture, max_diff};
-use selfdiffusion_engine::{
-    Control, NoiseSource, Observer, Request, SchedulerKind, StableDiffusion,
-};
+use common::{fixture, fixture_request, max_diff};
+use selfdiffusion_engine::{Control, NoiseSource, Observer, SchedulerKind, StableDiffusion};
 
 /// Tolerance on every latent-space tensor.
 const LATENT_TOL: f32 = 1e-4;
@@ -97,15 +95,7 @@ fn run(kind: SchedulerKind, reference: &str) {
     let steps = (kind == SchedulerKind::EulerAncestral)
         .then(|| load(&dir.join("reference/euler_a_step_noise.safetensors"))["noise"].clone());
     let model = StableDiffusion::load(&dir.join("model"), &Device::Cpu, DType::F32).unwrap();
-    let req = Request {
-        prompt: "a photograph of an astronaut riding a horse on mars".into(),
-        negative_prompt: String::new(),
-        steps: 4,
-        guidance: 7.5,
-        width: 64,
-        height: 64,
-        ..Request::default()
-    };
+    let req = fixture_request();
     let mut rec = Recorder::default();
     let cond = model
         .encode_prompts(&req.prompt, &req.negative_prompt, req.guidance, &mut rec)

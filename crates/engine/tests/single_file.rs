@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, max_diff};
+use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
     Checkpoint, Control, EngineError, Family, GeneratedImage, Request, SchedulerKind,
     StableDiffusion,
@@ -34,15 +33,9 @@ fn fixtures() -> Option<(PathBuf, PathBuf)> {
 /// The fixture's DDIM run (see tiny-sd15's README), one image.
 fn ddim_image(model: &StableDiffusion, dir: &Path) -> GeneratedImage {
     let request = Request {
-        prompt: "a photograph of an astronaut riding a horse on mars".into(),
-        negative_prompt: String::new(),
-        steps: 4,
-        guidance: 7.5,
-        width: 64,
-        height: 64,
         scheduler: Some(SchedulerKind::Ddim),
         init_latents: Some(dir.join("reference/init_latents.safetensors")),
-        ..Request::default()
+        ..fixture_request()
     };
     let mut images = Vec::new();
     model
@@ -98,17 +91,6 @@ fn a_single_file_checkpoint_gives_the_folder_pipeline() {
     .unwrap();
     // 8-bit rounding of a 0..1 image: half a step.
     assert!(max_diff(&ours, image) <= 0.5 / 255.0 + 1e-3);
-}
-
-/// Writes `tensors` as a safetensors file in `dir`.
-fn write(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
-    let map: HashMap<String, Tensor> = tensors
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.clone()))
-        .collect();
-    let path = dir.join(name);
-    candle_core::safetensors::save(&map, &path).unwrap();
-    path
 }
 
 fn refusal(file: &Path) -> String {

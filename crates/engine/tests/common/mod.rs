@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
-use selfdiffusion_engine::{vae_config, ClipTextEncoder, UNet};
+use selfdiffusion_engine::{vae_config, ClipTextEncoder, Request, UNet};
 
 /// The diffusers parity fixture, if present. Under `CI=true` a missing fixture is a failure;
 /// elsewhere the caller skips with the returned message.
@@ -36,6 +36,31 @@ pub fn fixture() -> Result<PathBuf, String> {
         panic!("{msg}; under CI=true the parity tests must run");
     }
     Err(msg.to_string())
+}
+
+/// The request of the fixture's reference runs (see tiny-sd15's README): its prompt, no
+/// negative prompt, 4 steps at guidance 7.5, 64×64.
+pub fn fixture_request() -> Request {
+    Request {
+        prompt: "a photograph of an astronaut riding a horse on mars".into(),
+        negative_prompt: String::new(),
+        steps: 4,
+        guidance: 7.5,
+        width: 64,
+        height: 64,
+        ..Request::default()
+    }
+}
+
+/// Writes `tensors` as the safetensors file `name` in `dir`; returns its path.
+pub fn write_safetensors(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
+    let map: std::collections::HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.clone()))
+        .collect();
+    let path = dir.join(name);
+    candle_core::safetensors::save(&map, &path).unwrap();
+    path
 }
 
 /// Largest absolute difference between two tensors of the same shape.
