@@ -148,7 +148,8 @@ impl From<EngineError> for CommandError {
 impl From<ModelError> for CommandError {
     fn from(e: ModelError) -> Self {
         let kind = match e {
-            ModelError::UnknownModel(_) => ErrorKind::NotFound,
+            ModelError::UnknownModel(_) | ModelError::UnknownLora { .. } => ErrorKind::NotFound,
+            ModelError::LoraExists(_) => ErrorKind::Conflict,
             ModelError::Offline { .. } => ErrorKind::Offline,
             ModelError::Cancelled => ErrorKind::Cancelled,
             ModelError::NotAModel { .. } => ErrorKind::Invalid,

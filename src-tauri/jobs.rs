@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine, SchedulerKind};
 use selfdiffusion_library::Library;
+use selfdiffusion_models::LoraLibrary;
 use selfdiffusion_queue::{JobId, JobInfo, JobProgress, JobSpec, Queue, QueueEvent};
+use selfdiffusion_recipe::take_lora_tags;
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
@@ -134,7 +136,18 @@ pub struct Submitted {
 #[tauri::command]
 pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitted> {
     blocking(move || {
-        let (model, path) = crate::models::installed(&params.model_id)?;
+        // <lora:name:weight> tags name LoRAs of the library; the queue takes them out of the text.
+        let (_, tags) = take_lora_tags(&params.prompt);
+        let loras = if tags.is_empty() {
+            Vec::new()
+        } else {
+            let library = LoraLibrary::default_location()
+                .ok_or_else(|| CommandError::failed("no data folder is known for this system"))?;
+            tags.into_iter()
+                .map(|tag| Ok((library.resolve(&tag.name)?, tag.weight)))
+                .collect::<CmdResult<Vec<_>>>()?
+        };
+        let (model, spec) = crate::models::installed(&params.model_id, loras)?;
         let styles = app.state::<Styles>().resolve(&app, &params.styles)?;
         let scheduler = params
             .scheduler
@@ -149,7 +162,7 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
         let queue = app.state::<LocalJobs>().queue(&app, library)?;
         let id = queue.submit(JobSpec {
             project_id: params.project_id,
-            model: path,
+            model: spec,
             model_name: model.id,
             prompt: params.prompt,
             negative_prompt: params.negative_prompt,

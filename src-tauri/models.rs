@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{model_limits, Limits};
+use selfdiffusion_engine::{model_limits, Limits, ModelSpec};
 use selfdiffusion_models::{Catalog, Defaults, Downloader, HubCache, LocalModels};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
@@ -27,9 +27,12 @@ pub struct ModelEntry {
     pub defaults: Defaults,
     /// What requests it takes (installed models only: read from its configs).
     pub limits: Option<Limits>,
-    /// Its folder, when installed.
+    /// Its folder (or single-file checkpoint), when installed.
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// For a single-file checkpoint: the folder of its configs and tokenizer.
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
 }
 
 /// The cancel flag of the model download in progress.
@@ -42,18 +45,25 @@ pub struct Downloads {
 pub fn installed_and_catalog() -> Vec<ModelEntry> {
     let cache = HubCache::from_env();
     let catalog = Catalog::builtin();
-    let entry =
-        |id: String, name: String, approx_bytes, defaults: Defaults, path: Option<PathBuf>| {
-            ModelEntry {
-                limits: path.as_deref().and_then(|p| model_limits(p).ok()),
-                installed: path.is_some(),
-                id,
-                name,
-                approx_bytes,
-                defaults,
-                path,
-            }
-        };
+    let entry = |id: String,
+                 name: String,
+                 approx_bytes,
+                 defaults: Defaults,
+                 path: Option<PathBuf>,
+                 config: Option<PathBuf>| {
+        ModelEntry {
+            limits: path
+                .as_deref()
+                .and_then(|p| model_limits(config.as_deref().unwrap_or(p)).ok()),
+            installed: path.is_some(),
+            id,
+            name,
+            approx_bytes,
+            defaults,
+            path,
+            config,
+        }
+    };
     let mut out: Vec<ModelEntry> = catalog
         .models
         .iter()
@@ -64,6 +74,7 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
                 Some(m.approx_bytes),
                 m.defaults.clone(),
                 cache.complete_snapshot(m),
+                None,
             )
         })
         .collect();
@@ -77,13 +88,14 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
             None,
             catalog.default_model().defaults.clone(),
             Some(m.path),
+            m.config,
         )
     }));
     out
 }
 
-/// The installed model `id` and its folder.
-pub fn installed(id: &str) -> CmdResult<(ModelEntry, PathBuf)> {
+/// The installed model `id`, and where it is (with `loras` merged into it).
+pub fn installed(id: &str, loras: Vec<(PathBuf, f64)>) -> CmdResult<(ModelEntry, ModelSpec)> {
     let model = installed_and_catalog()
         .into_iter()
         .find(|m| m.id == id)
@@ -94,7 +106,12 @@ pub fn installed(id: &str) -> CmdResult<(ModelEntry, PathBuf)> {
             format!("{} is not installed yet; download it first", model.name),
         )
     })?;
-    Ok((model, path))
+    let spec = ModelSpec {
+        path,
+        config: model.config.clone(),
+        loras,
+    };
+    Ok((model, spec))
 }
 
 /// Catalog models (installed or not) and imported folders.

@@ -1,17 +1,15 @@
 //! `selfdiffusion-cli generate`: local text-to-image with a terminal progress bar.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{
-    default_dtype, Control, DeviceChoice, LoraFile, Loras, ModelPath, Phase, Request,
-    SchedulerKind, StableDiffusion,
+    default_dtype, Control, DeviceChoice, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_files::{write_atomic, Access};
-use selfdiffusion_recipe::{encode_png, random_seed};
+use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags};
 use serde::Serialize;
 
 /// Options of `generate`.
@@ -84,19 +82,25 @@ struct Report {
     stopped_early: bool,
 }
 
-/// A `--lora` argument: the file, and the weight after its last `:` (1 when there is none).
+/// A `--lora` argument: a file or an imported LoRA's name, and the weight after its last `:`
+/// (1 when there is none).
 fn lora_spec(spec: &str) -> Result<(PathBuf, f64)> {
-    match spec.rsplit_once(':') {
-        Some((file, weight)) if !file.is_empty() && weight.parse::<f64>().is_ok() => {
+    let (what, weight) = match spec.rsplit_once(':') {
+        Some((what, weight)) if !what.is_empty() && weight.parse::<f64>().is_ok() => {
             let weight: f64 = weight.parse()?;
             anyhow::ensure!(
                 weight.is_finite(),
                 "--lora {spec}: the weight must be a number"
             );
-            Ok((PathBuf::from(file), weight))
+            (what, weight)
         }
-        _ => Ok((PathBuf::from(spec), 1.0)),
+        _ => (spec, 1.0),
+    };
+    let file = PathBuf::from(what);
+    if file.is_file() {
+        return Ok((file, weight));
     }
+    Ok((crate::models::lora_library()?.resolve(what)?, weight))
 }
 
 /// Writes `bytes` as `<stem>.png` in `dir` (or `<stem>-2.png`… when taken), atomically, so a
@@ -136,25 +140,17 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     );
     bar.set_message("loading model");
     let dtype = default_dtype(&device);
-    let loras = Loras::new(
-        args.loras
-            .iter()
-            .map(|spec| {
-                let (file, weight) = lora_spec(spec)?;
-                Ok((Arc::new(LoraFile::open(&file)?), weight))
-            })
-            .collect::<Result<_>>()?,
-    );
-    let folder;
-    let config;
-    let path = if args.model.is_file() {
+    // The model, its config for a single file, and the LoRAs: from --lora and from the prompt's
+    // <lora:name:weight> tags (taken out of the text the model reads).
+    let (prompt, tags) = take_lora_tags(&args.prompt);
+    let mut spec = if args.model.is_file() {
         let dir = args.config.as_deref().context(
             "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family for the configs and tokenizer",
         )?;
-        config = crate::models::resolve(dir)?;
-        ModelPath::SingleFile {
-            file: &args.model,
-            config: &config,
+        ModelSpec {
+            path: args.model.clone(),
+            config: Some(crate::models::resolve(dir)?.path),
+            loras: Vec::new(),
         }
     } else {
         if args.config.is_some() {
@@ -163,12 +159,20 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
                 args.model.display()
             );
         }
-        folder = crate::models::resolve(&args.model)?;
-        ModelPath::Folder(&folder)
+        crate::models::resolve(&args.model)?
     };
-    let model = StableDiffusion::load_with_loras(path, &loras, &device, dtype)?;
+    for spec_arg in &args.loras {
+        spec.loras.push(lora_spec(spec_arg)?);
+    }
+    for tag in tags {
+        spec.loras.push((
+            crate::models::lora_library()?.resolve(&tag.name)?,
+            tag.weight,
+        ));
+    }
+    let model = spec.load(&device, dtype)?;
     let request = Request {
-        prompt: args.prompt.clone(),
+        prompt,
         negative_prompt: args.negative.clone(),
         steps: args.steps,
         guidance: args.guidance,
@@ -205,7 +209,7 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         },
         &mut |image| {
             let mut recipe = request.recipe(&image, &model_name, "local");
-            recipe.loras = loras.uses();
+            recipe.set_user_prompts(&args.prompt, &args.negative);
             let png = encode_png(image.width as u32, image.height as u32, &image.rgb, &recipe)
                 .map_err(|e| e.to_string())?;
             let path = write_new(&args.out, &image.seed.to_string(), &png)

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         action: models::ModelsAction,
     },
+    /// List, import or remove LoRAs (used in prompts as `<lora:name:0.8>` or with --lora).
+    Loras {
+        #[command(subcommand)]
+        action: models::LorasAction,
+    },
     #[command(flatten)]
     Library(LibraryCommand),
 }
@@ -177,6 +182,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Models { action } => {
             models::run(action, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loras { action } => {
+            models::run_loras(action, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Library(command) => run_library(command, cli.library.as_deref(), cli.json),

@@ -6,7 +6,10 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use selfdiffusion_models::{check_folder, verify, Catalog, Downloader, HubCache, LocalModels};
+use selfdiffusion_engine::{Checkpoint, Family, LoraFile, ModelSpec};
+use selfdiffusion_models::{
+    check_folder, verify, Catalog, Downloader, HubCache, LocalModels, LoraLibrary,
+};
 use serde::Serialize;
 
 /// `models` subcommands.
@@ -24,10 +27,32 @@ pub enum ModelsAction {
         /// Catalog id.
         id: String,
     },
-    /// Remember a diffusers model folder from disk.
+    /// Remember a diffusers model folder, or a single-file `.safetensors` checkpoint (used in
+    /// place) with `--config`.
     Import {
-        /// The folder.
-        folder: PathBuf,
+        /// The folder or the checkpoint file.
+        path: PathBuf,
+        /// For a checkpoint: a diffusers folder (or catalog id) of its family for the configs
+        /// and tokenizer.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// What `loras` does.
+#[derive(Subcommand)]
+pub enum LorasAction {
+    /// The imported LoRAs, by the name prompts use (`<lora:name:0.8>`).
+    List,
+    /// Check a LoRA `.safetensors` file and copy it into the LoRA library.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Remove an imported LoRA.
+    Remove {
+        /// Its name.
+        name: String,
     },
 }
 
@@ -45,15 +70,22 @@ fn registry() -> Result<LocalModels> {
 }
 
 /// Finds a model folder: a path, a downloaded catalog id, or an imported model id.
-pub fn resolve(model: &Path) -> Result<PathBuf> {
+pub fn resolve(model: &Path) -> Result<ModelSpec> {
+    resolve_folder(model).map(|spec| spec.unwrap_or_else(|| ModelSpec::folder(model)))
+}
+
+/// A catalog id, an imported model id or a folder, as a model spec; `Ok(None)` for a folder
+/// that is to be checked by loading it.
+fn resolve_folder(model: &Path) -> Result<Option<ModelSpec>> {
     if model.is_dir() {
-        return Ok(model.to_path_buf());
+        return Ok(Some(ModelSpec::folder(model)));
     }
     let key = model.to_string_lossy();
     let catalog = Catalog::builtin();
     if let Ok(entry) = catalog.get(&key) {
         return HubCache::from_env()
             .complete_snapshot(entry)
+            .map(|dir| Some(ModelSpec::folder(dir)))
             .with_context(|| {
                 format!(
                     "{key} is not downloaded yet: run `selfdiffusion-cli models download {key}`"
@@ -61,10 +93,58 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
             });
     }
     if let Some(local) = registry()?.list()?.into_iter().find(|m| m.id == key) {
-        return Ok(local.path);
+        return Ok(Some(ModelSpec {
+            path: local.path,
+            config: local.config,
+            loras: Vec::new(),
+        }));
     }
     check_folder(model)?;
-    Ok(model.to_path_buf())
+    Ok(None)
+}
+
+/// The LoRA library.
+pub fn lora_library() -> Result<LoraLibrary> {
+    LoraLibrary::default_location().context("no data folder is known for this system")
+}
+
+/// Runs a `loras` subcommand.
+pub fn run_loras(action: LorasAction, json: bool) -> Result<()> {
+    let library = lora_library()?;
+    match action {
+        LorasAction::List => {
+            let loras = library.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&loras)?);
+            } else {
+                for lora in loras {
+                    println!(
+                        "{}\t{} bytes\t{}",
+                        lora.name,
+                        lora.bytes,
+                        lora.path.display()
+                    );
+                }
+            }
+        }
+        LorasAction::Import { file } => {
+            // Refused before anything is copied when it is not a LoRA this engine reads.
+            LoraFile::open(&file)?;
+            let entry = library.import(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entry)?);
+            } else {
+                println!("imported {} as <lora:{}:1>", file.display(), entry.name);
+            }
+        }
+        LorasAction::Remove { name } => {
+            library.remove(&name)?;
+            if !json {
+                println!("removed {name}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs a `models` subcommand.
@@ -150,8 +230,27 @@ pub fn run(action: ModelsAction, json: bool) -> Result<()> {
                 bail!("{id} is incomplete or damaged: run `selfdiffusion-cli models download {id}` to repair it");
             }
         }
-        ModelsAction::Import { folder } => {
-            let model = registry()?.import(&folder)?;
+        ModelsAction::Import { path, config } => {
+            let model = match config {
+                Some(config) if path.is_file() => {
+                    let config = resolve(&config)?.path;
+                    // Refused unless the engine reads it as a checkpoint of a family it runs.
+                    let checkpoint = Checkpoint::open(&path)?;
+                    if checkpoint.family() != Family::Sd1 {
+                        bail!(
+                            "{} is a {} checkpoint; only Stable Diffusion 1.x single files are read so far",
+                            path.display(),
+                            checkpoint.family().name()
+                        );
+                    }
+                    registry()?.import_checkpoint(&path, &config)?
+                }
+                None if path.is_file() => bail!(
+                    "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family"
+                ),
+                Some(_) => bail!("--config goes with a single-file checkpoint; {} is a folder", path.display()),
+                None => registry()?.import(&path)?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&model)?);
             } else {

@@ -100,3 +100,102 @@ fn import_list_generate_and_clear_errors_offline() {
     let unknown = cli(home.path(), &["models", "download", "sdxl"], &offline);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown model \"sdxl\""));
 }
+
+#[test]
+fn a_checkpoint_and_loras_imported_once_are_used_by_name() {
+    let fixture = match common::fixture() {
+        Ok(d) => d,
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let shared = fixture.parent().unwrap();
+    let checkpoint = shared.join("tiny-sd15-single-file/tiny-sd15.safetensors");
+    let kohya = shared.join("tiny-sd15-lora/lora/kohya_style.safetensors");
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| cli(home.path(), args, "http://127.0.0.1:9");
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let config = fixture.join("model");
+
+    // A checkpoint is used in place, with the folder of its configs.
+    let imported = ok(&run(&[
+        "--json",
+        "models",
+        "import",
+        checkpoint.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let model: serde_json::Value = serde_json::from_str(&imported).unwrap();
+    assert_eq!(model["id"], "local:tiny-sd15");
+    let without_config = run(&["models", "import", checkpoint.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&without_config.stderr).contains("needs --config"));
+    // A LoRA is not a checkpoint, and a checkpoint is not a LoRA: both refused, nothing kept.
+    let lora_as_model = run(&[
+        "models",
+        "import",
+        kohya.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&lora_as_model.stderr).contains("is a LoRA"));
+    let model_as_lora = run(&["loras", "import", checkpoint.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&model_as_lora.stderr).contains("is a checkpoint, not a LoRA"));
+    assert_eq!(ok(&run(&["--json", "loras", "list"])).trim(), "[]");
+
+    ok(&run(&["loras", "import", kohya.to_str().unwrap()]));
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--json", "loras", "list"]))).unwrap();
+    assert_eq!(listed[0]["name"], "kohya_style");
+
+    // The prompt names the LoRA; the model is the imported checkpoint's id.
+    let out = home.path().join("out");
+    let generated = ok(&run(&[
+        "generate",
+        "a red cat <lora:kohya_style:0.7>",
+        "--model",
+        "local:tiny-sd15",
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let png = std::fs::read(generated.trim()).unwrap();
+    let recipe = selfdiffusion_recipe::embedded_recipe(&png).unwrap();
+    assert_eq!(
+        recipe.prompt, "a red cat",
+        "the tag is not sent to the model"
+    );
+    assert_eq!(
+        recipe.extra["user_prompt"],
+        "a red cat <lora:kohya_style:0.7>"
+    );
+    assert_eq!(
+        (recipe.loras[0].name.as_str(), recipe.loras[0].weight),
+        ("kohya_style", 0.7)
+    );
+    let unknown = run(&[
+        "generate",
+        "a cat <lora:nope:1>",
+        "--model",
+        "local:tiny-sd15",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("imported: kohya_style"));
+    ok(&run(&["loras", "remove", "kohya_style"]));
+}

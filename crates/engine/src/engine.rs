@@ -2,21 +2,21 @@
 //! where a panic becomes an error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use candle_core::{DType, Device};
 
 use crate::error::{EngineError, Result};
-use crate::model::StableDiffusion;
+use crate::model::{ModelSpec, StableDiffusion};
 use crate::pipeline::{Control, Generation, ImageSink, Phase, Progress, Request};
 
 /// Runs requests on one device, keeping the last model loaded.
 pub struct Engine {
     device: Device,
     dtype: DType,
-    loaded: Mutex<Option<(PathBuf, Arc<StableDiffusion>)>>,
+    loaded: Mutex<Option<(ModelSpec, Arc<StableDiffusion>)>>,
 }
 
 impl Engine {
@@ -29,15 +29,16 @@ impl Engine {
         }
     }
 
-    /// The model at `dir`, loading it (and dropping the previous one) if it is not the cached one.
+    /// The model `spec` names, loading it (and dropping the previous one) if it is not the
+    /// cached one.
     pub fn model(
         &self,
-        dir: &Path,
+        spec: &ModelSpec,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Arc<StableDiffusion>> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((path, model)) = loaded.as_ref() {
-            if path == dir {
+        if let Some((cached, model)) = loaded.as_ref() {
+            if cached == spec {
                 return Ok(model.clone());
             }
         }
@@ -53,30 +54,30 @@ impl Engine {
             eta: None,
             preview: None,
         });
-        let model = Arc::new(StableDiffusion::load(dir, &self.device, self.dtype)?);
-        *loaded = Some((dir.to_path_buf(), model.clone()));
+        let model = Arc::new(spec.load(&self.device, self.dtype)?);
+        *loaded = Some((spec.clone(), model.clone()));
         Ok(model)
     }
 
-    /// Whether the model at `dir` is the cached one.
-    pub fn is_loaded(&self, dir: &Path) -> bool {
+    /// Whether `spec` is the cached model.
+    pub fn is_loaded(&self, spec: &ModelSpec) -> bool {
         let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.as_ref().is_some_and(|(p, _)| p == dir)
+        loaded.as_ref().is_some_and(|(cached, _)| cached == spec)
     }
 
-    /// Loads (or reuses) the model at `dir` and runs `request`, handing each finished image to
+    /// Loads (or reuses) the model `spec` names and runs `request`, handing each finished image to
     /// `on_image`. A panic anywhere inside becomes [`EngineError::Panicked`]; the engine stays
     /// usable.
     pub fn generate(
         &self,
-        dir: &Path,
+        spec: &ModelSpec,
         request: &Request,
         control: &Control,
         progress: &mut dyn FnMut(&Progress),
         on_image: &mut ImageSink<'_>,
     ) -> Result<Generation> {
         catch_unwind(AssertUnwindSafe(|| {
-            let model = self.model(dir, &mut |p| {
+            let model = self.model(spec, &mut |p| {
                 progress(&Progress {
                     images: request.count,
                     steps: request.steps,

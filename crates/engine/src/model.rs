@@ -1,20 +1,21 @@
 //! Loading a diffusers-layout Stable Diffusion folder: every size comes from the configs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
-use selfdiffusion_recipe::Limits;
+use selfdiffusion_recipe::{Limits, LoraUse};
 
 use crate::clip::ClipTextEncoder;
 use crate::config::{
     read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use crate::error::{EngineError, Result};
-use crate::lora::{Loras, Part};
+use crate::lora::{LoraFile, Loras, Part};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
 use crate::single_file::{Checkpoint, Family};
@@ -23,6 +24,56 @@ use crate::unet::UNet;
 
 /// Pipeline classes this engine runs.
 const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
+
+/// A model to run: where it is on disk, and the LoRAs merged into it. The engine keeps the last
+/// one loaded; the same spec again reuses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// A diffusers folder, or a single-file checkpoint.
+    pub path: PathBuf,
+    /// For a single-file checkpoint: the diffusers folder of its configs and tokenizer.
+    pub config: Option<PathBuf>,
+    /// LoRA files and their weights, merged in this order.
+    pub loras: Vec<(PathBuf, f64)>,
+}
+
+impl ModelSpec {
+    /// A diffusers folder, without LoRAs.
+    pub fn folder(dir: impl Into<PathBuf>) -> Self {
+        ModelSpec {
+            path: dir.into(),
+            config: None,
+            loras: Vec::new(),
+        }
+    }
+
+    /// The folder whose configs describe the model.
+    pub fn config_dir(&self) -> &Path {
+        self.config.as_deref().unwrap_or(&self.path)
+    }
+
+    /// What requests the model takes, from its configs alone.
+    pub fn limits(&self) -> Result<Limits> {
+        model_limits(self.config_dir())
+    }
+
+    /// Reads the LoRA files and loads the model for `device` with weights in `dtype`.
+    pub fn load(&self, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+        let loras = self
+            .loras
+            .iter()
+            .map(|(file, weight)| Ok((Arc::new(LoraFile::open(file)?), *weight)))
+            .collect::<Result<Vec<_>>>()?;
+        let path = match &self.config {
+            Some(config) => ModelPath::SingleFile {
+                file: &self.path,
+                config,
+            },
+            None => ModelPath::Folder(&self.path),
+        };
+        StableDiffusion::load_with_loras(path, &Loras::new(loras), device, dtype)
+    }
+}
 
 /// Where a model is on disk.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +120,8 @@ pub struct StableDiffusion {
     pub device: Device,
     /// Weight precision.
     pub dtype: DType,
+    /// The LoRAs merged into the weights, as recipes record them.
+    pub loras: Vec<LoraUse>,
 }
 
 /// The weights of `file`, mapped.
@@ -289,6 +342,7 @@ impl StableDiffusion {
             default_scheduler: SchedulerKind::from_class(&sched_cfg.class_name),
             device: device.clone(),
             dtype,
+            loras: loras.uses(),
         })
     }
 }

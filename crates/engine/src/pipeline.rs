@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, IndexOp, Tensor};
-use selfdiffusion_recipe::{Limits, Recipe};
+use selfdiffusion_recipe::{Limits, LoraUse, Recipe};
 
 use crate::error::{EngineError, Result};
 use crate::model::StableDiffusion;
@@ -100,6 +100,7 @@ impl Request {
             width: Some(image.width as u32),
             height: Some(image.height as u32),
             backend: Some(backend.to_owned()),
+            loras: image.loras.clone(),
             ..Recipe::default()
         }
     }
@@ -176,6 +177,8 @@ pub struct GeneratedImage {
     pub seed: u64,
     /// The scheduler that denoised it.
     pub scheduler: SchedulerKind,
+    /// The LoRAs merged into the model that made it.
+    pub loras: Vec<LoraUse>,
     /// Width in pixels.
     pub width: usize,
     /// Height in pixels.
@@ -507,6 +510,7 @@ impl StableDiffusion {
         Ok(GeneratedImage {
             seed,
             scheduler,
+            loras: self.loras.clone(),
             width,
             height,
             rgb,

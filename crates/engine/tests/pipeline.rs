@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device};
 use selfdiffusion_engine::{
-    Control, EngineError, GeneratedImage, Phase, Request, SchedulerKind, StableDiffusion,
+    Control, EngineError, GeneratedImage, ModelSpec, Phase, Request, SchedulerKind, StableDiffusion,
 };
 
 struct Tiny {
@@ -535,10 +535,11 @@ fn the_engine_caches_one_model_and_turns_panics_into_errors() {
     common::tiny_model(b.path());
     let engine = selfdiffusion_engine::Engine::new(Device::Cpu, DType::F32);
     let loads = |dir: &Path| {
+        let spec = ModelSpec::folder(dir);
         let mut n = 0;
         engine
             .generate(
-                dir,
+                &spec,
                 &request(),
                 &Control::default(),
                 &mut |p| n += usize::from(p.phase == Phase::LoadingModel),
@@ -551,13 +552,14 @@ fn the_engine_caches_one_model_and_turns_panics_into_errors() {
     assert_eq!(loads(a.path()), 0, "the cached model is reused");
     assert_eq!(loads(b.path()), 1);
     assert!(
-        engine.is_loaded(b.path()) && !engine.is_loaded(a.path()),
+        engine.is_loaded(&ModelSpec::folder(b.path()))
+            && !engine.is_loaded(&ModelSpec::folder(a.path())),
         "switching drops the old model"
     );
 
     let err = engine
         .generate(
-            b.path(),
+            &ModelSpec::folder(b.path()),
             &request(),
             &Control::default(),
             &mut |p| {

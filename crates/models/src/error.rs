@@ -54,6 +54,19 @@ pub enum ModelError {
     /// The download was cancelled; what was fetched is kept and the next download resumes.
     #[error("download cancelled; it resumes where it stopped next time")]
     Cancelled,
+    /// No LoRA of that name is in the LoRA library.
+    #[error("no LoRA named \"{name}\" is imported{known}")]
+    UnknownLora {
+        /// The name asked for.
+        name: String,
+        /// The names there are, as a sentence tail.
+        known: String,
+    },
+    /// A LoRA of that name is already in the library, with other contents.
+    #[error(
+        "a different LoRA named \"{0}\" is already imported; rename the file or remove the old one"
+    )]
+    LoraExists(String),
     /// A folder is not a model this app runs.
     #[error("{path}: {reason}")]
     NotAModel {

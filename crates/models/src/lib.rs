@@ -7,9 +7,11 @@ mod catalog;
 mod download;
 mod error;
 mod local;
+mod loras;
 
 pub use cache::HubCache;
 pub use catalog::{Catalog, CatalogFile, CatalogModel, Defaults};
 pub use download::{verify, DownloadProgress, Downloader, VerifyReport, DEFAULT_ENDPOINT};
 pub use error::{ModelError, Result};
 pub use local::{check_folder, LocalModel, LocalModels};
+pub use loras::{LoraEntry, LoraLibrary};

@@ -17,8 +17,11 @@ pub struct LocalModel {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// The folder.
+    /// The folder, or the single-file checkpoint.
     pub path: PathBuf,
+    /// For a single-file checkpoint: the diffusers folder of its configs and tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
 }
 
 /// The registry of imported folders.
@@ -54,21 +57,51 @@ impl LocalModels {
     pub fn import(&self, folder: &Path) -> Result<LocalModel> {
         let path = std::fs::canonicalize(folder).at(folder)?;
         check_folder(&path)?;
-        let mut models = self.list()?;
-        if let Some(existing) = models.iter().find(|m| m.path == path) {
-            return Ok(existing.clone());
-        }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
+        self.register(path, None, name)
+    }
+
+    /// Remembers the single-file checkpoint `file` (used in place, not copied) with the diffusers
+    /// folder `config` of its configs and tokenizer. The caller has checked the file is a
+    /// checkpoint the engine reads (the engine's `Checkpoint::open`).
+    pub fn import_checkpoint(&self, file: &Path, config: &Path) -> Result<LocalModel> {
+        let path = std::fs::canonicalize(file).at(file)?;
+        if path.extension().is_none_or(|e| e != "safetensors") {
+            return Err(ModelError::NotAModel {
+                path,
+                reason: "a single-file checkpoint is imported as .safetensors".into(),
+            });
+        }
+        let config = std::fs::canonicalize(config).at(config)?;
+        check_folder(&config)?;
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        self.register(path, Some(config), name)
+    }
+
+    /// Adds a model to the registry (once per path), written atomically.
+    fn register(&self, path: PathBuf, config: Option<PathBuf>, name: String) -> Result<LocalModel> {
+        let mut models = self.list()?;
+        if let Some(existing) = models.iter().find(|m| m.path == path) {
+            return Ok(existing.clone());
+        }
         let mut id = format!("local:{name}");
         let mut n = 2;
         while models.iter().any(|m| m.id == id) {
             id = format!("local:{name}-{n}");
             n += 1;
         }
-        let model = LocalModel { id, name, path };
+        let model = LocalModel {
+            id,
+            name,
+            path,
+            config,
+        };
         models.push(model.clone());
         let body = serde_json::to_string_pretty(&models).expect("models serialise");
         selfdiffusion_files::write_atomic(&self.file, body.as_bytes(), Access::Default)

@@ -5,15 +5,15 @@
 //! nothing saved for the unfinished image) or stopped after its current image.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfdiffusion_engine::{
-    model_limits, Control, Engine, EngineError, Phase, Request, SchedulerKind,
+    Control, Engine, EngineError, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_library::{JobGuard, Library, Pixels};
+use selfdiffusion_recipe::take_lora_tags;
 use selfdiffusion_styles::Style;
 use serde::Serialize;
 
@@ -25,11 +25,12 @@ pub type JobId = u64;
 pub struct JobSpec {
     /// The project the images go to.
     pub project_id: i64,
-    /// The model folder.
-    pub model: PathBuf,
+    /// The model (folder or single file, and its LoRAs).
+    pub model: ModelSpec,
     /// The model's name for the recipe.
     pub model_name: String,
-    /// The user's prompt, before styles.
+    /// The user's prompt, before styles (`<lora:…>` tags are taken out before it is sent; the
+    /// caller resolves them into `model.loras`).
     pub prompt: String,
     /// The user's negative prompt, before styles.
     pub negative_prompt: String,
@@ -223,8 +224,9 @@ impl Queue {
     /// project cannot be deleted until the job ends.
     pub fn submit(&self, spec: JobSpec) -> Result<JobId, QueueError> {
         let style_refs: Vec<&Style> = spec.styles.iter().collect();
+        let (untagged, _) = take_lora_tags(&spec.prompt);
         let (prompt, negative) =
-            selfdiffusion_styles::apply(&spec.prompt, &spec.negative_prompt, &style_refs);
+            selfdiffusion_styles::apply(&untagged, &spec.negative_prompt, &style_refs);
         if prompt.trim().is_empty() {
             return Err(QueueError::Invalid(
                 "the prompt is empty: write one or pick a style that fills it".into(),
@@ -243,7 +245,10 @@ impl Queue {
             init_latents: None,
             preview_every: 5,
         };
-        let limits = model_limits(&spec.model).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let limits = spec
+            .model
+            .limits()
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
         request
             .validate(&limits)
             .map_err(|e| QueueError::Invalid(e.to_string()))?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use candle_core::{DType, Device};
-use selfdiffusion_engine::{Engine, Phase};
+use selfdiffusion_engine::{Engine, ModelSpec, Phase};
 use selfdiffusion_library::{Error as LibraryError, ImageQuery, Library};
 use selfdiffusion_queue::{JobSpec, JobState, Queue, QueueError, QueueEvent};
 
@@ -46,7 +46,7 @@ fn queue(s: &Setup) -> (Queue, Receiver<QueueEvent>) {
 fn spec(s: &Setup, prompt: &str, count: usize, steps: usize) -> JobSpec {
     JobSpec {
         project_id: s.project,
-        model: s.model.clone(),
+        model: ModelSpec::folder(&s.model),
         model_name: "tiny".into(),
         prompt: prompt.into(),
         negative_prompt: "blue".into(),
@@ -242,7 +242,7 @@ fn bad_jobs_are_refused_and_engine_errors_do_not_stop_the_queue() {
 
     let missing = q
         .submit(JobSpec {
-            model: s.model.join("missing"),
+            model: ModelSpec::folder(s.model.join("missing")),
             ..spec(&s, "x", 1, 3)
         })
         .unwrap_err()
@@ -261,7 +261,7 @@ fn bad_jobs_are_refused_and_engine_errors_do_not_stop_the_queue() {
     }
     let broken = q
         .submit(JobSpec {
-            model: broken_dir.path().to_path_buf(),
+            model: ModelSpec::folder(broken_dir.path()),
             ..spec(&s, "x", 1, 3)
         })
         .unwrap();
@@ -272,4 +272,44 @@ fn bad_jobs_are_refused_and_engine_errors_do_not_stop_the_queue() {
         other => panic!("{other:?}"),
     }
     assert_eq!(state(&q, fine), JobState::Done);
+}
+
+#[test]
+fn lora_tags_leave_the_prompt_and_the_loras_reach_the_recipe() {
+    let s = setup();
+    let (q, _rx) = queue(&s);
+    // A LoRA on the tiny model's first conv (zero, so the image is the base model's).
+    let lora = s._dir.path().join("glow.safetensors");
+    let zeros = |shape: &[usize]| {
+        candle_core::Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = [
+        (
+            "lora_unet_conv_in.lora_down.weight".to_owned(),
+            zeros(&[2, 4, 3, 3]),
+        ),
+        (
+            "lora_unet_conv_in.lora_up.weight".to_owned(),
+            zeros(&[16, 2, 1, 1]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    candle_core::safetensors::save(&tensors, &lora).unwrap();
+    let mut job = spec(&s, "a cat <lora:glow:0.5>", 1, 2);
+    job.model.loras = vec![(lora, 0.5)];
+    let id = q.submit(job).unwrap();
+    assert!(q.wait_idle(Duration::from_secs(60)));
+    assert_eq!(state(&q, id), JobState::Done);
+    let info = q.jobs().into_iter().find(|j| j.id == id).unwrap();
+    assert_eq!(info.user_prompt, "a cat <lora:glow:0.5>");
+    let recipe = s.library.image(info.images[0]).unwrap().recipe;
+    assert_eq!(recipe.prompt, "a cat", "the tag is not sent to the model");
+    assert_eq!(recipe.extra["user_prompt"], "a cat <lora:glow:0.5>");
+    assert_eq!(
+        (recipe.loras[0].name.as_str(), recipe.loras[0].weight),
+        ("glow", 0.5)
+    );
+    assert_eq!(recipe.loras[0].hash.as_ref().map(String::len), Some(12));
 }

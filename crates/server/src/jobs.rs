@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use selfdiffusion_engine::{Control, Engine, Phase, Request};
+use selfdiffusion_engine::{Control, Engine, ModelSpec, Phase, Request};
 use selfdiffusion_files::{write_atomic, Access};
 pub use selfdiffusion_protocol::Status;
 use selfdiffusion_recipe::encode_png;
@@ -60,8 +60,8 @@ struct State {
 pub struct JobsConfig {
     /// The engine (one model, shared by the workers).
     pub engine: Arc<Engine>,
-    /// The model folder.
-    pub model_dir: PathBuf,
+    /// The model it serves.
+    pub model: ModelSpec,
     /// The model's name for recipes.
     pub model_name: String,
     /// Where job folders go.
@@ -308,7 +308,7 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
     config
         .engine
         .generate(
-            &config.model_dir,
+            &config.model,
             &request,
             control,
             &mut |p| {

@@ -12,7 +12,7 @@ pub mod signed_url;
 use std::sync::Arc;
 use std::time::Duration;
 
-use selfdiffusion_engine::{default_dtype, model_limits, DeviceChoice, Engine};
+use selfdiffusion_engine::{default_dtype, model_limits, DeviceChoice, Engine, ModelSpec};
 
 pub use config::{Config, ConfigError};
 pub use routes::{router, AppState};
@@ -55,7 +55,7 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
         engine: Arc::new(Engine::new(device, dtype)),
-        model_dir,
+        model: ModelSpec::folder(model_dir),
         model_name: config.model_name.clone(),
         images_dir,
         workers: config.workers,
