@@ -29,6 +29,15 @@ if (!haveModel && process.env.CI === 'true') {
   console.error(`e2e: the tiny model is missing at ${tinyModel}; under CI=true generation must be tested`);
   process.exit(1);
 }
+// A single-file checkpoint of the same tiny model and a kohya LoRA for it, the native pickers'
+// answers when the Models screen imports them (used with the downloaded sd-1.5's configs).
+const checkpointFile = join(fixtures, 'tiny-sd15-single-file', 'tiny-sd15.safetensors');
+const loraFile = join(fixtures, 'tiny-sd15-lora', 'lora', 'kohya_style.safetensors');
+const haveImports = existsSync(checkpointFile) && existsSync(loraFile);
+if (haveModel && !haveImports && process.env.CI === 'true') {
+  console.error(`e2e: the single-file and LoRA fixtures are missing (${checkpointFile}, ${loraFile}); under CI=true they must be tested`);
+  process.exit(1);
+}
 const hub = haveModel ? await startHub(tinyModel, 'unet/diffusion_pytorch_model.fp16.safetensors') : null;
 const moto = motoBinary();
 if (haveModel && !moto && process.env.CI === 'true') {
@@ -49,6 +58,8 @@ const env = {
   SELFDIFFUSION_LIBRARY: library,
   SELFDIFFUSION_E2E_OPEN_PATHS: inputs.join(delimiter),
   SELFDIFFUSION_E2E_SAVE_PATH: exportPath,
+  SELFDIFFUSION_E2E_CHECKPOINT_PATH: checkpointFile,
+  SELFDIFFUSION_E2E_LORA_PATH: loraFile,
   XDG_CONFIG_HOME: join(work, 'config'),
   XDG_DATA_HOME: join(work, 'data'),
   XDG_CACHE_HOME: join(work, 'cache'),
@@ -224,7 +235,7 @@ try {
       await wd.until(() => wd.exec('const b = document.querySelector(arguments[0]); return b && !b.disabled', button), 'download offered again');
       await wd.click(button);
       await wd.waitFor(`${row}[data-installed="true"]`, 60000);
-      await shot('models.png');
+      assert.equal(await wd.exec('return document.querySelector(arguments[0]).dataset.source', row), 'catalog');
       const resumed = hub.requests.filter((r) => r.range && r.url.startsWith('/blobs/'));
       assert.equal(resumed.length, 1, `one ranged request resumes the cut file: ${JSON.stringify(hub.requests)}`);
       assert.ok(Number(/bytes=(\d+)-/.exec(resumed[0].range)[1]) > 0, 'it resumes past the bytes already fetched');
@@ -234,6 +245,67 @@ try {
       await wd.until(() => wd.exec('return document.getElementById("create-model").value === "sd-1.5"'), 'the model picked on Create');
       assert.equal(await visible('#create-model-hint'), false, 'no download hint once installed');
     });
+
+    if (haveImports) {
+      await step('import a single-file checkpoint and a LoRA on the Models screen, then generate with both', async () => {
+        await go('models');
+        assert.equal(await wd.exec('return document.getElementById("checkpoint-config").value'), 'sd-1.5', 'the installed model supplies the configs');
+        await setValue('#checkpoint-config', 'sd-1.5');
+        await wd.click('#import-checkpoint');
+        const row = '#model-list li[data-model-id="local:tiny-sd15"]';
+        await wd.waitFor(`${row}[data-installed="true"]`, 30000);
+        assert.equal(await wd.exec('return document.getElementById("checkpoint-error").textContent'), '', 'no import error');
+        assert.equal(await wd.exec('return document.querySelector(arguments[0]).dataset.source', row), 'checkpoint');
+        assert.match(await wd.text(`${row} [data-field="location"]`), /tiny-sd15\.safetensors$/, 'used where it is');
+        await wd.click('#import-lora');
+        const lora = '#lora-list li[data-lora-name="kohya_style"]';
+        await wd.waitFor(lora, 30000);
+        assert.equal(await wd.exec('return document.getElementById("lora-error").textContent'), '', 'no LoRA import error');
+        assert.match(await wd.text(`${lora} .lora-size`), /\d/, 'its size');
+        await shot('models.png');
+
+        await go('create');
+        const before = await strip();
+        await wd.until(() => wd.exec('return [...document.getElementById("create-model").options].some(o => o.value === "local:tiny-sd15" && !o.disabled)'), 'the checkpoint in the model picker');
+        await setValue('#create-model', 'local:tiny-sd15');
+        await wd.until(() => wd.exec('return [...document.getElementById("create-lora").options].some(o => o.value === "kohya_style")'), 'the LoRA in the picker');
+        await setValue('#create-prompt', 'a brass robot tending a garden');
+        await setValue('#create-lora', 'kohya_style');
+        await setValue('#create-lora-weight', '0.7');
+        await wd.click('#create-lora-add');
+        const promptText = await wd.exec('return document.getElementById("create-prompt").value');
+        assert.ok(promptText.endsWith('<lora:kohya_style:0.7>'), `the tag added to the prompt: ${promptText}`);
+        await setValue(param('width'), 64);
+        await setValue(param('height'), 64);
+        await setValue(param('steps'), 4);
+        await setValue(param('count'), 1);
+        await setValue(param('seed'), 3);
+        await generateEnabled();
+        await wd.click('#create-submit');
+        await wd.waitFor('#create-jobs li');
+        const final = await wd.until(async () => {
+          const [newest] = await jobStates();
+          return newest === 'done' || newest === 'failed' ? newest : null;
+        }, 'the LoRA job finished', 120000);
+        assert.equal(final, 'done', `the job with the checkpoint and the LoRA: ${await wd.exec('return document.querySelector("#create-jobs li")?.textContent')}`);
+        await wd.until(async () => (await strip()) === before + 1, 'its image in the strip', 30000);
+        await wd.until(() => wd.exec(
+          'const s = document.querySelector("#create-stage"), first = document.querySelector("#create-strip .thumb"); return s.dataset.mode === "image" && first.classList.contains("current")',
+        ), 'the new image on the stage');
+        await wd.click('#create-image');
+        await wd.waitFor('#viewer[open] #viewer-recipe dd[data-field="loras"]');
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="loras"]'), 'kohya_style 0.7');
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="model"]'), 'local:tiny-sd15');
+        await wd.keys(Keys.ESCAPE);
+        await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
+        // Back as the steps that follow expect it: the downloaded model, no prompt.
+        await setValue('#create-model', 'sd-1.5');
+        await setValue('#create-prompt', '');
+        await wd.until(async () => (await wd.text('#create-final')) === '(empty)', 'the prompt cleared');
+      });
+    } else {
+      console.log(`e2e: checkpoint and LoRA import skipped: no fixtures at ${checkpointFile} / ${loraFile}`);
+    }
 
     await step('a new project from Create, then two images with a style by Ctrl+Enter, with progress', async () => {
       await wd.click('#create-new-project');
@@ -260,7 +332,7 @@ try {
       const jobWords = (css) => wd.exec('return document.querySelector(arguments[0])?.textContent', css);
       await wd.until(async () => (await jobWords('#create-jobs li .job-prompt')) === 'a photograph of an astronaut riding a horse on mars', 'the job list showing the words typed, not the styled prompt');
       await wd.until(async () => (await strip()) === 2, '2 results in the strip', 120000);
-      await wd.until(async () => (await jobStates()).includes('done'), 'job done');
+      await wd.until(async () => (await jobStates())[0] === 'done', 'job done');
       assert.equal(await tiles(), 2, 'both added to the library gallery in place');
       const shown = await wd.until(() => wd.exec(
         'const s = document.getElementById("create-stage"), i = document.getElementById("create-image"); return s.dataset.mode === "image" && i.complete && i.naturalWidth',

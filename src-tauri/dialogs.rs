@@ -1,6 +1,7 @@
-//! Native file dialogs (rfd). End-to-end tests cannot click a native dialog, so two environment
+//! Native file dialogs (rfd). End-to-end tests cannot click a native dialog, so environment
 //! variables answer in its place: `SELFDIFFUSION_E2E_OPEN_PATHS` (a path list, as `PATH` is
-//! written) and `SELFDIFFUSION_E2E_SAVE_PATH`. Nothing else reads them.
+//! written), `SELFDIFFUSION_E2E_SAVE_PATH`, `SELFDIFFUSION_E2E_CHECKPOINT_PATH` and
+//! `SELFDIFFUSION_E2E_LORA_PATH`. Nothing else reads them.
 
 use std::path::PathBuf;
 
@@ -45,6 +46,36 @@ pub fn pick_export_path(suggested_name: &str) -> Option<PathBuf> {
         .set_file_name(suggested_name)
         .add_filter("Zip archive", &["zip"])
         .save_file()
+}
+
+/// Which weights file to pick.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightsKind {
+    /// A single-file model checkpoint.
+    Checkpoint,
+    /// A LoRA.
+    Lora,
+}
+
+/// Asks for a `.safetensors` weights file; `None` when the user cancels.
+pub fn pick_weights(kind: WeightsKind) -> Option<PathBuf> {
+    let (env, title) = match kind {
+        WeightsKind::Checkpoint => (
+            "SELFDIFFUSION_E2E_CHECKPOINT_PATH",
+            "Import a checkpoint (.safetensors)",
+        ),
+        WeightsKind::Lora => (
+            "SELFDIFFUSION_E2E_LORA_PATH",
+            "Import a LoRA (.safetensors)",
+        ),
+    };
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path));
+    }
+    rfd::FileDialog::new()
+        .set_title(title)
+        .add_filter("Safetensors", &["safetensors"])
+        .pick_file()
 }
 
 /// Asks for a library folder; `None` when the user cancels.

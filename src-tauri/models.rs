@@ -3,14 +3,29 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{model_limits, Limits, ModelSpec};
-use selfdiffusion_models::{Catalog, Defaults, Downloader, HubCache, LocalModels};
+use selfdiffusion_engine::{model_limits, Checkpoint, Family, Limits, LoraFile, ModelSpec};
+use selfdiffusion_models::{
+    Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
+};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
 
 use crate::cancel::CancelSlot;
+use crate::dialogs::{self, WeightsKind};
 use crate::error::{blocking, CmdResult, CommandError, ErrorKind};
 use crate::events;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSource {
+    /// The built-in catalog (downloaded into the Hugging Face cache).
+    Catalog,
+    /// A diffusers folder the user imported.
+    Folder,
+    /// A single-file checkpoint the user imported (used in place).
+    Checkpoint,
+}
 
 /// A model the user can pick.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +42,10 @@ pub struct ModelEntry {
     pub defaults: Defaults,
     /// What requests it takes (installed models only: read from its configs).
     pub limits: Option<Limits>,
+    /// Where it comes from.
+    pub source: ModelSource,
+    /// Its folder or file on disk, when installed.
+    pub location: Option<PathBuf>,
     /// Its folder (or single-file checkpoint), when installed.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -55,6 +74,12 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
             limits: path
                 .as_deref()
                 .and_then(|p| model_limits(config.as_deref().unwrap_or(p)).ok()),
+            source: match (&config, catalog.get(&id).is_ok()) {
+                (Some(_), _) => ModelSource::Checkpoint,
+                (None, true) => ModelSource::Catalog,
+                (None, false) => ModelSource::Folder,
+            },
+            location: path.clone(),
             installed: path.is_some(),
             id,
             name,
@@ -114,10 +139,84 @@ pub fn installed(id: &str, loras: Vec<(PathBuf, f64)>) -> CmdResult<(ModelEntry,
     Ok((model, spec))
 }
 
-/// Catalog models (installed or not) and imported folders.
+/// Catalog models (installed or not) and imported folders and checkpoints.
 #[tauri::command]
 pub async fn list_models() -> CmdResult<Vec<ModelEntry>> {
     blocking(|| Ok(installed_and_catalog())).await
+}
+
+fn registry() -> CmdResult<LocalModels> {
+    LocalModels::default_location()
+        .ok_or_else(|| CommandError::failed("no data folder is known for this system"))
+}
+
+fn lora_library() -> CmdResult<LoraLibrary> {
+    LoraLibrary::default_location()
+        .ok_or_else(|| CommandError::failed("no data folder is known for this system"))
+}
+
+/// Picks a single-file `.safetensors` checkpoint and imports it (used in place) with the configs
+/// and tokenizer of the installed model `config_model_id`. Returns the model list, or `None`
+/// when the picker was cancelled.
+#[tauri::command]
+pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<ModelEntry>>> {
+    let picked =
+        tauri::async_runtime::spawn_blocking(|| dialogs::pick_weights(WeightsKind::Checkpoint))
+            .await
+            .map_err(CommandError::failed)?;
+    let Some(file) = picked else {
+        return Ok(None);
+    };
+    blocking(move || {
+        let (_, config) = installed(&config_model_id, Vec::new())?;
+        let checkpoint = Checkpoint::open(&file)?;
+        if checkpoint.family() != Family::Sd1 {
+            return Err(CommandError::invalid(format!(
+                "{} is a {} checkpoint; only Stable Diffusion 1.x single files are read so far",
+                file.display(),
+                checkpoint.family().name()
+            )));
+        }
+        registry()?.import_checkpoint(&file, config.config_dir())?;
+        Ok(Some(installed_and_catalog()))
+    })
+    .await
+}
+
+/// The imported LoRAs, by name.
+#[tauri::command]
+pub async fn list_loras() -> CmdResult<Vec<LoraEntry>> {
+    blocking(|| Ok(lora_library()?.list()?)).await
+}
+
+/// Picks a LoRA file, checks it is one, and copies it into the LoRA library. Returns the LoRAs,
+/// or `None` when the picker was cancelled.
+#[tauri::command]
+pub async fn import_lora() -> CmdResult<Option<Vec<LoraEntry>>> {
+    let picked = tauri::async_runtime::spawn_blocking(|| dialogs::pick_weights(WeightsKind::Lora))
+        .await
+        .map_err(CommandError::failed)?;
+    let Some(file) = picked else {
+        return Ok(None);
+    };
+    blocking(move || {
+        LoraFile::open(&file)?;
+        let library = lora_library()?;
+        library.import(&file)?;
+        Ok(Some(library.list()?))
+    })
+    .await
+}
+
+/// Removes an imported LoRA; returns the LoRAs left.
+#[tauri::command]
+pub async fn remove_lora(name: String) -> CmdResult<Vec<LoraEntry>> {
+    blocking(move || {
+        let library = lora_library()?;
+        library.remove(&name)?;
+        Ok(library.list()?)
+    })
+    .await
 }
 
 /// The engine's own bounds on a request, before a model narrows them.

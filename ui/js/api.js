@@ -17,6 +17,7 @@
 /** @typedef {import('./types.js').LibraryInfo} LibraryInfo */
 /** @typedef {import('./types.js').StyleList} StyleList */
 /** @typedef {import('./types.js').ModelEntry} ModelEntry */
+/** @typedef {import('./types.js').LoraEntry} LoraEntry */
 /** @typedef {import('./types.js').Job} Job */
 /** @typedef {import('./types.js').JobParams} JobParams */
 /** @typedef {import('./types.js').CloudJobParams} CloudJobParams */
@@ -144,6 +145,19 @@ export const api = {
   downloadModel: (id) => invoke('download_model', { id }),
   /** @returns {Promise<void>} */
   cancelModelDownload: () => invoke('cancel_model_download'),
+  /**
+   * Picks a single-file SD 1.x checkpoint (native dialog) and registers it, used in place with
+   * the configs and tokenizer of the installed model `configModelId`.
+   * @param {string} configModelId
+   * @returns {Promise<ModelEntry[] | null>} the model list afterwards; null when cancelled
+   */
+  importCheckpoint: (configModelId) => invoke('import_checkpoint', { configModelId }),
+  /** @returns {Promise<LoraEntry[]>} the LoRA library, sorted by name */
+  listLoras: () => invoke('list_loras'),
+  /** Picks a LoRA file (native dialog) and copies it into the library. @returns {Promise<LoraEntry[] | null>} null when cancelled */
+  importLora: () => invoke('import_lora'),
+  /** @param {string} name @returns {Promise<LoraEntry[]>} the LoRA library afterwards */
+  removeLora: (name) => invoke('remove_lora', { name }),
   /** @returns {Promise<AccountStatus>} */
   accountStatus: () => invoke('account_status'),
   /** @param {CloudSettings} settings @returns {Promise<AccountStatus>} */

@@ -11,6 +11,7 @@
 /** @typedef {import('./types.js').Recipe} Recipe */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
 /** @typedef {import('./types.js').ModelEntry} ModelEntry */
+/** @typedef {import('./types.js').LoraEntry} LoraEntry */
 /** @typedef {import('./types.js').ProjectSummary} ProjectSummary */
 
 /** Events the Rust shell emits. */
@@ -59,8 +60,10 @@ export const APP_EVENTS = Object.freeze({
   FAVORITE_CHANGED: 'favorite-changed',
   /** A job was added or changed (the job store's view of `job-changed`). */
   JOB_UPDATED: 'job-updated',
-  /** The model list changed (after a download). */
+  /** The model list changed (after a download or an import). */
   MODELS_CHANGED: 'models-changed',
+  /** The LoRA library was loaded or changed (import, remove). */
+  LORAS_CHANGED: 'loras-changed',
   /** The model download started, advanced, finished or stopped. */
   MODEL_DOWNLOAD: 'model-download',
   /** Signed in, out, or the cloud service changed. */
@@ -95,6 +98,7 @@ export const APP_EVENTS = Object.freeze({
  * @property {{ id: number, favorite: boolean }} favorite-changed
  * @property {{ job: Job, previous: Job | null }} job-updated
  * @property {ModelEntry[]} models-changed
+ * @property {LoraEntry[]} loras-changed
  * @property {DownloadState} model-download
  * @property {AccountStatus} account-changed
  * @property {Recipe} reuse-recipe

@@ -5,7 +5,7 @@ import { api } from './api.js';
 import { APP_EVENTS, on } from './events.js';
 import { toast } from './dom.js';
 import { initNav, showScreen } from './nav.js';
-import { loadProjects, loadEngineLimits, loadModels, selectProject, startTracking } from './store.js';
+import { loadProjects, loadEngineLimits, loadModels, loadLoras, selectProject, startTracking } from './store.js';
 import { initViewer } from './components/viewer.js';
 import { initProjectDialog } from './components/project-dialog.js';
 import { initProgressDialog } from './components/progress-dialog.js';
@@ -52,6 +52,7 @@ async function start() {
   await attempt(loadEngineLimits);
   await attempt(startTracking);
   await attempt(loadModels);
+  await attempt(loadLoras);
   if (library) await openDefaultProject();
   on(APP_EVENTS.LIBRARY_CHANGED, () => {
     selectProject(null);

@@ -7,6 +7,7 @@ import { APP_EVENTS, TAURI_EVENTS, emit } from './events.js';
 /** @typedef {import('./types.js').ProjectSummary} ProjectSummary */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
 /** @typedef {import('./types.js').ModelEntry} ModelEntry */
+/** @typedef {import('./types.js').LoraEntry} LoraEntry */
 /** @typedef {import('./types.js').Limits} Limits */
 /** @typedef {import('./types.js').Job} Job */
 /** @typedef {import('./types.js').ImageDetail} ImageDetail */
@@ -19,7 +20,8 @@ import { APP_EVENTS, TAURI_EVENTS, emit } from './events.js';
  * @property {ProjectSummary[]} projects newest change first
  * @property {number | null} currentProjectId the project Create generates into and Library shows
  * @property {AccountStatus | null} account
- * @property {ModelEntry[]} models catalog models (installed or not) and imported folders
+ * @property {ModelEntry[]} models catalog models (installed or not), imported folders and checkpoints
+ * @property {LoraEntry[]} loras the LoRA library, by name
  * @property {Limits | null} engineLimits the engine's bounds, before a model is picked
  * @property {Limits | null} cloudLimits the cloud server's, once fetched
  * @property {DownloadState} download
@@ -33,6 +35,7 @@ export const state = {
   currentProjectId: null,
   account: null,
   models: [],
+  loras: [],
   engineLimits: null,
   cloudLimits: null,
   download: { id: null, running: false, progress: null, errorKind: null, error: null },
@@ -131,6 +134,55 @@ function setModels(models) {
 /** Reloads the model list. */
 export async function loadModels() {
   setModels(await api.listModels());
+}
+
+/**
+ * Picks a single-file checkpoint and registers it with the configs of the installed model
+ * `configModelId`. Resolves to the models that are new in the list (empty when that file was
+ * already there), or null when the picker was cancelled; rejects with the core's CommandError.
+ * @param {string} configModelId
+ * @returns {Promise<ModelEntry[] | null>}
+ */
+export async function importCheckpoint(configModelId) {
+  const known = new Set(state.models.map((m) => m.id));
+  const models = await api.importCheckpoint(configModelId);
+  if (!models) return null;
+  setModels(models);
+  return models.filter((m) => !known.has(m.id));
+}
+
+// --- LoRAs ------------------------------------------------------------------------------------
+
+/** @param {LoraEntry[]} loras */
+function setLoras(loras) {
+  state.loras = loras;
+  emit(APP_EVENTS.LORAS_CHANGED, loras);
+}
+
+/** Reloads the LoRA library. */
+export async function loadLoras() {
+  setLoras(await api.listLoras());
+}
+
+/**
+ * Picks a LoRA file and copies it into the library. Resolves to the LoRAs that are new (empty
+ * when that one was already there), or null when the picker was cancelled.
+ * @returns {Promise<LoraEntry[] | null>}
+ */
+export async function importLora() {
+  const known = new Set(state.loras.map((l) => l.name));
+  const loras = await api.importLora();
+  if (!loras) return null;
+  setLoras(loras);
+  return loras.filter((l) => !known.has(l.name));
+}
+
+/**
+ * Removes a LoRA from the library.
+ * @param {string} name
+ */
+export async function removeLora(name) {
+  setLoras(await api.removeLora(name));
 }
 
 /** @param {Partial<DownloadState>} change */

@@ -55,6 +55,15 @@
  * @property {string | null} [job_id]
  * @property {string} [user_prompt]
  * @property {string} [user_negative_prompt]
+ * @property {RecipeLora[]} [loras] the LoRAs merged into the model
+ */
+
+/**
+ * A LoRA an image was made with: its library name, weight and A1111 short hash.
+ * @typedef {object} RecipeLora
+ * @property {string} name
+ * @property {number} weight
+ * @property {string} [hash]
  */
 
 /**
@@ -136,13 +145,30 @@
 /** @typedef {{ width: number, height: number, steps: number, guidance: number, scheduler: string }} ModelDefaults */
 
 /**
+ * Where a model comes from: the built-in catalog (downloaded into the Hugging Face cache), an
+ * imported diffusers folder, or a single-file checkpoint used in place with an installed model's
+ * configs.
+ * @typedef {'catalog' | 'folder' | 'checkpoint'} ModelSource
+ */
+
+/**
  * @typedef {object} ModelEntry
- * @property {string} id
+ * @property {string} id catalog id, or `local:<name>` for a folder or a checkpoint
  * @property {string} name
  * @property {boolean} installed
- * @property {number | null} approx_bytes
+ * @property {number | null} approx_bytes download size, catalog models only
  * @property {ModelDefaults} defaults
  * @property {Limits | null} limits set for installed models
+ * @property {ModelSource} source
+ * @property {string | null} location its folder or file on disk, when installed
+ */
+
+/**
+ * A LoRA of the library (`list_loras`, sorted by name); `<lora:name:weight>` in a prompt uses it.
+ * @typedef {object} LoraEntry
+ * @property {string} name
+ * @property {string} path its copy in the LoRA library
+ * @property {number} bytes
  */
 
 /** @typedef {{ file: string, bytes_done: number, bytes_total: number }} DownloadProgress */

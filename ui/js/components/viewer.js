@@ -20,6 +20,8 @@ const FIELDS = [
   ['Negative prompt', (r) => r.negative_prompt],
   ['Styles', (r) => (r.styles || []).join(', ')],
   ['Model', (r) => r.model],
+  // Weights as written in `<lora:name:weight>` (an f32 read back as 0.699999988 shows as 0.7).
+  ['LoRAs', (r) => (r.loras || []).map((l) => `${l.name} ${Number(Number(l.weight).toPrecision(6))}`).join(', ')],
   ['Scheduler', (r) => r.scheduler],
   ['Steps', (r) => r.steps],
   ['Guidance', (r) => r.guidance],

@@ -1,8 +1,8 @@
 // @ts-check
-// The Create screen: prompt, styles and parameters on the left; the current image large in the
-// middle (the live preview while a job runs, the result when done) with its actions; the recent
-// results in a strip below; the job list on the right. Ctrl/Cmd+Enter generates, Esc cancels the
-// running job.
+// The Create screen: prompt, styles, a LoRA picker and parameters on the left; the current image
+// large in the middle (the live preview while a job runs, the result when done) with its actions;
+// the recent results in a strip below; the job list on the right. Ctrl/Cmd+Enter generates, Esc
+// cancels the running job.
 import { api, fileUrl, listen, toCommandError } from '../api.js';
 import { APP_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
 import { byId, el, formatEta, formatGigabytes, modalOpen, scoped, toast } from '../dom.js';
@@ -69,6 +69,9 @@ const backend = q('#create-backend', HTMLSelectElement);
 const modelSelect = q('#create-model', HTMLSelectElement);
 const projectSelect = q('#create-project', HTMLSelectElement);
 const submitButton = q('#create-submit', HTMLButtonElement);
+const loraSelect = q('#create-lora', HTMLSelectElement);
+const loraWeight = q('#create-lora-weight', HTMLInputElement);
+const loraAdd = q('#create-lora-add', HTMLButtonElement);
 const form = createParamForm(q('#create-params'), () => validate());
 
 const isCloud = () => backend.value === 'cloud';
@@ -150,6 +153,63 @@ function refreshFinal() {
     }
     validate();
   }, 120);
+}
+
+// --- LoRAs ------------------------------------------------------------------------------------
+
+/**
+ * Matches the `<lora:name:…>` tag of one LoRA in a prompt (AUTOMATIC1111's syntax).
+ * @param {string} name
+ */
+function loraTag(name) {
+  const literal = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`<lora:${literal}(?::[^>]*)?>`);
+}
+
+/**
+ * A weight as the tag writes it: at most four decimals, no trailing zeros (0.7, -0.4, 1).
+ * @param {number} weight
+ */
+const formatWeight = (weight) => String(Number(weight.toFixed(4)));
+
+/**
+ * The prompt with `<lora:name:weight>`: the LoRA's tag replaced when it has one, else appended.
+ * @param {string} text
+ * @param {string} name
+ * @param {number} weight
+ */
+function withLora(text, name, weight) {
+  const tag = `<lora:${name}:${formatWeight(weight)}>`;
+  const re = loraTag(name);
+  if (re.test(text)) return text.replace(re, tag);
+  const base = text.trimEnd();
+  return base ? `${base} ${tag}` : tag;
+}
+
+function renderLoras() {
+  const before = loraSelect.value;
+  const loras = state.loras;
+  loraSelect.replaceChildren(...(loras.length
+    ? loras.map((l) => el('option', { value: l.name }, l.name))
+    : [el('option', { value: '' }, 'None yet (Models screen)')]));
+  if (loras.some((l) => l.name === before)) loraSelect.value = before;
+  for (const node of [loraSelect, loraWeight, loraAdd]) node.disabled = !loras.length;
+  loraSelect.title = loras.length ? '' : 'Import LoRAs on the Models screen';
+}
+
+/** Adds the picked LoRA to the prompt as `<lora:name:weight>`, as if typed. */
+function addLora() {
+  const name = loraSelect.value;
+  if (!name) return;
+  const weight = Number(loraWeight.value);
+  if (loraWeight.value.trim() === '' || !Number.isFinite(weight)) {
+    loraWeight.setAttribute('aria-invalid', 'true');
+    loraWeight.focus();
+    return;
+  }
+  loraWeight.removeAttribute('aria-invalid');
+  prompt.value = withLora(prompt.value, name, weight);
+  prompt.dispatchEvent(new Event('input', { bubbles: true }));
 }
 
 // --- model and backend ------------------------------------------------------------------------
@@ -301,7 +361,10 @@ async function submit() {
  * @param {Recipe} recipe
  */
 function reuseRecipe(recipe) {
-  prompt.value = recipe.user_prompt ?? recipe.prompt ?? '';
+  let text = recipe.user_prompt ?? recipe.prompt ?? '';
+  // The LoRAs it was made with, as tags (unless the words kept them).
+  for (const l of recipe.loras || []) if (!loraTag(l.name).test(text)) text = withLora(text, l.name, l.weight);
+  prompt.value = text;
   negative.value = recipe.user_negative_prompt ?? (recipe.user_prompt === undefined ? recipe.negative_prompt ?? '' : '');
   view.chosen.clear();
   for (const s of recipe.styles || []) if (view.styles.some((x) => x.name === s)) view.chosen.add(s);
@@ -548,6 +611,9 @@ export async function initCreate() {
   renderStyles();
   q('#create-style-search').addEventListener('input', renderStyles);
   for (const node of [prompt, negative]) node.addEventListener('input', refreshFinal);
+  loraAdd.addEventListener('click', addLora);
+  loraWeight.addEventListener('input', () => loraWeight.removeAttribute('aria-invalid'));
+  loraWeight.addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey) { e.preventDefault(); addLora(); } });
   modelSelect.addEventListener('change', () => {
     const model = currentModel();
     if (model) form.setDefaults(model.defaults);
@@ -592,6 +658,7 @@ export async function initCreate() {
   on(APP_EVENTS.PROJECTS_CHANGED, () => { renderProjects(); renderJobs(); validate(); });
   on(APP_EVENTS.PROJECT_SELECTED, () => { renderProjects(); renderJobs(); loadRecent(); validate(); });
   on(APP_EVENTS.MODELS_CHANGED, renderModels);
+  on(APP_EVENTS.LORAS_CHANGED, renderLoras);
   on(APP_EVENTS.MODEL_DOWNLOAD, renderModelHint);
   on(APP_EVENTS.ACCOUNT_CHANGED, onAccountChanged);
   on(APP_EVENTS.JOB_UPDATED, onJobUpdated);
@@ -611,6 +678,7 @@ export async function initCreate() {
 
   renderProjects();
   renderModels();
+  renderLoras();
   if (state.account) onAccountChanged();
   renderJobs();
   await loadRecent();

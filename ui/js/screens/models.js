@@ -1,15 +1,32 @@
 // @ts-check
-// The Models screen: every catalog model (installed or not, with its size) and imported folders,
-// and the download of a catalog model with progress, cancel and resume.
+// The Models screen: every catalog model (installed or not, with its size), imported folders and
+// single-file checkpoints (with where they are on disk), the download of a catalog model with
+// progress, cancel and resume, the import of a checkpoint with an installed model's configs, and
+// the LoRA library beside them (import, remove).
+import { toCommandError } from '../api.js';
 import { APP_EVENTS, on } from '../events.js';
-import { byId, el, formatGigabytes, scoped, toast } from '../dom.js';
-import { state, downloadModel, cancelDownload, loadModels } from '../store.js';
+import { byId, el, formatBytes, formatGigabytes, scoped, toast } from '../dom.js';
+import {
+  state, downloadModel, cancelDownload, loadModels, importCheckpoint, loadLoras, importLora, removeLora,
+} from '../store.js';
+import { confirmDialog } from '../components/confirm-dialog.js';
 
 /** @typedef {import('../types.js').ModelEntry} ModelEntry */
+/** @typedef {import('../types.js').ModelSource} ModelSource */
+/** @typedef {import('../types.js').LoraEntry} LoraEntry */
 /** @typedef {import('../events.js').DownloadState} DownloadState */
 
 const root = byId('screen-models');
 const { q } = scoped(root);
+const configSelect = q('#checkpoint-config', HTMLSelectElement);
+const checkpointButton = q('#import-checkpoint', HTMLButtonElement);
+const loraButton = q('#import-lora', HTMLButtonElement);
+
+/** @type {Record<ModelSource, string>} */
+const SOURCES = { catalog: 'Catalog', folder: 'Imported folder', checkpoint: 'Single-file checkpoint' };
+
+/** Whether a picker (and the import after it) is open, per kind. */
+const busy = { checkpoint: false, lora: false };
 
 /** @param {ModelEntry} m */
 function describe(m) {
@@ -23,11 +40,13 @@ function describe(m) {
 function row(m) {
   const d = state.download;
   const mine = d.id === m.id;
-  const size = m.approx_bytes ? `about ${formatGigabytes(m.approx_bytes)}` : 'imported folder';
-  const status = m.installed ? 'Installed' : mine && d.running ? 'Downloading…' : 'Not downloaded';
+  const size = m.source === 'catalog' && m.approx_bytes ? `about ${formatGigabytes(m.approx_bytes)}` : null;
+  const status = m.installed ? 'Installed'
+    : m.source !== 'catalog' ? 'Missing on disk'
+      : mine && d.running ? 'Downloading…' : 'Not downloaded';
   /** @type {HTMLElement[]} */
   const actions = [];
-  if (!m.installed && m.approx_bytes) {
+  if (!m.installed && size) {
     const resume = mine && !d.running && d.error;
     const button = el('button', { type: 'button', className: 'primary', dataset: { action: 'download' }, disabled: d.running },
       resume ? `Resume the download of ${m.name}` : `Download ${m.name} (${size})`);
@@ -52,12 +71,17 @@ function row(m) {
     ? el('p', { className: d.errorKind === 'cancelled' ? 'muted' : 'error', role: 'alert' },
       d.errorKind === 'cancelled' ? 'Download paused; it resumes where it stopped.' : d.error)
     : null;
-  return el('li', { className: `model${m.installed ? ' installed' : ''}`, dataset: { modelId: m.id, installed: String(m.installed) } },
+  const location = m.installed && m.location
+    ? el('p', { className: 'muted model-detail model-location' }, 'On disk: ', el('code', { dataset: { field: 'location' } }, m.location))
+    : null;
+  return el('li', { className: `model${m.installed ? ' installed' : ''}`, dataset: { modelId: m.id, installed: String(m.installed), source: m.source } },
     el('div', { className: 'model-head' },
       el('h2', {}, m.name),
       el('span', { className: `badge${m.installed ? ' ok' : ''}` }, status),
-      el('span', { className: 'muted' }, size)),
+      el('span', { className: 'badge source', dataset: { field: 'source' } }, SOURCES[m.source] || m.source),
+      size ? el('span', { className: 'muted' }, size) : null),
     el('p', { className: 'muted model-detail' }, describe(m)),
+    location,
     progress, problem,
     actions.length ? el('div', { className: 'model-actions' }, ...actions) : null);
 }
@@ -70,6 +94,103 @@ function render() {
   drawn = JSON.stringify([d.id, d.running, d.error, Boolean(d.progress)]);
   q('#model-list').replaceChildren(...state.models.map(row));
   q('#models-empty').hidden = state.models.length > 0;
+  renderCheckpointImport();
+}
+
+// --- single-file checkpoints ------------------------------------------------------------------
+
+/** The installed models whose configs and tokenizer a checkpoint can borrow. */
+const configModels = () => state.models.filter((m) => m.installed && m.source !== 'checkpoint');
+
+function renderCheckpointImport() {
+  const before = configSelect.value;
+  const models = configModels();
+  configSelect.replaceChildren(...(models.length
+    ? models.map((m) => el('option', { value: m.id }, m.name))
+    : [el('option', { value: '' }, 'No model installed')]));
+  configSelect.value = models.some((m) => m.id === before) ? before : (models[0]?.id ?? '');
+  configSelect.disabled = !models.length || busy.checkpoint;
+  checkpointButton.disabled = !models.length || busy.checkpoint;
+  checkpointButton.textContent = busy.checkpoint ? 'Importing…' : 'Import a checkpoint…';
+  q('#checkpoint-hint').hidden = models.length > 0;
+}
+
+/** Picks a checkpoint file and registers it with the chosen model's configs. */
+async function onImportCheckpoint() {
+  const configId = configSelect.value;
+  if (!configId || busy.checkpoint) return;
+  busy.checkpoint = true;
+  q('#checkpoint-error').textContent = '';
+  renderCheckpointImport();
+  try {
+    const added = await importCheckpoint(configId);
+    if (added) {
+      toast(added.length ? `Imported ${added.map((m) => m.name).join(', ')}` : 'That checkpoint was already imported');
+      const first = added[0];
+      if (first) q('#model-list').querySelector(`li[data-model-id="${CSS.escape(first.id)}"]`)?.scrollIntoView({ block: 'nearest' });
+    }
+  } catch (e) {
+    const err = toCommandError(e);
+    q('#checkpoint-error').textContent = err.message;
+    if (err.kind === 'not_installed') loadModels().catch(() => {});
+  } finally {
+    busy.checkpoint = false;
+    renderCheckpointImport();
+  }
+}
+
+// --- LoRAs ------------------------------------------------------------------------------------
+
+/** @param {LoraEntry} l */
+function loraRow(l) {
+  const remove = el('button', { type: 'button', className: 'link-button danger', dataset: { action: 'remove' }, title: `Remove ${l.name} from the LoRA library` }, 'Remove');
+  remove.addEventListener('click', () => onRemoveLora(l));
+  return el('li', { className: 'lora', dataset: { loraName: l.name } },
+    el('div', { className: 'lora-text' },
+      el('span', { className: 'lora-name', title: l.path }, l.name),
+      el('code', { className: 'muted lora-tag' }, `<lora:${l.name}:0.8>`)),
+    el('span', { className: 'muted lora-size' }, formatBytes(l.bytes)),
+    remove);
+}
+
+function renderLoras() {
+  q('#lora-list').replaceChildren(...state.loras.map(loraRow));
+  q('#loras-empty').hidden = state.loras.length > 0;
+  loraButton.disabled = busy.lora;
+  loraButton.textContent = busy.lora ? 'Importing…' : 'Import a LoRA…';
+}
+
+/** Picks a LoRA file and copies it into the library. */
+async function onImportLora() {
+  if (busy.lora) return;
+  busy.lora = true;
+  q('#lora-error').textContent = '';
+  renderLoras();
+  try {
+    const added = await importLora();
+    if (added) toast(added.length ? `Imported the LoRA ${added.map((l) => l.name).join(', ')}` : 'That LoRA is already in the library');
+  } catch (e) {
+    q('#lora-error').textContent = toCommandError(e).message;
+  } finally {
+    busy.lora = false;
+    renderLoras();
+  }
+}
+
+/** @param {LoraEntry} l */
+async function onRemoveLora(l) {
+  const ok = await confirmDialog(`Remove the LoRA “${l.name}”?`,
+    `Its copy in the LoRA library is deleted, and prompts with <lora:${l.name}:…> no longer find it. Images made with it keep it in their recipe.`,
+    'Remove');
+  if (!ok) return;
+  q('#lora-error').textContent = '';
+  try {
+    await removeLora(l.name);
+    toast(`Removed the LoRA ${l.name}`);
+  } catch (e) {
+    q('#lora-error').textContent = toCommandError(e).message;
+    loadLoras().catch(() => {});
+  }
 }
 
 /** @param {DownloadState} d */
@@ -83,13 +204,25 @@ function onDownload(d) {
   if (text) text.textContent = `${(d.progress.bytes_done / 1e6).toFixed(1)} of ${(d.progress.bytes_total / 1e6).toFixed(1)} MB · ${d.progress.file}`;
 }
 
+/**
+ * Reloads the models and the LoRAs; on showing the screen, the models not while a download
+ * runs (it reports its own).
+ * @param {boolean} always
+ */
+function refresh(always) {
+  if (always || !state.download.running) loadModels().catch((e) => toast(e, 'error'));
+  loadLoras().catch((e) => toast(e, 'error'));
+}
+
 /** Wires the screen; the model store drives it. */
 export function initModels() {
   on(APP_EVENTS.MODELS_CHANGED, render);
   on(APP_EVENTS.MODEL_DOWNLOAD, onDownload);
-  on(APP_EVENTS.SCREEN_SHOWN, (name) => {
-    if (name === 'models' && !state.download.running) loadModels().catch((e) => toast(e, 'error'));
-  });
-  q('#models-refresh').addEventListener('click', () => { loadModels().catch((e) => toast(e, 'error')); });
+  on(APP_EVENTS.LORAS_CHANGED, renderLoras);
+  on(APP_EVENTS.SCREEN_SHOWN, (name) => { if (name === 'models') refresh(false); });
+  q('#models-refresh').addEventListener('click', () => refresh(true));
+  checkpointButton.addEventListener('click', onImportCheckpoint);
+  loraButton.addEventListener('click', onImportLora);
   render();
+  renderLoras();
 }
