@@ -380,6 +380,9 @@ pub async fn submit_cloud_job(app: AppHandle, params: CloudJobParams) -> CmdResu
             width: Some(params.width),
             height: Some(params.height),
             model: None,
+            // <lora:name:w> tags in the prompt name the server's LoRAs; it reads them itself.
+            loras: None,
+            lora_scale: None,
         };
         let id = spawn_job(
             &app,

@@ -62,6 +62,28 @@ pub struct GenerateRequest {
     /// Model name; the server's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// LoRAs the server has (see `/health`), each at its weight; `<lora:name:w>` tags in the
+    /// prompt are taken as LoRAs too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loras: Option<Vec<LoraRef>>,
+    /// A scale applied to every LoRA's weight (diffusers' `lora_scale`; 1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_scale: Option<f64>,
+}
+
+/// A LoRA asked for by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraRef {
+    /// Its name on the server.
+    pub name: String,
+    /// Its weight (negative subtracts); 1 when absent.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The `generate` answer.
@@ -124,6 +146,9 @@ pub struct ServerInfo {
     /// What a request may ask for (sizes, steps, images, guidance, prompt length).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// The LoRAs a request may name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loras: Option<Vec<String>>,
     /// Jobs waiting.
     #[serde(default)]
     pub queued: Option<usize>,

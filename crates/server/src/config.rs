@@ -25,6 +25,8 @@ pub struct Config {
     pub model: Option<PathBuf>,
     /// The model's name, as clients may ask for it in `model`.
     pub model_name: String,
+    /// The folder of LoRA `.safetensors` files clients may name (default `<data_dir>/loras`).
+    pub loras_dir: Option<PathBuf>,
     /// Device: `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
     pub device: String,
     /// Generation workers sharing the one loaded model.
@@ -109,6 +111,7 @@ impl Default for Config {
             data_dir: PathBuf::from("selfdiffusion-server-data"),
             model: None,
             model_name: "sd-1.5".into(),
+            loras_dir: None,
             device: "auto".into(),
             workers: 1,
             signed_url_ttl_s: 900,
@@ -176,6 +179,9 @@ impl Config {
         }
         if let Some(v) = var("MODEL_NAME") {
             self.model_name = v;
+        }
+        if let Some(v) = var("LORAS_DIR") {
+            self.loras_dir = Some(v.into());
         }
         if let Some(v) = var("DEVICE") {
             self.device = v;
@@ -307,6 +313,13 @@ impl Config {
             return bad("signed_url_ttl_s must be at least 1");
         }
         Ok(())
+    }
+
+    /// The folder of the LoRAs clients may name.
+    pub fn loras_dir(&self) -> PathBuf {
+        self.loras_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("loras"))
     }
 
     /// The base of image URLs.

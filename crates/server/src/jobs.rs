@@ -308,7 +308,10 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
     config
         .engine
         .generate(
-            &config.model,
+            &ModelSpec {
+                loras: job.loras.clone(),
+                ..config.model.clone()
+            },
             &request,
             control,
             &mut |p| {

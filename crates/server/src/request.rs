@@ -1,6 +1,10 @@
 //! The `generate` body checked against the server's limits, styles applied.
 
+use std::path::PathBuf;
+
+use selfdiffusion_models::LoraEntry;
 use selfdiffusion_protocol::{GenerateRequest, Limits, StyleRef};
+use selfdiffusion_recipe::take_lora_tags;
 use selfdiffusion_styles::Style;
 
 /// A validated job request, styles applied.
@@ -28,22 +32,29 @@ pub struct JobRequest {
     pub width: usize,
     /// Height.
     pub height: usize,
+    /// LoRA files and their weights (the request's `loras`, then its prompt's tags).
+    pub loras: Vec<(PathBuf, f64)>,
 }
+
+/// Largest |weight| of a LoRA: far past any useful value, short of overflowing the weights.
+const MAX_LORA_WEIGHT: f64 = 10.0;
 
 const DEFAULT_STEPS: u32 = 30;
 const DEFAULT_GUIDANCE: f64 = 7.5;
 const DEFAULT_SIDE: u32 = 512;
 
-/// Checks every field of `body` against `limits`, the served `model_name` and the built-in
+/// Checks every field of `body` against `limits`, the served `model_name`, the built-in
 /// `styles` (a user's own style comes as its text and is checked as a user style file's entries
-/// are); the error says what to change.
+/// are) and the served `loras`; the error says what to change.
 pub fn validate(
     body: GenerateRequest,
     limits: &Limits,
     model_name: &str,
     styles: &[Style],
+    loras: &[LoraEntry],
 ) -> Result<JobRequest, String> {
-    let prompt = body.prompt.trim();
+    let (untagged, tags) = take_lora_tags(&body.prompt);
+    let prompt = untagged.trim();
     let negative = body.negative_prompt.as_deref().unwrap_or("").trim();
     limits.check_prompt("prompt", prompt)?;
     limits.check_prompt("negative_prompt", negative)?;
@@ -85,13 +96,44 @@ pub fn validate(
             }
         }
     }
+    let scale = body.lora_scale.unwrap_or(1.0);
+    let asked = body
+        .loras
+        .iter()
+        .flatten()
+        .map(|l| (l.name.clone(), l.weight))
+        .chain(tags.into_iter().map(|t| (t.name, t.weight)));
+    let mut merged = Vec::new();
+    for (name, weight) in asked {
+        let weight = weight * scale;
+        if !weight.is_finite() || weight.abs() > MAX_LORA_WEIGHT {
+            return Err(format!(
+                "LoRA {name:?}: the weight must be between -{MAX_LORA_WEIGHT} and {MAX_LORA_WEIGHT} (got {weight})"
+            ));
+        }
+        let entry = loras
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                let served: Vec<&str> = loras.iter().map(|l| l.name.as_str()).collect();
+                format!(
+                    "LoRA {name:?} is not served here; this server has: {}",
+                    if served.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        served.join(", ")
+                    }
+                )
+            })?;
+        merged.push((entry.path.clone(), weight));
+    }
     let refs: Vec<&Style> = chosen.iter().collect();
     let (styled, styled_negative) = selfdiffusion_styles::apply(prompt, negative, &refs);
     if styled.trim().is_empty() {
         return Err("prompt is empty: describe the image to generate".into());
     }
     Ok(JobRequest {
-        user_prompt: prompt.to_owned(),
+        user_prompt: body.prompt.trim().to_owned(),
         user_negative_prompt: negative.to_owned(),
         prompt: styled,
         negative_prompt: styled_negative,
@@ -102,6 +144,7 @@ pub fn validate(
         seed: body.seed.unwrap_or_else(selfdiffusion_recipe::random_seed),
         width: width as usize,
         height: height as usize,
+        loras: merged,
     })
 }
 
@@ -114,11 +157,17 @@ mod tests {
             min_side: 64,
             ..selfdiffusion_engine::LIMITS
         };
+        let served = [LoraEntry {
+            name: "Brass".into(),
+            path: "/loras/Brass.safetensors".into(),
+            bytes: 1,
+        }];
         validate(
             serde_json::from_value(json).unwrap(),
             &crate::config::Limits::default().within(&model),
             "sd-1.5",
             &selfdiffusion_styles::builtin(),
+            &served,
         )
     }
 
@@ -146,6 +195,24 @@ mod tests {
         assert_eq!(own.prompt, "a lighthouse, cast in brass");
         assert_eq!(own.negative_prompt, "rust");
         assert_eq!(own.styles, ["Brass"]);
+
+        // LoRAs by name (any case) and as prompt tags, scaled by lora_scale; tags leave the text.
+        let with_loras = check(serde_json::json!({
+            "prompt": "a lighthouse <lora:brass:0.5>", "samples": 1,
+            "loras": [{"name": "BRASS", "weight": 0.8}], "lora_scale": 0.5
+        }))
+        .unwrap();
+        assert_eq!(
+            with_loras.prompt, "a lighthouse",
+            "the tag is not sent to the model"
+        );
+        assert_eq!(with_loras.user_prompt, "a lighthouse <lora:brass:0.5>");
+        let weights: Vec<f64> = with_loras.loras.iter().map(|l| l.1).collect();
+        assert_eq!(weights, [0.4, 0.25]);
+        assert!(with_loras
+            .loras
+            .iter()
+            .all(|l| l.0.ends_with("Brass.safetensors")));
     }
 
     #[test]
@@ -187,6 +254,14 @@ mod tests {
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "styles": ["Nope"]}),
                 "unknown style",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "loras": [{"name": "fog"}]}),
+                "LoRA \"fog\" is not served here; this server has: Brass",
+            ),
+            (
+                serde_json::json!({"prompt": "a <lora:Brass:99>", "samples": 1}),
+                "the weight must be between -10 and 10",
             ),
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "styles": [{"name": "", "prompt": "x"}]}),

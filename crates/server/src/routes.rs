@@ -15,6 +15,8 @@ use selfdiffusion_protocol::{
 };
 use serde::Deserialize;
 
+use selfdiffusion_models::LoraLibrary;
+
 use crate::auth::{AuthError, Caller, Verifier};
 use crate::config::Config;
 use crate::jobs::{Jobs, Status, SubmitError};
@@ -41,6 +43,8 @@ pub struct AppState {
     pub signed_url_ttl_s: u64,
     /// The styles clients may name.
     pub styles: Vec<selfdiffusion_styles::Style>,
+    /// The LoRAs clients may name.
+    pub loras: LoraLibrary,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
             public_base: config.public_base(),
             signed_url_ttl_s: config.signed_url_ttl_s,
             styles: selfdiffusion_styles::builtin(),
+            loras: LoraLibrary::new(config.loras_dir()),
         }
     }
 }
@@ -148,6 +153,17 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
     Ok(state.verifier.verify(token).await?)
 }
 
+/// The names of the LoRAs served (none when the folder cannot be read: logged).
+fn lora_names(state: &AppState) -> Vec<String> {
+    match state.loras.list() {
+        Ok(loras) => loras.into_iter().map(|l| l.name).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the LoRAs");
+            Vec::new()
+        }
+    }
+}
+
 async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
     let (queued, running) = state.jobs.load();
     Json(ServerInfo {
@@ -155,6 +171,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
         model: Some(state.model_name.clone()),
         max_samples: Some(state.limits.max_count),
         limits: Some(state.limits),
+        loras: Some(lora_names(&state)),
         queued: Some(queued),
         running: Some(running),
     })
@@ -167,8 +184,18 @@ async fn generate(
 ) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body?;
-    let request = crate::request::validate(body, &state.limits, &state.model_name, &state.styles)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let loras = state
+        .loras
+        .list()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let request = crate::request::validate(
+        body,
+        &state.limits,
+        &state.model_name,
+        &state.styles,
+        &loras,
+    )
+    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
         SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

@@ -16,6 +16,7 @@ use selfdiffusion_cloud::{
     CloudJobEvent, GenerateRequest, PendingJobs, Status, StyleRef,
 };
 use selfdiffusion_library::Library;
+use selfdiffusion_protocol::LoraRef;
 use selfdiffusion_server::config::Limits;
 
 struct Cloud {
@@ -75,6 +76,8 @@ fn request(samples: u32, steps: u32) -> GenerateRequest {
         width: Some(64),
         height: Some(64),
         model: None,
+        loras: None,
+        lora_scale: None,
     }
 }
 
@@ -114,11 +117,42 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
     );
     assert_eq!((limits.max_count, limits.max_steps), (4, 100));
     assert_eq!(limits.max_prompt_chars, Some(2000));
+    // A LoRA the server has (on the tiny model's first conv; zero, so images are unchanged),
+    // listed in /health and named in the request.
+    let loras = cloud.server.data.join("loras");
+    std::fs::create_dir_all(&loras).unwrap();
+    let zeros = |shape: &[usize]| {
+        candle_core::Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let glow: std::collections::HashMap<String, candle_core::Tensor> = [
+        (
+            "lora_unet_conv_in.lora_down.weight".to_owned(),
+            zeros(&[2, 4, 3, 3]),
+        ),
+        (
+            "lora_unet_conv_in.lora_up.weight".to_owned(),
+            zeros(&[16, 2, 1, 1]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    candle_core::safetensors::save(&glow, loras.join("glow.safetensors")).unwrap();
+    assert_eq!(
+        client.server_info().await.unwrap().loras,
+        Some(vec!["glow".to_owned()])
+    );
     let dir = tempfile::tempdir().unwrap();
     let library = Arc::new(Library::open(dir.path()).unwrap());
     let project = library.create_project("Cloud", None).unwrap();
     let mut events = Vec::new();
-    let request = request(2, 2);
+    let request = GenerateRequest {
+        loras: Some(vec![LoraRef {
+            name: "glow".into(),
+            weight: 0.5,
+        }]),
+        ..request(2, 2)
+    };
     let saved = run_cloud_job(
         &client,
         &request,
@@ -167,6 +201,14 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
         assert_eq!(recipe.seed, Some(7 + i as u64));
         assert_eq!(recipe.styles, [style.name.clone(), "Brass".to_owned()]);
         assert!(recipe.scheduler.is_some(), "{recipe:?}");
+        assert_eq!(
+            recipe
+                .loras
+                .iter()
+                .map(|l| (l.name.as_str(), l.weight))
+                .collect::<Vec<_>>(),
+            [("glow", 0.5)]
+        );
         // Kept as the server wrote it: the recipe embedded once, by the server.
         let stored = std::fs::read(library.path_of(&image.summary.file)).unwrap();
         let served = std::fs::read(
