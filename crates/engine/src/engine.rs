@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Device};
 
+use crate::base_weights::BaseWeights;
 use crate::error::{EngineError, Result};
 use crate::model::{ModelSpec, StableDiffusion};
 use crate::pipeline::{Control, Generation, ImageSink, Phase, Progress, Request};
@@ -16,7 +17,14 @@ use crate::pipeline::{Control, Generation, ImageSink, Phase, Progress, Request};
 pub struct Engine {
     device: Device,
     dtype: DType,
-    loaded: Mutex<Option<(ModelSpec, Arc<StableDiffusion>)>>,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+/// The cached model, and its base weights for a change of LoRAs.
+struct Loaded {
+    spec: ModelSpec,
+    model: Arc<StableDiffusion>,
+    base: Arc<BaseWeights>,
 }
 
 impl Engine {
@@ -30,20 +38,25 @@ impl Engine {
     }
 
     /// The model `spec` names, loading it (and dropping the previous one) if it is not the
-    /// cached one.
+    /// cached one. The same model with other LoRAs is rebuilt from the weights kept in memory,
+    /// not read from disk again.
     pub fn model(
         &self,
         spec: &ModelSpec,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Arc<StableDiffusion>> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached, model)) = loaded.as_ref() {
-            if cached == spec {
-                return Ok(model.clone());
+        if let Some(cached) = loaded.as_ref() {
+            if cached.spec == *spec {
+                return Ok(cached.model.clone());
             }
         }
-        // Free the old model before loading the new one, so both never sit in memory together.
-        *loaded = None;
+        // Free the old model before loading the new one, so both never sit in memory together;
+        // only its base weights stay when the new one is the same model with other LoRAs.
+        let base = match loaded.take() {
+            Some(cached) if cached.spec.same_base(spec) => Some(cached.base),
+            _ => None,
+        };
         progress(&Progress {
             phase: Phase::LoadingModel,
             image: 0,
@@ -54,15 +67,26 @@ impl Engine {
             eta: None,
             preview: None,
         });
-        let model = Arc::new(spec.load(&self.device, self.dtype)?);
-        *loaded = Some((spec.clone(), model.clone()));
+        let (model, base) = match base {
+            Some(base) => (spec.load_replaying(&base, &self.device, self.dtype)?, base),
+            None => {
+                let base = Arc::new(BaseWeights::default());
+                (spec.load_recording(&base, &self.device, self.dtype)?, base)
+            }
+        };
+        let model = Arc::new(model);
+        *loaded = Some(Loaded {
+            spec: spec.clone(),
+            model: model.clone(),
+            base,
+        });
         Ok(model)
     }
 
     /// Whether `spec` is the cached model.
     pub fn is_loaded(&self, spec: &ModelSpec) -> bool {
         let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.as_ref().is_some_and(|(cached, _)| cached == spec)
+        loaded.as_ref().is_some_and(|cached| cached.spec == *spec)
     }
 
     /// Loads (or reuses) the model `spec` names and runs `request`, handing each finished image to

@@ -5,6 +5,7 @@
 //! the UNet, the schedulers, the noise and the loop are ours, because candle's are closed or
 //! differ from diffusers (see `unet.rs` and `shared/notes/candle.md`).
 
+mod base_weights;
 mod clip;
 pub mod config;
 mod device;

@@ -312,10 +312,14 @@ impl Merged {
         Some(module.replace('.', "_"))
     }
 
-    fn merge(&self, name: &str, mut tensor: Tensor) -> candle_core::Result<Tensor> {
+    /// `tensor` (the base weight `name`) with the LoRAs that change it added, in f32, back in
+    /// its own dtype; a weight no LoRA changes is returned as it is.
+    fn merge(&self, name: &str, tensor: Tensor) -> candle_core::Result<Tensor> {
         let Some(layer) = self.layer(name) else {
             return Ok(tensor);
         };
+        let dtype = tensor.dtype();
+        let mut merged: Option<Tensor> = None;
         for (i, (file, weight)) in self.loras.entries.iter().enumerate() {
             let Some(module) = file.modules.get(&(self.part, layer.clone())) else {
                 continue;
@@ -329,14 +333,21 @@ impl Merged {
                 ))
             })?;
             let delta = delta.to_device(tensor.device())?;
-            tensor = (tensor + delta)?;
+            let base = match merged.take() {
+                Some(t) => t,
+                None => tensor.to_dtype(DType::F32)?,
+            };
+            merged = Some((base + delta)?);
             self.loras
                 .used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((i, self.part, layer.clone()));
         }
-        Ok(tensor)
+        match merged {
+            Some(t) => t.to_dtype(dtype),
+            None => Ok(tensor),
+        }
     }
 }
 
@@ -349,13 +360,11 @@ impl SimpleBackend for Merged {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let base = self.base.get(shape, name, init, DType::F32, dev)?;
-        self.merge(name, base)?.to_dtype(dtype)
+        self.merge(name, self.base.get(shape, name, init, dtype, dev)?)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let base = self.base.get_unchecked(name, DType::F32, dev)?;
-        self.merge(name, base)?.to_dtype(dtype)
+        self.merge(name, self.base.get_unchecked(name, dtype, dev)?)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

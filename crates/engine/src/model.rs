@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use selfdiffusion_recipe::{Limits, LoraUse};
 
+use crate::base_weights::BaseWeights;
 use crate::clip::ClipTextEncoder;
 use crate::config::{
     read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
@@ -59,6 +60,41 @@ impl ModelSpec {
 
     /// Reads the LoRA files and loads the model for `device` with weights in `dtype`.
     pub fn load(&self, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+        self.load_keeping(Keep::No, device, dtype)
+    }
+
+    /// Loads the model, keeping its base weights in `base` for a later change of LoRAs.
+    pub(crate) fn load_recording(
+        &self,
+        base: &BaseWeights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<StableDiffusion> {
+        self.load_keeping(Keep::Record(base), device, dtype)
+    }
+
+    /// Loads the model from the base weights an earlier load of the same model kept in `base`
+    /// (the weights are not read from disk again), with this spec's LoRAs.
+    pub(crate) fn load_replaying(
+        &self,
+        base: &BaseWeights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<StableDiffusion> {
+        self.load_keeping(Keep::Replay(base), device, dtype)
+    }
+
+    /// Whether `other` is the same base model (its LoRAs aside).
+    pub fn same_base(&self, other: &ModelSpec) -> bool {
+        self.path == other.path && self.config == other.config
+    }
+
+    fn load_keeping(
+        &self,
+        keep: Keep<'_>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<StableDiffusion> {
         let loras = self
             .loras
             .iter()
@@ -71,7 +107,7 @@ impl ModelSpec {
             },
             None => ModelPath::Folder(&self.path),
         };
-        StableDiffusion::load_with_loras(path, &Loras::new(loras), device, dtype)
+        StableDiffusion::load_keeping(path, &Loras::new(loras), keep, device, dtype)
     }
 }
 
@@ -94,6 +130,15 @@ pub enum ModelPath<'a> {
 enum Source<'a> {
     Folder,
     Checkpoint(&'a Checkpoint),
+}
+
+/// What happens to the base weights as they load: nothing, kept for a later change of LoRAs,
+/// or read from what an earlier load kept (no disk read).
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    No,
+    Record(&'a BaseWeights),
+    Replay(&'a BaseWeights),
 }
 
 /// A loaded Stable Diffusion 1.x / 2.x / Turbo model.
@@ -223,8 +268,20 @@ impl StableDiffusion {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::load_keeping(path, loras, Keep::No, device, dtype)
+    }
+
+    fn load_keeping(
+        path: ModelPath<'_>,
+        loras: &Loras,
+        keep: Keep<'_>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let model = match path {
-            ModelPath::Folder(dir) => Self::assemble(dir, Source::Folder, loras, device, dtype)?,
+            ModelPath::Folder(dir) => {
+                Self::assemble(dir, Source::Folder, keep, loras, device, dtype)?
+            }
             ModelPath::SingleFile { file, config } => {
                 let checkpoint = Checkpoint::open(file)?;
                 if checkpoint.family() != Family::Sd1 {
@@ -237,6 +294,7 @@ impl StableDiffusion {
                 let mut model = Self::assemble(
                     config,
                     Source::Checkpoint(&checkpoint),
+                    keep,
                     loras,
                     device,
                     dtype,
@@ -253,6 +311,7 @@ impl StableDiffusion {
     fn assemble(
         dir: &Path,
         source: Source<'_>,
+        keep: Keep<'_>,
         loras: &Loras,
         device: &Device,
         dtype: DType,
@@ -274,12 +333,25 @@ impl StableDiffusion {
                     part: Option<Part>,
                     from_checkpoint: &dyn Fn(&Checkpoint) -> Box<dyn SimpleBackend>|
          -> Result<(VarBuilder<'static>, PathBuf)> {
-            let (backend, file) = match source {
-                Source::Folder => {
-                    let file = component(name).weights(stem)?;
-                    (mapped(&file)?, file)
+            let read = || -> Result<(Box<dyn SimpleBackend>, PathBuf)> {
+                match source {
+                    Source::Folder => {
+                        let file = component(name).weights(stem)?;
+                        Ok((mapped(&file)?, file))
+                    }
+                    Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
                 }
-                Source::Checkpoint(c) => (from_checkpoint(c), c.file().to_path_buf()),
+            };
+            let (backend, file) = match keep {
+                Keep::No => read()?,
+                Keep::Record(base) => {
+                    let (backend, file) = read()?;
+                    (base.record(name, &file, backend), file)
+                }
+                Keep::Replay(base) => match base.replay(name) {
+                    Some(kept) => kept,
+                    None => read()?,
+                },
             };
             let backend = match part {
                 Some(part) => loras.wrap(part, backend),

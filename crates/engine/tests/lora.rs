@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
-    Control, EngineError, GivenLatents, LoraFile, Loras, ModelPath, Observer, SchedulerKind,
-    StableDiffusion,
+    Control, Engine, EngineError, GivenLatents, LoraFile, Loras, ModelPath, ModelSpec, Observer,
+    SchedulerKind, StableDiffusion,
 };
 
 /// Tolerance on latents (fused weights against diffusers' unfused path: 4e-5, see the README).
@@ -226,4 +226,88 @@ fn loras_that_do_not_fit_are_refused_by_key() {
             file.display()
         );
     }
+}
+
+/// Copies a folder tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn changing_loras_rebuilds_the_model_from_memory_not_from_disk() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&dir.join("model"), &model);
+    let lora = |name: &str| dir.parent().unwrap().join("tiny-sd15-lora/lora").join(name);
+    let spec = |loras: Vec<(std::path::PathBuf, f64)>| ModelSpec {
+        path: model.clone(),
+        config: None,
+        loras,
+    };
+    let kohya = vec![(lora("kohya_style.safetensors"), 0.7)];
+    let both = vec![
+        (lora("kohya_style.safetensors"), 0.7),
+        (lora("peft_style.safetensors"), -0.4),
+    ];
+    let request = selfdiffusion_engine::Request {
+        scheduler: Some(SchedulerKind::Ddim),
+        init_latents: Some(dir.join("reference/init_latents.safetensors")),
+        ..fixture_request()
+    };
+    let image_of = |model: &StableDiffusion| {
+        let mut rgb = Vec::new();
+        model
+            .generate(&request, &Control::default(), &mut |_| {}, &mut |image| {
+                rgb = image.rgb;
+                Ok(())
+            })
+            .unwrap();
+        rgb
+    };
+    // What each LoRA set gives when loaded fresh from disk.
+    let expected_both = image_of(&spec(both.clone()).load(&Device::Cpu, DType::F32).unwrap());
+    let expected_none = image_of(&spec(Vec::new()).load(&Device::Cpu, DType::F32).unwrap());
+    assert_ne!(expected_both, expected_none);
+
+    let engine = Engine::new(Device::Cpu, DType::F32);
+    let run = |spec: &ModelSpec| {
+        let mut rgb = Vec::new();
+        engine
+            .generate(
+                spec,
+                &request,
+                &Control::default(),
+                &mut |_| {},
+                &mut |image| {
+                    rgb = image.rgb;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        rgb
+    };
+    run(&spec(kohya));
+    // The weights leave the disk: other LoRAs on the same model must not need them.
+    for part in ["unet", "vae", "text_encoder"] {
+        for entry in std::fs::read_dir(model.join(part)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    assert_eq!(run(&spec(both)), expected_both);
+    assert_eq!(run(&spec(Vec::new())), expected_none);
 }
