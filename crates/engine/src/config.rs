@@ -16,10 +16,41 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
             source: e,
         },
     })?;
-    serde_json::from_str(&text).map_err(|e| EngineError::BadConfig {
+    serde_json::from_str(&python_json(&text)).map_err(|e| EngineError::BadConfig {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// `text` with the non-finite numbers Python's `json` writes (`Infinity`, `-Infinity`, `NaN`,
+/// as in a DPM++ config's `"lambda_min_clipped": -Infinity`) read as `null`, which JSON has;
+/// string contents are left alone.
+fn python_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !["Infinity", "NaN"].iter().any(|w| text.contains(w)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push_str("null");
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `model_index.json`: which classes make up the pipeline.
@@ -295,5 +326,23 @@ impl Component {
         } else {
             Err(EngineError::MissingFile(full))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_non_finite_numbers_read_as_null_outside_strings() {
+        let text = r#"{"lambda_min_clipped": -Infinity, "x": [NaN, Infinity], "name": "NaN \"-Infinity\""}"#;
+        let v: serde_json::Value = serde_json::from_str(&python_json(text)).unwrap();
+        assert!(v["lambda_min_clipped"].is_null());
+        assert_eq!(v["x"], serde_json::json!([null, null]));
+        assert_eq!(v["name"], "NaN \"-Infinity\"");
+        assert!(matches!(
+            python_json("{\"a\": 1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -576,3 +576,19 @@ fn the_engine_caches_one_model_and_turns_panics_into_errors() {
     );
     assert_eq!(loads(b.path()), 0, "the engine still works after a panic");
 }
+
+#[test]
+fn a_scheduler_config_with_python_infinity_loads() {
+    // diffusers writes DPM++ configs with `"lambda_min_clipped": -Infinity`, which is not JSON.
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_model(dir.path());
+    let file = dir.path().join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let patched = text.replacen(
+        '{',
+        "{\"lambda_min_clipped\": -Infinity, \"variance_type\": null, ",
+        1,
+    );
+    std::fs::write(&file, patched).unwrap();
+    StableDiffusion::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+}
