@@ -303,6 +303,20 @@ try {
         await setValue('#create-prompt', '');
         await wd.until(async () => (await wd.text('#create-final')) === '(empty)', 'the prompt cleared');
       });
+
+      await step('verify a downloaded model, and remove an imported checkpoint from the list', async () => {
+        await go('models');
+        const catalog = '#model-list li[data-model-id="sd-1.5"]';
+        await wd.click(`${catalog} button[data-action="verify"]`);
+        await wd.until(async () => /^All \d+ files are intact$/.test(await wd.text(`${catalog} [data-field="verify"]`)), 'the files checked');
+        const imported = '#model-list li[data-model-id="local:tiny-sd15"]';
+        assert.equal(await wd.exec('return document.querySelector(arguments[0])', `${catalog} button[data-action="forget"]`), null, 'catalog models stay');
+        await wd.click(`${imported} button[data-action="forget"]`);
+        await wd.click('#confirm-ok');
+        await wd.until(() => wd.exec('return document.querySelector(arguments[0]) === null', imported), 'the checkpoint gone from the list');
+        assert.ok(existsSync(checkpointFile), 'its file stays where it was');
+        await go('create');
+      });
     } else {
       console.log(`e2e: checkpoint and LoRA import skipped: no fixtures at ${checkpointFile} / ${loraFile}`);
     }

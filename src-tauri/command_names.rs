@@ -25,6 +25,8 @@ const COMMANDS: &[&str] = &[
     "list_models",
     "engine_limits",
     "import_checkpoint",
+    "forget_model",
+    "verify_model",
     "list_loras",
     "import_lora",
     "remove_lora",

@@ -57,6 +57,8 @@ fn main() {
             models::list_models,
             models::engine_limits,
             models::import_checkpoint,
+            models::forget_model,
+            models::verify_model,
             models::list_loras,
             models::import_lora,
             models::remove_lora,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use selfdiffusion_engine::{model_limits, Checkpoint, Family, Limits, LoraFile, ModelSpec};
 use selfdiffusion_models::{
-    Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
+    verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
+    VerifyReport,
 };
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
@@ -179,6 +180,36 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
         }
         registry()?.import_checkpoint(&file, config.config_dir())?;
         Ok(Some(installed_and_catalog()))
+    })
+    .await
+}
+
+/// Forgets an imported folder or checkpoint (its files stay where they are); returns the list.
+#[tauri::command]
+pub async fn forget_model(id: String) -> CmdResult<Vec<ModelEntry>> {
+    blocking(move || {
+        if Catalog::builtin().get(&id).is_ok() {
+            return Err(CommandError::invalid(
+                "catalog models stay in the list; only imported folders and checkpoints are removed from it",
+            ));
+        }
+        registry()?.remove(&id)?;
+        Ok(installed_and_catalog())
+    })
+    .await
+}
+
+/// Checks a downloaded catalog model's files against their known sizes and hashes.
+#[tauri::command]
+pub async fn verify_model(id: String) -> CmdResult<VerifyReport> {
+    blocking(move || {
+        let catalog = Catalog::builtin();
+        let model = catalog.get(&id).map_err(|_| {
+            CommandError::invalid(
+                "only downloaded catalog models carry checksums to verify against",
+            )
+        })?;
+        Ok(verify(&HubCache::from_env(), model)?)
     })
     .await
 }

@@ -17,6 +17,7 @@
 /** @typedef {import('./types.js').LibraryInfo} LibraryInfo */
 /** @typedef {import('./types.js').StyleList} StyleList */
 /** @typedef {import('./types.js').ModelEntry} ModelEntry */
+/** @typedef {import('./types.js').ModelVerifyReport} ModelVerifyReport */
 /** @typedef {import('./types.js').LoraEntry} LoraEntry */
 /** @typedef {import('./types.js').Job} Job */
 /** @typedef {import('./types.js').JobParams} JobParams */
@@ -152,6 +153,10 @@ export const api = {
    * @returns {Promise<ModelEntry[] | null>} the model list afterwards; null when cancelled
    */
   importCheckpoint: (configModelId) => invoke('import_checkpoint', { configModelId }),
+  /** @param {string} id an imported model @returns {Promise<ModelEntry[]>} the list afterwards (its files stay) */
+  forgetModel: (id) => invoke('forget_model', { id }),
+  /** @param {string} id a downloaded catalog model @returns {Promise<ModelVerifyReport>} */
+  verifyModel: (id) => invoke('verify_model', { id }),
   /** @returns {Promise<LoraEntry[]>} the LoRA library, sorted by name */
   listLoras: () => invoke('list_loras'),
   /** Picks a LoRA file (native dialog) and copies it into the library. @returns {Promise<LoraEntry[] | null>} null when cancelled */

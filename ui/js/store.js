@@ -151,6 +151,14 @@ export async function importCheckpoint(configModelId) {
   return models.filter((m) => !known.has(m.id));
 }
 
+/**
+ * Forgets an imported folder or checkpoint (its files stay on disk).
+ * @param {string} id
+ */
+export async function forgetModel(id) {
+  setModels(await api.forgetModel(id));
+}
+
 // --- LoRAs ------------------------------------------------------------------------------------
 
 /** @param {LoraEntry[]} loras */

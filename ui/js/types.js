@@ -164,6 +164,14 @@
  */
 
 /**
+ * What `verify_model` found: files missing, damaged (hash mismatch) and intact.
+ * @typedef {object} ModelVerifyReport
+ * @property {string[]} missing
+ * @property {string[]} corrupt
+ * @property {string[]} ok
+ */
+
+/**
  * A LoRA of the library (`list_loras`, sorted by name); `<lora:name:weight>` in a prompt uses it.
  * @typedef {object} LoraEntry
  * @property {string} name

@@ -84,6 +84,24 @@ impl LocalModels {
         self.register(path, Some(config), name)
     }
 
+    /// Forgets the imported model `id` (its files stay where they are); returns it.
+    pub fn remove(&self, id: &str) -> Result<LocalModel> {
+        let mut models = self.list()?;
+        let index = models
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or_else(|| ModelError::UnknownModel(id.to_owned()))?;
+        let removed = models.remove(index);
+        self.write(&models)?;
+        Ok(removed)
+    }
+
+    fn write(&self, models: &[LocalModel]) -> Result<()> {
+        let body = serde_json::to_string_pretty(models).expect("models serialise");
+        selfdiffusion_files::write_atomic(&self.file, body.as_bytes(), Access::Default)
+            .at(&self.file)
+    }
+
     /// Adds a model to the registry (once per path), written atomically.
     fn register(&self, path: PathBuf, config: Option<PathBuf>, name: String) -> Result<LocalModel> {
         let mut models = self.list()?;
@@ -103,9 +121,7 @@ impl LocalModels {
             config,
         };
         models.push(model.clone());
-        let body = serde_json::to_string_pretty(&models).expect("models serialise");
-        selfdiffusion_files::write_atomic(&self.file, body.as_bytes(), Access::Default)
-            .at(&self.file)?;
+        self.write(&models)?;
         Ok(model)
     }
 }
@@ -136,4 +152,59 @@ pub fn check_folder(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder that passes `check_folder` (no weights needed for the registry).
+    fn folder(dir: &Path) -> PathBuf {
+        let model = dir.join("dreamy");
+        for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            std::fs::create_dir_all(model.join(part)).unwrap();
+        }
+        std::fs::write(
+            model.join("model_index.json"),
+            r#"{"_class_name": "StableDiffusionPipeline"}"#,
+        )
+        .unwrap();
+        model
+    }
+
+    #[test]
+    fn checkpoints_are_remembered_with_their_config_and_forgotten_without_touching_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = LocalModels::new(dir.path().join("models.json"));
+        let config = folder(dir.path());
+        let file = dir.path().join("dreamy-v1.safetensors");
+        std::fs::write(&file, b"weights").unwrap();
+
+        let model = registry.import_checkpoint(&file, &config).unwrap();
+        assert_eq!(model.id, "local:dreamy-v1");
+        assert_eq!(
+            model.config.as_deref(),
+            Some(config.canonicalize().unwrap().as_path())
+        );
+        assert_eq!(
+            registry.import_checkpoint(&file, &config).unwrap(),
+            model,
+            "once"
+        );
+        let other = dir.path().join("x.ckpt");
+        std::fs::write(&other, b"PK").unwrap();
+        assert!(registry.import_checkpoint(&other, &config).is_err());
+        assert!(
+            registry.import_checkpoint(&file, dir.path()).is_err(),
+            "no configs there"
+        );
+
+        assert_eq!(registry.remove(&model.id).unwrap(), model);
+        assert!(registry.list().unwrap().is_empty());
+        assert!(file.exists(), "the file stays");
+        assert!(matches!(
+            registry.remove(&model.id),
+            Err(ModelError::UnknownModel(_))
+        ));
+    }
 }

@@ -8,7 +8,9 @@ import { APP_EVENTS, on } from '../events.js';
 import { byId, el, formatBytes, formatGigabytes, scoped, toast } from '../dom.js';
 import {
   state, downloadModel, cancelDownload, loadModels, importCheckpoint, loadLoras, importLora, removeLora,
+  forgetModel,
 } from '../store.js';
+import { api } from '../api.js';
 import { confirmDialog } from '../components/confirm-dialog.js';
 
 /** @typedef {import('../types.js').ModelEntry} ModelEntry */
@@ -57,6 +59,42 @@ function row(m) {
     actions.push(button);
   }
   /** @type {HTMLElement | null} */
+  const checked = el('p', { className: 'muted model-detail', dataset: { field: 'verify' }, role: 'status' });
+  if (m.installed && m.source === 'catalog') {
+    const button = el('button', { type: 'button', dataset: { action: 'verify' } }, 'Verify files');
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      checked.textContent = 'Checking every file…';
+      try {
+        const r = await api.verifyModel(m.id);
+        checked.className = r.missing.length || r.corrupt.length ? 'error model-detail' : 'muted model-detail';
+        checked.textContent = r.missing.length || r.corrupt.length
+          ? `${r.missing.length} missing, ${r.corrupt.length} damaged: download again to repair`
+          : `All ${r.ok.length} files are intact`;
+      } catch (e) {
+        checked.className = 'error model-detail';
+        checked.textContent = toCommandError(e).message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    actions.push(button);
+  }
+  if (m.source !== 'catalog') {
+    const button = el('button', { type: 'button', className: 'link-button danger', dataset: { action: 'forget' } }, 'Remove from the list');
+    button.addEventListener('click', async () => {
+      const what = m.source === 'checkpoint' ? 'file' : 'folder';
+      if (!await confirmDialog(`Remove ${m.name}?`, `It leaves the model list; the ${what} stays on disk.`, 'Remove')) return;
+      try {
+        await forgetModel(m.id);
+        toast(`${m.name} removed from the list`);
+      } catch (e) {
+        toast(toCommandError(e).message, 'error');
+      }
+    });
+    actions.push(button);
+  }
+  /** @type {HTMLElement | null} */
   let progress = null;
   if (mine && d.running) {
     const bar = el('progress', { max: Math.max(d.progress?.bytes_total || 0, 1), value: d.progress?.bytes_done || 0 });
@@ -83,7 +121,8 @@ function row(m) {
     el('p', { className: 'muted model-detail' }, describe(m)),
     location,
     progress, problem,
-    actions.length ? el('div', { className: 'model-actions' }, ...actions) : null);
+    actions.length ? el('div', { className: 'model-actions' }, ...actions) : null,
+    checked);
 }
 
 /** What the list was last drawn for: progress alone only updates the bar in place. */
