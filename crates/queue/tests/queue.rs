@@ -278,25 +278,8 @@ fn bad_jobs_are_refused_and_engine_errors_do_not_stop_the_queue() {
 fn lora_tags_leave_the_prompt_and_the_loras_reach_the_recipe() {
     let s = setup();
     let (q, _rx) = queue(&s);
-    // A LoRA on the tiny model's first conv (zero, so the image is the base model's).
     let lora = s._dir.path().join("glow.safetensors");
-    let zeros = |shape: &[usize]| {
-        candle_core::Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
-            .unwrap()
-    };
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> = [
-        (
-            "lora_unet_conv_in.lora_down.weight".to_owned(),
-            zeros(&[2, 4, 3, 3]),
-        ),
-        (
-            "lora_unet_conv_in.lora_up.weight".to_owned(),
-            zeros(&[16, 2, 1, 1]),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    candle_core::safetensors::save(&tensors, &lora).unwrap();
+    common::tiny_lora(&lora);
     let mut job = spec(&s, "a cat <lora:glow:0.5>", 1, 2);
     job.model.loras = vec![(lora, 0.5)];
     let id = q.submit(job).unwrap();

@@ -117,27 +117,10 @@ async fn sign_up_log_in_generate_and_save_with_the_recipe() {
     );
     assert_eq!((limits.max_count, limits.max_steps), (4, 100));
     assert_eq!(limits.max_prompt_chars, Some(2000));
-    // A LoRA the server has (on the tiny model's first conv; zero, so images are unchanged),
-    // listed in /health and named in the request.
+    // A LoRA the server has, listed in /health and named in the request.
     let loras = cloud.server.data.join("loras");
     std::fs::create_dir_all(&loras).unwrap();
-    let zeros = |shape: &[usize]| {
-        candle_core::Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
-            .unwrap()
-    };
-    let glow: std::collections::HashMap<String, candle_core::Tensor> = [
-        (
-            "lora_unet_conv_in.lora_down.weight".to_owned(),
-            zeros(&[2, 4, 3, 3]),
-        ),
-        (
-            "lora_unet_conv_in.lora_up.weight".to_owned(),
-            zeros(&[16, 2, 1, 1]),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    candle_core::safetensors::save(&glow, loras.join("glow.safetensors")).unwrap();
+    common::engine::tiny_lora(&loras.join("glow.safetensors"));
     assert_eq!(
         client.server_info().await.unwrap().loras,
         Some(vec!["glow".to_owned()])

@@ -63,6 +63,22 @@ pub fn write_safetensors(dir: &Path, name: &str, tensors: &[(&str, Tensor)]) -> 
     path
 }
 
+/// Writes a LoRA for [`tiny_model`] at `path`: rank 2 on its first conv, all zeros, so images
+/// are the base model's while the LoRA is still merged and recorded.
+pub fn tiny_lora(path: &Path) {
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    write_safetensors(
+        dir,
+        name,
+        &[
+            ("lora_unet_conv_in.lora_down.weight", zeros(&[2, 4, 3, 3])),
+            ("lora_unet_conv_in.lora_up.weight", zeros(&[16, 2, 1, 1])),
+        ],
+    );
+}
+
 /// Largest absolute difference between two tensors of the same shape.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");

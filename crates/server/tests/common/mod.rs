@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 #[path = "../../../engine/tests/common/mod.rs"]
-mod engine;
+pub mod engine;
 
 use std::path::PathBuf;
 
