@@ -19,6 +19,8 @@ fi
 "$PYTHON" - "$out/ours.json" "$out/ref.json" <<'PY'
 import json, sys
 ours, ref = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"cpu: {ours.get('cpu_model')} ({', '.join(ours.get('simd') or []) or 'no SIMD flags read'}); "
+      f"threads: ours {ours.get('threads')}, diffusers {ref.get('threads')}")
 print(f"{'measure':<28}{'ours':>12}{'diffusers':>12}{'ratio':>8}")
 for k in ["text_encode_batch2_s", "unet_step_batch2_64x64_s", "vae_decode_512_s", "peak_rss_mib"]:
     a, b = ours.get(k), ref.get(k)

@@ -35,6 +35,40 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// The CPU's model name (Linux `/proc/cpuinfo`), so figures from different machines are told
+/// apart; ratios against diffusers in the same run are what compare.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_owned())
+}
+
+/// The SIMD extensions this CPU offers that the matrix kernels can use.
+fn simd_flags() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut flags = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx2") {
+            flags.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            flags.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            flags.push("avx512f");
+        }
+        flags
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        vec!["neon"]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Vec::new()
+    }
+}
+
 fn sync(t: &Tensor) {
     // Reading one value back waits for the device.
     let _ = t
@@ -139,7 +173,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "peak_rss_text_mib": text_rss,
         "peak_rss_unet_mib": unet_rss,
         "peak_rss_vae_mib": vae_rss,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": candle_core::utils::get_num_threads(),
+        "cpu_model": cpu_model(),
+        "simd": simd_flags(),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(path) = arg("--json") {
