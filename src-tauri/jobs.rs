@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine, SchedulerKind};
 use selfdiffusion_library::Library;
-use selfdiffusion_models::LoraLibrary;
 use selfdiffusion_queue::{JobId, JobInfo, JobProgress, JobSpec, Queue, QueueEvent};
 use selfdiffusion_recipe::take_lora_tags;
 use serde::{Deserialize, Serialize};
@@ -141,8 +140,7 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
         let loras = if tags.is_empty() {
             Vec::new()
         } else {
-            let library = LoraLibrary::default_location()
-                .ok_or_else(|| CommandError::failed("no data folder is known for this system"))?;
+            let library = crate::models::lora_library()?;
             tags.into_iter()
                 .map(|tag| Ok((library.resolve(&tag.name)?, tag.weight)))
                 .collect::<CmdResult<Vec<_>>>()?

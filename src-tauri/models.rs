@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{model_limits, Checkpoint, Family, Limits, LoraFile, ModelSpec};
+use selfdiffusion_engine::{model_limits, Checkpoint, Limits, LoraFile, ModelSpec};
 use selfdiffusion_models::{
     verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
     VerifyReport,
@@ -151,7 +151,8 @@ fn registry() -> CmdResult<LocalModels> {
         .ok_or_else(|| CommandError::failed("no data folder is known for this system"))
 }
 
-fn lora_library() -> CmdResult<LoraLibrary> {
+/// The LoRA library in the OS data folder.
+pub(crate) fn lora_library() -> CmdResult<LoraLibrary> {
     LoraLibrary::default_location()
         .ok_or_else(|| CommandError::failed("no data folder is known for this system"))
 }
@@ -170,14 +171,7 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
     };
     blocking(move || {
         let (_, config) = installed(&config_model_id, Vec::new())?;
-        let checkpoint = Checkpoint::open(&file)?;
-        if checkpoint.family() != Family::Sd1 {
-            return Err(CommandError::invalid(format!(
-                "{} is a {} checkpoint; only Stable Diffusion 1.x single files are read so far",
-                file.display(),
-                checkpoint.family().name()
-            )));
-        }
+        Checkpoint::open_loadable(&file)?;
         registry()?.import_checkpoint(&file, config.config_dir())?;
         Ok(Some(installed_and_catalog()))
     })

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use selfdiffusion_engine::{Checkpoint, Family, LoraFile, ModelSpec};
+use selfdiffusion_engine::{Checkpoint, LoraFile, ModelSpec};
 use selfdiffusion_models::{
     check_folder, verify, Catalog, Downloader, HubCache, LocalModels, LoraLibrary,
 };
@@ -235,14 +235,7 @@ pub fn run(action: ModelsAction, json: bool) -> Result<()> {
                 Some(config) if path.is_file() => {
                     let config = resolve(&config)?.path;
                     // Refused unless the engine reads it as a checkpoint of a family it runs.
-                    let checkpoint = Checkpoint::open(&path)?;
-                    if checkpoint.family() != Family::Sd1 {
-                        bail!(
-                            "{} is a {} checkpoint; only Stable Diffusion 1.x single files are read so far",
-                            path.display(),
-                            checkpoint.family().name()
-                        );
-                    }
+                    Checkpoint::open_loadable(&path)?;
                     registry()?.import_checkpoint(&path, &config)?
                 }
                 None if path.is_file() => bail!(

@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::lora::{LoraFile, Loras, Part};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
-use crate::single_file::{Checkpoint, Family};
+use crate::single_file::Checkpoint;
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
 
@@ -283,14 +283,7 @@ impl StableDiffusion {
                 Self::assemble(dir, Source::Folder, keep, loras, device, dtype)?
             }
             ModelPath::SingleFile { file, config } => {
-                let checkpoint = Checkpoint::open(file)?;
-                if checkpoint.family() != Family::Sd1 {
-                    return Err(EngineError::Unsupported(format!(
-                        "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
-                        file.display(),
-                        checkpoint.family().name()
-                    )));
-                }
+                let checkpoint = Checkpoint::open_loadable(file)?;
                 let mut model = Self::assemble(
                     config,
                     Source::Checkpoint(&checkpoint),

@@ -101,6 +101,20 @@ impl Checkpoint {
         })
     }
 
+    /// [`Checkpoint::open`], refusing a family this engine does not read as a single file yet
+    /// (the check importers make before remembering a file, and the loader makes before loading).
+    pub fn open_loadable(file: &Path) -> Result<Self> {
+        let checkpoint = Self::open(file)?;
+        if checkpoint.family != Family::Sd1 {
+            return Err(EngineError::Unsupported(format!(
+                "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
+                file.display(),
+                checkpoint.family.name()
+            )));
+        }
+        Ok(checkpoint)
+    }
+
     /// The file.
     pub fn file(&self) -> &Path {
         &self.file
