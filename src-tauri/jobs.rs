@@ -8,7 +8,7 @@ use base64::Engine as _;
 use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine, SchedulerKind};
 use selfdiffusion_library::Library;
 use selfdiffusion_queue::{JobId, JobInfo, JobProgress, JobSpec, Queue, QueueEvent};
-use selfdiffusion_recipe::take_lora_tags;
+use selfdiffusion_recipe::{take_lora_tags, SizeConditions};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
@@ -122,6 +122,9 @@ pub struct JobParams {
     height: usize,
     count: usize,
     scheduler: Option<String>,
+    /// SDXL's size conditions (advanced parameters); absent = the defaults.
+    #[serde(default)]
+    size_conditions: SizeConditions,
 }
 
 /// A queued job and the seed it will use.
@@ -172,6 +175,7 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
             height: params.height,
             count: params.count,
             scheduler,
+            size_conditions: params.size_conditions,
         })?;
         Ok(Submitted { id, seed })
     })

@@ -171,7 +171,7 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
     };
     blocking(move || {
         let (_, config) = installed(&config_model_id, Vec::new())?;
-        Checkpoint::open_loadable(&file)?;
+        Checkpoint::open(&file)?;
         registry()?.import_checkpoint(&file, config.config_dir())?;
         Ok(Some(installed_and_catalog()))
     })

@@ -9,7 +9,7 @@ use selfdiffusion_engine::{
     default_dtype, Control, DeviceChoice, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_files::{write_atomic, Access};
-use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags};
+use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags, SizeConditions};
 use serde::Serialize;
 
 /// Options of `generate`.
@@ -62,6 +62,15 @@ pub struct GenerateArgs {
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// SDXL: the original size the model is told of, `HxW` (default: the image's size).
+    #[arg(long, value_name = "HxW", value_parser = SizeConditions::parse_pair)]
+    original_size: Option<[u32; 2]>,
+    /// SDXL: the crop's top-left corner the model is told of, `T,L` (default: 0,0).
+    #[arg(long, value_name = "T,L", value_parser = SizeConditions::parse_pair)]
+    crop_top_left: Option<[u32; 2]>,
+    /// SDXL: the target size the model is told of, `HxW` (default: the image's size).
+    #[arg(long, value_name = "HxW", value_parser = SizeConditions::parse_pair)]
+    target_size: Option<[u32; 2]>,
 }
 
 /// One written image.
@@ -183,6 +192,11 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         scheduler,
         init_latents: args.latents.clone(),
         preview_every: 0,
+        size_conditions: SizeConditions {
+            original_size: args.original_size,
+            crop_top_left: args.crop_top_left,
+            target_size: args.target_size,
+        },
     };
     // The recipe names the model as the user knows it: the folder's or the file's name.
     let name = if args.model.is_file() {

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate images locally from a prompt.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// List, download, verify or import models.
     Models {
         #[command(subcommand)]
@@ -177,7 +177,7 @@ fn progress_line(json: bool, label: &str, done: usize, total: usize) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => {
-            generate::run(args, cli.json)?;
+            generate::run(*args, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { action } => {

@@ -235,7 +235,7 @@ pub fn run(action: ModelsAction, json: bool) -> Result<()> {
                 Some(config) if path.is_file() => {
                     let config = resolve(&config)?.path;
                     // Refused unless the engine reads it as a checkpoint of a family it runs.
-                    Checkpoint::open_loadable(&path)?;
+                    Checkpoint::open(&path)?;
                     registry()?.import_checkpoint(&path, &config)?
                 }
                 None if path.is_file() => bail!(

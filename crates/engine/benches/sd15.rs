@@ -148,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     reset_peak();
     let unet_step = time(
         steps,
-        || unet.forward(&latents, 500.0, &context).unwrap(),
+        || unet.forward(&latents, 500.0, &context, None).unwrap(),
         sync,
     );
     let unet_rss = peak_rss_mib();

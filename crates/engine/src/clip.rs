@@ -1,8 +1,11 @@
-//! The CLIP text encoder (`CLIPTextModel`), built from its `config.json`; its output is the final
-//! layer norm's, as the Stable Diffusion pipelines use it.
+//! The CLIP text encoder (`CLIPTextModel`, and `CLIPTextModelWithProjection` for SDXL's second
+//! encoder), built from its `config.json`. SD 1.x / 2.x read the final layer norm's output; SDXL
+//! reads the penultimate layer's states and the projected embedding at the end token.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{
+    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
+};
 
 use crate::config::ClipTextConfig;
 use crate::error::{EngineError, Result};
@@ -85,18 +88,63 @@ impl Layer {
     }
 }
 
+/// Which per-token states an encoder gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenStates {
+    /// The final layer norm's output (SD 1.x / 2.x).
+    Final,
+    /// The second-to-last layer's output, without the final layer norm (SDXL:
+    /// `hidden_states[-2]`).
+    Penultimate,
+}
+
+/// What a text encoder gives for a batch of token ids.
+#[derive(Debug, Clone)]
+pub struct EncodedText {
+    /// `[batch, seq, hidden]`.
+    pub hidden: Tensor,
+    /// `[batch, projection]`: the final layer norm's state at the end token through the text
+    /// projection; only for encoders built with one.
+    pub pooled: Option<Tensor>,
+}
+
 /// A CLIP text transformer.
 pub struct ClipTextEncoder {
     token_embedding: Embedding,
     position_embedding: Embedding,
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
 }
 
 impl ClipTextEncoder {
     /// Builds the encoder from its config; weights under `text_model.` (as SD checkpoints name
     /// them) or without the prefix.
     pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
+        Self::build(vb, config, false)
+    }
+
+    /// Builds a `CLIPTextModelWithProjection`: the encoder and its `text_projection` (no bias)
+    /// from `projection_dim`.
+    pub fn with_projection(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
+        Self::build(vb, config, true)
+    }
+
+    fn build(vb: VarBuilder, config: &ClipTextConfig, projection: bool) -> Result<Self> {
+        let text_projection = if projection {
+            let dim = config.projection_dim.ok_or_else(|| {
+                EngineError::Unsupported(
+                    "a text encoder with a projection needs projection_dim in its config".into(),
+                )
+            })?;
+            Some(linear_no_bias(
+                config.hidden_size,
+                dim,
+                vb.pp("text_projection"),
+            )?)
+        } else {
+            None
+        };
         let activation = match config.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
@@ -151,11 +199,20 @@ impl ClipTextEncoder {
             )?,
             layers,
             final_layer_norm: layer_norm(hidden, config.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            text_projection,
         })
     }
 
-    /// Encodes token ids `[batch, seq]` (u32) into `[batch, seq, hidden]`.
+    /// Encodes token ids `[batch, seq]` (u32) into the final layer norm's `[batch, seq, hidden]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.encode(ids, HiddenStates::Final)?.hidden)
+    }
+
+    /// Encodes token ids `[batch, seq]` (u32): the `states` asked for, and the pooled
+    /// projection when the encoder has one. The end token is found as transformers does for
+    /// these configs: the first position of the largest id (`<|endoftext|>` is the last id of
+    /// CLIP's vocabulary).
+    pub fn encode(&self, ids: &Tensor, states: HiddenStates) -> Result<EncodedText> {
         let (_, seq) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, seq as u32, device)?.unsqueeze(0)?;
@@ -164,11 +221,50 @@ impl ClipTextEncoder {
             .forward(ids)?
             .broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
-        for layer in &self.layers {
+        let n = self.layers.len();
+        // hidden_states[-2]: the embeddings for a one-layer encoder, else layer n-2's output.
+        let mut penultimate = (n == 1).then(|| xs.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &mask)?;
+            if i + 2 == n {
+                penultimate = Some(xs.clone());
+            }
         }
-        Ok(self.final_layer_norm.forward(&xs)?)
+        let last = self.final_layer_norm.forward(&xs)?;
+        let pooled = match &self.text_projection {
+            Some(projection) => {
+                let rows = ids
+                    .to_dtype(DType::U32)?
+                    .to_vec2::<u32>()?
+                    .iter()
+                    .enumerate()
+                    .map(|(b, row)| {
+                        let end = first_max(row);
+                        last.i((b, end))?.unsqueeze(0)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Some(projection.forward(&Tensor::cat(&rows, 0)?)?)
+            }
+            None => None,
+        };
+        let hidden = match states {
+            HiddenStates::Final => last,
+            HiddenStates::Penultimate => penultimate
+                .ok_or_else(|| EngineError::Unsupported("a text encoder without layers".into()))?,
+        };
+        Ok(EncodedText { hidden, pooled })
     }
+}
+
+/// The first index of the largest value (as `torch.argmax`).
+fn first_max(row: &[u32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, 0),
+            |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+        )
+        .0
 }
 
 /// `[seq, seq]` with −∞ above the diagonal, so each token sees only itself and what precedes it.

@@ -59,6 +59,9 @@ pub struct ModelIndex {
     /// Pipeline class, e.g. `StableDiffusionPipeline`.
     #[serde(rename = "_class_name")]
     pub class_name: String,
+    /// SDXL: a missing negative prompt means zero embeddings.
+    #[serde(default)]
+    pub force_zeros_for_empty_prompt: Option<bool>,
 }
 
 /// `text_encoder/config.json` of a `CLIPTextModel`.
@@ -81,6 +84,9 @@ pub struct ClipTextConfig {
     /// Layer-norm epsilon.
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+    /// Width of the text projection (`CLIPTextModelWithProjection`).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
 }
 
 fn default_ln_eps() -> f64 {
@@ -139,9 +145,15 @@ pub struct UNetConfig {
     /// Activation; only `silu` is supported.
     #[serde(default = "default_silu")]
     pub act_fn: String,
-    /// Extra conditioning (SDXL); unsupported here.
+    /// Extra conditioning: `text_time` (SDXL: pooled text and size ids) or none.
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// Width of each size id's sinusoidal embedding (`text_time`).
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// Input width of the added-condition embedding: pooled text + 6 × the time-id width.
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     /// Class conditioning; unsupported here.
     #[serde(default)]
     pub class_embed_type: Option<String>,

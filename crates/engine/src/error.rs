@@ -20,7 +20,7 @@ pub enum EngineError {
         reason: String,
     },
     /// The folder holds a model this engine does not run.
-    #[error("unsupported model: {0}. Supported: Stable Diffusion 1.x, 2.x (epsilon and v-prediction) and SD-Turbo in diffusers layout")]
+    #[error("unsupported model: {0}. Supported: Stable Diffusion 1.x, 2.x (epsilon and v-prediction), XL, SD-Turbo and SDXL-Turbo, as diffusers folders or single-file checkpoints")]
     Unsupported(String),
     /// Weights could not be loaded (corrupt file, missing tensor, wrong shape).
     #[error("{file}: {reason}")]

@@ -1,4 +1,4 @@
-//! SelfDiffusion's local engine: Stable Diffusion 1.x / 2.x / Turbo on candle, computing the same
+//! SelfDiffusion's local engine: Stable Diffusion 1.x / 2.x / XL / Turbo on candle, computing the same
 //! function as diffusers, with reproducible seeds, per-step progress and cancellation.
 //!
 //! candle-transformers supplies the VAE (built from the model's config); the CLIP text encoder,
@@ -18,10 +18,11 @@ mod pipeline;
 mod preview;
 pub mod schedulers;
 mod single_file;
+mod text;
 mod tokenizer;
 mod unet;
 
-pub use clip::ClipTextEncoder;
+pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
@@ -36,8 +37,9 @@ pub use preview::Preview;
 pub use schedulers::SchedulerKind;
 pub use selfdiffusion_recipe::{Limits, Recipe};
 pub use single_file::{Checkpoint, Family};
+pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};
-pub use unet::UNet;
+pub use unet::{AddedCond, UNet};
 
 /// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.
 pub use candle_core::{DType, Device, Tensor};

@@ -22,6 +22,8 @@ pub enum Part {
     Unet,
     /// The (first) CLIP text encoder.
     TextEncoder,
+    /// SDXL's second text encoder (OpenCLIP-bigG).
+    TextEncoder2,
 }
 
 /// One adapted layer: `down` [r, in, …], `up` [out, r, …], and its alpha.
@@ -84,17 +86,24 @@ fn classify(name: &str) -> Option<(Part, String, &'static str)> {
     .find_map(|(suffix, what)| name.strip_suffix(suffix).map(|s| (s, *what)))?;
     let (part, layer) = if let Some(l) = stem.strip_prefix("lora_unet_") {
         (Part::Unet, l.to_owned())
-    } else if let Some(l) = stem.strip_prefix("lora_te_") {
+    } else if let Some(l) = stem
+        .strip_prefix("lora_te_")
+        .or_else(|| stem.strip_prefix("lora_te1_"))
+    {
         (Part::TextEncoder, l.to_owned())
+    } else if let Some(l) = stem.strip_prefix("lora_te2_") {
+        (Part::TextEncoder2, l.to_owned())
     } else if let Some(l) = stem.strip_prefix("unet.") {
         (Part::Unet, l.replace('.', "_"))
     } else if let Some(l) = stem.strip_prefix("text_encoder.") {
         (Part::TextEncoder, l.replace('.', "_"))
+    } else if let Some(l) = stem.strip_prefix("text_encoder_2.") {
+        (Part::TextEncoder2, l.replace('.', "_"))
     } else {
         return None;
     };
     let layer = match part {
-        Part::TextEncoder => layer
+        Part::TextEncoder | Part::TextEncoder2 => layer
             .strip_prefix("text_model_")
             .map(str::to_owned)
             .unwrap_or(layer),
@@ -123,15 +132,6 @@ impl LoraFile {
             return Err(bad(
                 path,
                 "this is a checkpoint, not a LoRA: use it as the model",
-            ));
-        }
-        if let Some(k) = tensors
-            .keys()
-            .find(|k| k.starts_with("lora_te1_") || k.starts_with("lora_te2_"))
-        {
-            return Err(bad(
-                path,
-                format!("{k} is a Stable Diffusion XL LoRA key; it does not fit this model"),
             ));
         }
         let mut pieces: BTreeMap<(Part, String), Pieces> = BTreeMap::new();
@@ -280,10 +280,15 @@ impl Loras {
         for (i, (file, _)) in self.entries.iter().enumerate() {
             for ((part, layer), module) in &file.modules {
                 if !used.contains(&(i, *part, layer.clone())) {
+                    let hint = if file.modules.keys().any(|(p, _)| *p == Part::TextEncoder2) {
+                        "it is a Stable Diffusion XL LoRA (it changes a second text encoder)"
+                    } else {
+                        "is the LoRA for another model family?"
+                    };
                     return Err(bad(
                         &file.path,
                         format!(
-                            "{} does not fit this model (no such layer); is the LoRA for another model family?",
+                            "{} does not fit this model (no such layer); {hint}",
                             module.key
                         ),
                     ));
@@ -306,7 +311,9 @@ impl Merged {
     fn layer(&self, name: &str) -> Option<String> {
         let module = name.strip_suffix(".weight")?;
         let module = match self.part {
-            Part::TextEncoder => module.strip_prefix("text_model.").unwrap_or(module),
+            Part::TextEncoder | Part::TextEncoder2 => {
+                module.strip_prefix("text_model.").unwrap_or(module)
+            }
             Part::Unet => module,
         };
         Some(module.replace('.', "_"))

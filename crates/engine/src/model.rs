@@ -19,12 +19,13 @@ use crate::error::{EngineError, Result};
 use crate::lora::{LoraFile, Loras, Part};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
-use crate::single_file::Checkpoint;
+use crate::single_file::{Checkpoint, Family};
+use crate::text::{TextEncoders, TextStack};
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
 
 /// Pipeline classes this engine runs.
-const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
+const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline", "StableDiffusionXLPipeline"];
 
 /// A model to run: where it is on disk, and the LoRAs merged into it. The engine keeps the last
 /// one loaded; the same spec again reuses it.
@@ -141,14 +142,12 @@ enum Keep<'a> {
     Replay(&'a BaseWeights),
 }
 
-/// A loaded Stable Diffusion 1.x / 2.x / Turbo model.
+/// A loaded Stable Diffusion 1.x / 2.x / XL / Turbo model.
 pub struct StableDiffusion {
     /// The model folder, or the checkpoint file it was read from.
     pub dir: PathBuf,
-    /// The prompt tokenizer.
-    pub tokenizer: PromptTokenizer,
-    /// The text encoder.
-    pub text_encoder: ClipTextEncoder,
+    /// The tokenizer(s) and text encoder(s).
+    pub text: TextEncoders,
     /// The denoising UNet.
     pub unet: UNet,
     /// The autoencoder.
@@ -283,7 +282,7 @@ impl StableDiffusion {
                 Self::assemble(dir, Source::Folder, keep, loras, device, dtype)?
             }
             ModelPath::SingleFile { file, config } => {
-                let checkpoint = Checkpoint::open_loadable(file)?;
+                let checkpoint = Checkpoint::open(file)?;
                 let mut model = Self::assemble(
                     config,
                     Source::Checkpoint(&checkpoint),
@@ -316,6 +315,18 @@ impl StableDiffusion {
                 index.class_name,
                 dir.display()
             )));
+        }
+        let xl = index.class_name == "StableDiffusionXLPipeline";
+        if let Source::Checkpoint(c) = source {
+            if (c.family() == Family::Sdxl) != xl {
+                return Err(EngineError::Unsupported(format!(
+                    "{} is a {} checkpoint, but the configs in {} are for a {}; give the configs of its own family",
+                    c.file().display(),
+                    c.family().name(),
+                    dir.display(),
+                    if xl { "Stable Diffusion XL model" } else { "Stable Diffusion 1.x / 2.x model" },
+                )));
+            }
         }
         let component = |name: &str| Component {
             dir: dir.join(name),
@@ -356,14 +367,35 @@ impl StableDiffusion {
             ))
         };
 
-        let tokenizer = PromptTokenizer::load(&component("tokenizer").dir)?;
-
         let te_config: ClipTextConfig =
             read_json(&component("text_encoder").dir.join("config.json"))?;
         let (te_vb, te_file) = load("text_encoder", "model", Some(Part::TextEncoder), &|c| {
             c.text_encoder()
         })?;
-        let text_encoder = in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?;
+        let first = TextStack {
+            tokenizer: PromptTokenizer::load(&component("tokenizer").dir)?,
+            encoder: in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?,
+        };
+        let (text, context_width) = if xl {
+            let te2_config: ClipTextConfig =
+                read_json(&component("text_encoder_2").dir.join("config.json"))?;
+            let (vb, file) = load("text_encoder_2", "model", Some(Part::TextEncoder2), &|c| {
+                c.text_encoder_2()
+            })?;
+            let second = TextStack {
+                tokenizer: PromptTokenizer::load(&component("tokenizer_2").dir)?,
+                encoder: in_file(&file, ClipTextEncoder::with_projection(vb, &te2_config))?,
+            };
+            let width = te_config.hidden_size + te2_config.hidden_size;
+            let text = TextEncoders::Xl {
+                first,
+                second: Box::new(second),
+                force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(true),
+            };
+            (text, width)
+        } else {
+            (TextEncoders::Single(first), te_config.hidden_size)
+        };
 
         let unet_cfg: UNetConfig = read_json(&component("unet").dir.join("config.json"))?;
         let (unet_vb, unet_file) =
@@ -371,6 +403,13 @@ impl StableDiffusion {
                 c.unet(&unet_cfg)
             })?;
         let unet = in_file(&unet_file, UNet::new(unet_vb, &unet_cfg))?;
+        if unet.takes_added_cond() != xl {
+            return Err(EngineError::Unsupported(format!(
+                "{}: the UNet's added conditioning does not fit a {} pipeline",
+                dir.display(),
+                index.class_name
+            )));
+        }
 
         let vae_cfg: VaeConfig = read_json(&component("vae").dir.join("config.json"))?;
         let (vae_vb, vae_file) =
@@ -388,17 +427,16 @@ impl StableDiffusion {
 
         let sched_cfg: SchedulerConfig =
             read_json(&component("scheduler").dir.join("scheduler_config.json"))?;
-        if unet_cfg.cross_attention_dim != te_config.hidden_size {
+        if unet_cfg.cross_attention_dim != context_width {
             return Err(EngineError::Unsupported(format!(
-                "the UNet expects {}-wide text context but the text encoder gives {}",
-                unet_cfg.cross_attention_dim, te_config.hidden_size
+                "the UNet expects {}-wide text context but the text encoders give {context_width}",
+                unet_cfg.cross_attention_dim
             )));
         }
         tracing::info!(dir = %dir.display(), ?dtype, "model loaded");
         Ok(StableDiffusion {
             dir: dir.to_path_buf(),
-            tokenizer,
-            text_encoder,
+            text,
             unet,
             vae,
             vae_config: vae_cfg,

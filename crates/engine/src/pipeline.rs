@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, IndexOp, Tensor};
-use selfdiffusion_recipe::{Limits, LoraUse, Recipe};
+use selfdiffusion_recipe::{Limits, LoraUse, Recipe, SizeConditions};
 
 use crate::error::{EngineError, Result};
 use crate::model::StableDiffusion;
 use crate::noise::{GivenLatents, NoiseSource, SeededNoise};
 use crate::preview::Preview;
 use crate::schedulers::{Scheduler, SchedulerKind};
+use crate::text::TextEncoders;
+use crate::unet::AddedCond;
 
 /// The engine's own bounds on a request; a model narrows them ([`StableDiffusion::limits`]).
 pub const LIMITS: Limits = Limits {
@@ -30,7 +32,8 @@ pub const LIMITS: Limits = Limits {
 pub struct Request {
     /// The prompt.
     pub prompt: String,
-    /// What to steer away from.
+    /// What to steer away from. Empty means none: SDXL models then use zero embeddings
+    /// (`force_zeros_for_empty_prompt`); SD 1.x / 2.x encode the empty prompt.
     pub negative_prompt: String,
     /// Denoising steps (1 to [`Limits::max_steps`]).
     pub steps: usize,
@@ -50,6 +53,8 @@ pub struct Request {
     pub init_latents: Option<PathBuf>,
     /// Send a preview every this many steps (0 = never).
     pub preview_every: usize,
+    /// SDXL's size conditions (ignored by other models).
+    pub size_conditions: SizeConditions,
 }
 
 impl Default for Request {
@@ -66,6 +71,7 @@ impl Default for Request {
             scheduler: None,
             init_latents: None,
             preview_every: 0,
+            size_conditions: SizeConditions::default(),
         }
     }
 }
@@ -101,6 +107,7 @@ impl Request {
             height: Some(image.height as u32),
             backend: Some(backend.to_owned()),
             loras: image.loras.clone(),
+            size_conditions: self.size_conditions,
             ..Recipe::default()
         }
     }
@@ -230,6 +237,8 @@ impl Observer for NoObserver {}
 pub struct Conditioning {
     /// `[uncond; cond]` with guidance, else `cond`, in the model dtype.
     pub context: Tensor,
+    /// SDXL: the pooled text and size ids, batched as `context`.
+    pub added: Option<AddedCond>,
     /// Whether classifier-free guidance is on.
     pub guided: bool,
     /// The prompt was cut.
@@ -255,41 +264,69 @@ impl Clock {
 }
 
 impl StableDiffusion {
-    /// Tokenizes and encodes the prompts.
+    /// Tokenizes and encodes the request's prompts (and, for SDXL, its size ids).
     pub fn encode_prompts(
         &self,
-        prompt: &str,
-        negative: &str,
-        guidance: f64,
+        req: &Request,
         observer: &mut dyn Observer,
     ) -> Result<Conditioning> {
-        let cond = self.tokenizer.encode(prompt)?;
-        let uncond = self.tokenizer.encode(negative)?;
-        observer.tokens(&cond.ids, &uncond.ids);
-        let encode = |ids: &[u32]| -> Result<Tensor> {
-            let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-            self.text_encoder.forward(&ids)
+        let cond = self.text.encode(&req.prompt, &self.device)?;
+        let guided = req.guidance > 1.0;
+        let zeros = req.negative_prompt.is_empty() && self.text.zeros_for_missing_negative();
+        let uncond = match (guided, zeros) {
+            (false, _) => None,
+            (true, true) => Some(TextEncoders::zeros_like(&cond)?),
+            (true, false) => Some(self.text.encode(&req.negative_prompt, &self.device)?),
         };
-        let cond_emb = encode(&cond.ids)?;
-        let guided = guidance > 1.0;
-        let (context, uncond_emb) = if guided {
-            let u = encode(&uncond.ids)?;
-            (Tensor::cat(&[&u, &cond_emb], 0)?, Some(u))
-        } else {
-            (cond_emb.clone(), None)
-        };
-        observer.embeddings(&cond_emb, uncond_emb.as_ref());
+        observer.tokens(
+            &cond.ids,
+            uncond
+                .as_ref()
+                .map(|u| u.ids.as_slice())
+                .unwrap_or_default(),
+        );
+        observer.embeddings(&cond.context, uncond.as_ref().map(|u| &u.context));
         if cond.truncated {
             tracing::warn!(
                 "prompt is longer than {} tokens; the end was cut",
-                self.tokenizer.max_len()
+                self.text.max_len()
             );
         }
+        let batch = |get: &dyn Fn(&crate::text::PromptEmbedding) -> Option<Tensor>| {
+            let c = get(&cond);
+            match (&uncond, c) {
+                (Some(u), Some(c)) => get(u)
+                    .map(|u| Tensor::cat(&[&u, &c], 0))
+                    .transpose()
+                    .map_err(EngineError::from),
+                (None, c) => Ok(c),
+                (Some(_), None) => Ok(None),
+            }
+        };
+        let context = batch(&|e| Some(e.context.clone()))?.expect("every prompt has a context");
+        let added = match batch(&|e| e.pooled.clone())? {
+            Some(text_embeds) => {
+                let ids = req
+                    .size_conditions
+                    .time_ids(req.width as u32, req.height as u32)
+                    .map(|v| v as f32);
+                let rows = text_embeds.dim(0)?;
+                let time_ids = Tensor::new(&ids, &self.device)?
+                    .unsqueeze(0)?
+                    .repeat((rows, 1))?;
+                Some(AddedCond {
+                    text_embeds,
+                    time_ids,
+                })
+            }
+            None => None,
+        };
         Ok(Conditioning {
             context,
+            added,
             guided,
             prompt_truncated: cond.truncated,
-            negative_truncated: guided && uncond.truncated,
+            negative_truncated: uncond.is_some_and(|u| u.truncated),
         })
     }
 
@@ -343,12 +380,7 @@ impl StableDiffusion {
                 })
             };
         report(Phase::EncodingPrompt, 0, 0, &clock, None, progress);
-        let cond = self.encode_prompts(
-            &req.prompt,
-            &req.negative_prompt,
-            req.guidance,
-            &mut NoObserver,
-        )?;
+        let cond = self.encode_prompts(req, &mut NoObserver)?;
         let mut images = 0;
         let mut stopped_early = false;
         for k in 0..req.count {
@@ -447,7 +479,12 @@ impl StableDiffusion {
             let input = scheduler.scale_model_input(&input, i)?;
             let output = self
                 .unet
-                .forward(&input.to_dtype(self.dtype)?, t, &cond.context)?
+                .forward(
+                    &input.to_dtype(self.dtype)?,
+                    t,
+                    &cond.context,
+                    cond.added.as_ref(),
+                )?
                 .to_dtype(DType::F32)?;
             observer.unet(i, &input, t, &output);
             let noise_pred = if cond.guided {

@@ -1,5 +1,7 @@
-//! Single-file checkpoints: the original LDM / CompVis layout that AUTOMATIC1111, ComfyUI and
-//! model sites use (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`).
+//! Single-file checkpoints: the original LDM / CompVis / SGM layout that AUTOMATIC1111, ComfyUI
+//! and model sites use (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`,
+//! `conditioner.embedders.{0,1}.*`). OpenCLIP text encoders (SD 2.x, SDXL's second) keep q, k and
+//! v in one `in_proj` matrix, which is split as each is asked for.
 //! The family is told from the keys; the weights are read straight from the mapped file, each
 //! diffusers name translated to the file's as the model asks for it, so there is no converted
 //! copy on disk and no second copy in memory.
@@ -83,7 +85,8 @@ impl Checkpoint {
             );
             let weight = name.starts_with("model.diffusion_model.")
                 || name.starts_with("first_stage_model.")
-                || (name.starts_with("cond_stage_model.") && !name.ends_with("position_ids"));
+                || ((name.starts_with("cond_stage_model.") || name.starts_with("conditioner."))
+                    && !name.ends_with("position_ids"));
             if weight && !float {
                 return Err(refused(
                     file,
@@ -101,20 +104,6 @@ impl Checkpoint {
         })
     }
 
-    /// [`Checkpoint::open`], refusing a family this engine does not read as a single file yet
-    /// (the check importers make before remembering a file, and the loader makes before loading).
-    pub fn open_loadable(file: &Path) -> Result<Self> {
-        let checkpoint = Self::open(file)?;
-        if checkpoint.family != Family::Sd1 {
-            return Err(EngineError::Unsupported(format!(
-                "{} is a {} single-file checkpoint; only Stable Diffusion 1.x single files are read so far (use its diffusers folder)",
-                file.display(),
-                checkpoint.family.name()
-            )));
-        }
-        Ok(checkpoint)
-    }
-
     /// The file.
     pub fn file(&self) -> &Path {
         &self.file
@@ -128,19 +117,42 @@ impl Checkpoint {
     /// The UNet's weights under their diffusers names.
     pub fn unet(&self, config: &UNetConfig) -> Box<dyn SimpleBackend> {
         let config = config.clone();
-        self.component(Box::new(move |name| unet_key(name, &config)))
+        self.component(Box::new(move |name| {
+            unet_key(name, &config).map(Stored::whole)
+        }))
     }
 
     /// The VAE's weights under their diffusers names.
     pub fn vae(&self, config: &VaeConfig) -> Box<dyn SimpleBackend> {
         let blocks = config.block_out_channels.len();
-        self.component(Box::new(move |name| vae_key(name, blocks)))
+        self.component(Box::new(move |name| {
+            vae_key(name, blocks).map(Stored::whole)
+        }))
     }
 
-    /// The CLIP text encoder's weights under their transformers names.
+    /// The (first) CLIP text encoder's weights under their transformers names.
     pub fn text_encoder(&self) -> Box<dyn SimpleBackend> {
+        match self.family {
+            Family::Sd1 => self.component(Box::new(|name| {
+                Some(Stored::whole(format!(
+                    "cond_stage_model.transformer.{name}"
+                )))
+            })),
+            Family::Sd2 => self.component(Box::new(|name| {
+                open_clip_key(name, "cond_stage_model.model.")
+            })),
+            Family::Sdxl => self.component(Box::new(|name| {
+                Some(Stored::whole(format!(
+                    "conditioner.embedders.0.transformer.{name}"
+                )))
+            })),
+        }
+    }
+
+    /// SDXL's second text encoder (OpenCLIP-bigG) under its transformers names.
+    pub fn text_encoder_2(&self) -> Box<dyn SimpleBackend> {
         self.component(Box::new(|name| {
-            Some(format!("cond_stage_model.transformer.{name}"))
+            open_clip_key(name, "conditioner.embedders.1.model.")
         }))
     }
 
@@ -205,8 +217,34 @@ fn family_of(names: &[String]) -> std::result::Result<Family, String> {
     }
 }
 
-/// Translates a component's diffusers tensor name into the checkpoint's.
-type KeyMap = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// Where a component's tensor is in the checkpoint: a stored tensor, whole or a view of it.
+struct Stored {
+    key: String,
+    view: View,
+}
+
+/// The part of a stored tensor a component's tensor is.
+#[derive(Clone, Copy)]
+enum View {
+    /// All of it (a VAE attention's 1×1 conv is read as the linear layer it is).
+    Whole,
+    /// Third `n` of its rows: q, k or v of OpenCLIP's fused `in_proj`.
+    Third(usize),
+    /// Transposed: OpenCLIP's `text_projection` is applied as x·P, a linear layer's weight is Pᵀ.
+    Transposed,
+}
+
+impl Stored {
+    fn whole(key: String) -> Self {
+        Stored {
+            key,
+            view: View::Whole,
+        }
+    }
+}
+
+/// Translates a component's diffusers tensor name into where the checkpoint keeps it.
+type KeyMap = Box<dyn Fn(&str) -> Option<Stored> + Send + Sync>;
 
 /// One component's view of the checkpoint.
 struct Translated {
@@ -215,10 +253,28 @@ struct Translated {
 }
 
 impl Translated {
-    fn key(&self, name: &str) -> candle_core::Result<String> {
-        (self.key)(name).ok_or_else(|| {
+    /// The tensor for `name`, as stored, cut or turned to the component's layout.
+    fn load(&self, name: &str, dev: &Device) -> candle_core::Result<(String, Tensor)> {
+        let stored = (self.key)(name).ok_or_else(|| {
             candle_core::Error::Msg(format!("no tensor in the checkpoint for {name}")).bt()
-        })
+        })?;
+        let tensor = self.tensors.load(&stored.key, dev)?;
+        let tensor = match stored.view {
+            View::Whole => tensor,
+            View::Third(n) => {
+                let rows = tensor.dim(0)?;
+                if rows % 3 != 0 {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{} has {rows} rows, not q, k and v of equal size",
+                        stored.key
+                    ))
+                    .bt());
+                }
+                tensor.narrow(0, n * rows / 3, rows / 3)?
+            }
+            View::Transposed => tensor.t()?,
+        };
+        Ok((stored.key, tensor))
     }
 }
 
@@ -231,8 +287,7 @@ impl SimpleBackend for Translated {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let key = self.key(name)?;
-        let mut tensor = self.tensors.load(&key, dev)?;
+        let (key, mut tensor) = self.load(name, dev)?;
         // The VAE's attention projections are 1×1 convs in the checkpoint, linear layers here.
         if tensor.rank() == 4
             && shape.rank() == 2
@@ -249,16 +304,52 @@ impl SimpleBackend for Translated {
             }
             .bt());
         }
-        tensor.to_dtype(dtype)
+        tensor.contiguous()?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.tensors.load(&self.key(name)?, dev)?.to_dtype(dtype)
+        self.load(name, dev)?.1.contiguous()?.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        (self.key)(name).is_some_and(|key| self.tensors.get(&key).is_ok())
+        (self.key)(name).is_some_and(|stored| self.tensors.get(&stored.key).is_ok())
     }
+}
+
+/// A transformers CLIP tensor's place in an OpenCLIP text encoder stored under `prefix`
+/// (SD 2.x's `cond_stage_model.model.`, SDXL's `conditioner.embedders.1.model.`).
+fn open_clip_key(name: &str, prefix: &str) -> Option<Stored> {
+    let p = Parts::new(name.strip_prefix("text_model.").unwrap_or(name));
+    let whole = |key: String| Some((key, View::Whole));
+    let (key, view) = match p.0.as_slice() {
+        ["embeddings", "token_embedding", "weight"] => whole("token_embedding.weight".into())?,
+        ["embeddings", "position_embedding", "weight"] => whole("positional_embedding".into())?,
+        ["final_layer_norm", ..] => whole(format!("ln_final.{}", p.rest(1)))?,
+        ["text_projection", "weight"] => ("text_projection".into(), View::Transposed),
+        ["encoder", "layers", i, rest @ ..] => {
+            let block = format!("transformer.resblocks.{i}");
+            let tail = rest.last()?;
+            match rest {
+                ["self_attn", proj @ ("q_proj" | "k_proj" | "v_proj"), _] => {
+                    let n = ["q_proj", "k_proj", "v_proj"]
+                        .iter()
+                        .position(|q| q == proj)?;
+                    (format!("{block}.attn.in_proj_{tail}"), View::Third(n))
+                }
+                ["self_attn", "out_proj", _] => whole(format!("{block}.attn.out_proj.{tail}"))?,
+                ["layer_norm1", _] => whole(format!("{block}.ln_1.{tail}"))?,
+                ["layer_norm2", _] => whole(format!("{block}.ln_2.{tail}"))?,
+                ["mlp", "fc1", _] => whole(format!("{block}.mlp.c_fc.{tail}"))?,
+                ["mlp", "fc2", _] => whole(format!("{block}.mlp.c_proj.{tail}"))?,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(Stored {
+        key: format!("{prefix}{key}"),
+        view,
+    })
 }
 
 /// The parts of a dotted name, and the rest joined again from part `n`.
@@ -304,6 +395,8 @@ fn unet_key(name: &str, config: &UNetConfig) -> Option<String> {
     let key = match p.0.as_slice() {
         ["time_embedding", "linear_1", ..] => format!("time_embed.0.{}", p.rest(2)),
         ["time_embedding", "linear_2", ..] => format!("time_embed.2.{}", p.rest(2)),
+        ["add_embedding", "linear_1", ..] => format!("label_emb.0.0.{}", p.rest(2)),
+        ["add_embedding", "linear_2", ..] => format!("label_emb.0.2.{}", p.rest(2)),
         ["conv_in", ..] => format!("input_blocks.0.0.{}", p.rest(1)),
         ["conv_norm_out", ..] => format!("out.0.{}", p.rest(1)),
         ["conv_out", ..] => format!("out.2.{}", p.rest(1)),

@@ -42,12 +42,23 @@ impl Plan {
         if c.act_fn != "silu" {
             return unsupported(format!("activation {:?}", c.act_fn));
         }
-        if let Some(kind) = c
-            .addition_embed_type
-            .as_ref()
-            .or(c.class_embed_type.as_ref())
-        {
-            return unsupported(format!("extra conditioning {kind:?} (SDXL comes later)"));
+        if let Some(kind) = &c.class_embed_type {
+            return unsupported(format!("class conditioning {kind:?}"));
+        }
+        match c.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time")
+                if c.addition_time_embed_dim.is_none()
+                    || c.projection_class_embeddings_input_dim.is_none() =>
+            {
+                return unsupported(
+                    "text_time conditioning without addition_time_embed_dim and \
+                     projection_class_embeddings_input_dim"
+                        .into(),
+                );
+            }
+            Some("text_time") => {}
+            Some(kind) => return unsupported(format!("extra conditioning {kind:?}")),
         }
         if c.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn") {
             return unsupported(format!("mid block {:?}", c.mid_block_type));
@@ -424,6 +435,50 @@ struct Mid {
     layers: Vec<(Transformer2D, Resnet)>,
 }
 
+/// SDXL's extra conditioning for one UNet call: the pooled text embedding and the six size ids
+/// (original height, width, crop top, left, target height, width), one row per batch entry.
+#[derive(Debug, Clone)]
+pub struct AddedCond {
+    /// `[batch, projection]`.
+    pub text_embeds: Tensor,
+    /// `[batch, 6]`, f32.
+    pub time_ids: Tensor,
+}
+
+/// `text_time` conditioning: each size id's sinusoid, appended to the pooled text, through
+/// Linear → SiLU → Linear; added to the timestep embedding.
+struct AddedEmbedding {
+    time_dim: usize,
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+/// Sinusoidal features of `values`, `[n, dim]`, as diffusers' `get_timestep_embedding`: in f32,
+/// `[cos, sin]` when `flip`, else `[sin, cos]`.
+fn sinusoids(
+    values: &[f32],
+    dim: usize,
+    flip: bool,
+    shift: f64,
+    device: &candle_core::Device,
+) -> CResult<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp() as f32)
+        .collect();
+    let mut out = Vec::with_capacity(values.len() * dim);
+    for &v in values {
+        let (sin, cos): (Vec<f32>, Vec<f32>) =
+            freqs.iter().map(|f| ((v * f).sin(), (v * f).cos())).unzip();
+        if flip {
+            out.extend(cos.into_iter().chain(sin));
+        } else {
+            out.extend(sin.into_iter().chain(cos));
+        }
+    }
+    Tensor::from_vec(out, (values.len(), dim), device)
+}
+
 /// A `UNet2DConditionModel`.
 pub struct UNet {
     conv_in: Conv2d,
@@ -432,6 +487,7 @@ pub struct UNet {
     freq_shift: f64,
     time_linear_1: Linear,
     time_linear_2: Linear,
+    added: Option<AddedEmbedding>,
     down: Vec<Block>,
     mid: Mid,
     up: Vec<Block>,
@@ -551,6 +607,17 @@ impl UNet {
             freq_shift: c.freq_shift,
             time_linear_1: linear(ch0, temb, vb.pp("time_embedding").pp("linear_1"))?,
             time_linear_2: linear(temb, temb, vb.pp("time_embedding").pp("linear_2"))?,
+            added: match (
+                c.addition_time_embed_dim,
+                c.projection_class_embeddings_input_dim,
+            ) {
+                (Some(time_dim), Some(input)) => Some(AddedEmbedding {
+                    time_dim,
+                    linear_1: linear(input, temb, vb.pp("add_embedding").pp("linear_1"))?,
+                    linear_2: linear(temb, temb, vb.pp("add_embedding").pp("linear_2"))?,
+                }),
+                _ => None,
+            },
             down,
             mid,
             up,
@@ -559,36 +626,75 @@ impl UNet {
         })
     }
 
-    /// Sinusoidal timestep features, as diffusers' `get_timestep_embedding`.
-    fn timestep_features(&self, t: f64, batch: usize, xs: &Tensor) -> CResult<Tensor> {
-        let half = self.time_channels / 2;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.freq_shift)).exp() as f32)
-            .collect();
-        let args: Vec<f32> = freqs.iter().map(|f| (t as f32) * f).collect();
-        let (sin, cos): (Vec<f32>, Vec<f32>) = args.iter().map(|a| (a.sin(), a.cos())).unzip();
-        let row: Vec<f32> = if self.flip_sin_to_cos {
-            [cos, sin].concat()
-        } else {
-            [sin, cos].concat()
-        };
-        let row =
-            Tensor::from_vec(row, (1, self.time_channels), xs.device())?.to_dtype(xs.dtype())?;
-        row.repeat((batch, 1))
+    /// Whether the UNet takes SDXL's added conditioning.
+    pub fn takes_added_cond(&self) -> bool {
+        self.added.is_some()
     }
 
-    /// Predicts noise (or v) for latents `xs` at timestep `t` with text `context`.
-    pub fn forward(&self, xs: &Tensor, t: f64, context: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_inner(xs, t, context)?)
+    /// Predicts noise (or v) for latents `xs` at timestep `t` with text `context` (and, for
+    /// SDXL, the `added` conditioning).
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        t: f64,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
+        match (&self.added, added) {
+            (Some(_), None) => Err(EngineError::Unsupported(
+                "this UNet needs the pooled text and size conditioning (SDXL)".into(),
+            )),
+            (None, Some(_)) => Err(EngineError::Unsupported(
+                "this UNet takes no added conditioning".into(),
+            )),
+            _ => Ok(self.forward_inner(xs, t, context, added)?),
+        }
     }
 
-    fn forward_inner(&self, xs: &Tensor, t: f64, context: &Tensor) -> CResult<Tensor> {
+    /// The timestep embedding every resnet gets, with SDXL's added conditioning summed in.
+    fn embedding(&self, t: f64, xs: &Tensor, added: Option<&AddedCond>) -> CResult<Tensor> {
         let batch = xs.dim(0)?;
-        let temb = self.timestep_features(t, batch, xs)?;
-        let temb = self
-            .time_linear_2
-            .forward(&candle_nn::ops::silu(&self.time_linear_1.forward(&temb)?)?)?;
-        let temb = candle_nn::ops::silu(&temb)?;
+        let features = sinusoids(
+            &[t as f32],
+            self.time_channels,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            xs.device(),
+        )?
+        .to_dtype(xs.dtype())?
+        .repeat((batch, 1))?;
+        let mut temb = self.time_linear_2.forward(&candle_nn::ops::silu(
+            &self.time_linear_1.forward(&features)?,
+        )?)?;
+        if let (Some(embedding), Some(added)) = (&self.added, added) {
+            let ids = added.time_ids.to_dtype(DType::F32)?;
+            let rows = ids.dim(0)?;
+            let time = sinusoids(
+                &ids.flatten_all()?.to_vec1::<f32>()?,
+                embedding.time_dim,
+                self.flip_sin_to_cos,
+                self.freq_shift,
+                xs.device(),
+            )?
+            .reshape((rows, ()))?
+            .to_dtype(xs.dtype())?;
+            let input = Tensor::cat(&[&added.text_embeds.to_dtype(xs.dtype())?, &time], 1)?;
+            let aug = embedding
+                .linear_2
+                .forward(&candle_nn::ops::silu(&embedding.linear_1.forward(&input)?)?)?;
+            temb = (temb + aug)?;
+        }
+        candle_nn::ops::silu(&temb)
+    }
+
+    fn forward_inner(
+        &self,
+        xs: &Tensor,
+        t: f64,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> CResult<Tensor> {
+        let temb = self.embedding(t, xs, added)?;
 
         let mut h = self.conv_in.forward(xs)?;
         let mut skips = vec![h.clone()];

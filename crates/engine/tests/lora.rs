@@ -59,9 +59,7 @@ fn run(dir: &Path, loras: &[(&str, f64)], reference: &str) {
     .unwrap();
     let req = fixture_request();
     let mut seen = Seen::default();
-    let cond = model
-        .encode_prompts(&req.prompt, &req.negative_prompt, req.guidance, &mut seen)
-        .unwrap();
+    let cond = model.encode_prompts(&req, &mut seen).unwrap();
     let init = candle_core::safetensors::load(
         dir.join("reference/init_latents.safetensors"),
         &Device::Cpu,
@@ -194,15 +192,29 @@ fn loras_that_do_not_fit_are_refused_by_key() {
         "{err}"
     );
 
-    // An SDXL LoRA, a checkpoint, and a file of another kind are refused when opened.
+    // An SDXL LoRA on this SD 1.x model: the load fails naming its key and what it is for.
     let sdxl = write(
         tmp.path(),
         "sdxl.safetensors",
-        &[(
-            "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
-            small((2, 8)),
-        )],
+        &[
+            (
+                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                small((2, 8)),
+            ),
+            (
+                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
+                small((8, 2)),
+            ),
+        ],
     );
+    let err = load_error(&sdxl);
+    assert!(
+        err.contains("lora_te2_text_model_encoder_layers_0_mlp_fc1")
+            && err.contains("Stable Diffusion XL LoRA"),
+        "{err}"
+    );
+
+    // A checkpoint, and a file of another kind, are refused when opened.
     let checkpoint = dir
         .parent()
         .unwrap()
@@ -213,7 +225,6 @@ fn loras_that_do_not_fit_are_refused_by_key() {
         &[("lora_unet_conv_in.hada_w1_a", small((2, 2)))],
     );
     let cases = [
-        (sdxl.as_path(), "Stable Diffusion XL LoRA"),
         (checkpoint.as_path(), "is a checkpoint, not a LoRA"),
         (loha.as_path(), "not a LoRA tensor this engine reads"),
     ];

@@ -97,9 +97,7 @@ fn run(kind: SchedulerKind, reference: &str) {
     let model = StableDiffusion::load(&dir.join("model"), &Device::Cpu, DType::F32).unwrap();
     let req = fixture_request();
     let mut rec = Recorder::default();
-    let cond = model
-        .encode_prompts(&req.prompt, &req.negative_prompt, req.guidance, &mut rec)
-        .unwrap();
+    let cond = model.encode_prompts(&req, &mut rec).unwrap();
 
     let (ids_cond, ids_uncond) = rec.tokens.clone().unwrap();
     let as_u32 = |t: &Tensor| {

@@ -273,12 +273,7 @@ fn guidance_at_most_one_runs_without_cfg() {
             ..request()
         };
         let cond = model
-            .encode_prompts(
-                &req.prompt,
-                &req.negative_prompt,
-                guidance,
-                &mut selfdiffusion_engine::NoObserver,
-            )
+            .encode_prompts(&req, &mut selfdiffusion_engine::NoObserver)
             .unwrap();
         let mut seen = Batch(Vec::new());
         let mut noise = selfdiffusion_engine::SeededNoise::new(1);
@@ -303,7 +298,7 @@ fn guidance_at_most_one_runs_without_cfg() {
 #[test]
 fn long_prompts_are_truncated_and_reported() {
     let long = "a red cat ".repeat(20);
-    let tokens = tiny().tokenizer.encode(&long).unwrap();
+    let tokens = tiny().text.first().tokenizer.encode(&long).unwrap();
     assert!(tokens.truncated);
     assert_eq!(tokens.ids.len(), 16);
     assert_eq!(
@@ -311,7 +306,7 @@ fn long_prompts_are_truncated_and_reported() {
         (0, 1),
         "start and end tokens kept"
     );
-    let short = tiny().tokenizer.encode("A Cat").unwrap();
+    let short = tiny().text.first().tokenizer.encode("A Cat").unwrap();
     assert_eq!(
         short.ids[..5],
         [0, 3, 4, 1, 1],
@@ -503,6 +498,21 @@ fn broken_model_folders_name_the_file_and_tensor() {
     StableDiffusion::load(fp16.path(), &Device::Cpu, DType::F32)
         .expect("the fp16 variant is found");
 
+    let sd3 = tempfile::tempdir().unwrap();
+    copy_dir(good.path(), sd3.path());
+    std::fs::write(
+        sd3.path().join("model_index.json"),
+        r#"{"_class_name": "StableDiffusion3Pipeline"}"#,
+    )
+    .unwrap();
+    let err = load_err(sd3.path());
+    assert!(
+        err.contains("StableDiffusion3Pipeline")
+            && err.contains("Supported: Stable Diffusion 1.x, 2.x"),
+        "{err}"
+    );
+
+    // An SD 1.x folder that says it is SDXL lacks the second text encoder, and says so.
     let xl = tempfile::tempdir().unwrap();
     copy_dir(good.path(), xl.path());
     std::fs::write(
@@ -511,11 +521,7 @@ fn broken_model_folders_name_the_file_and_tensor() {
     )
     .unwrap();
     let err = load_err(xl.path());
-    assert!(
-        err.contains("StableDiffusionXLPipeline")
-            && err.contains("Supported: Stable Diffusion 1.x, 2.x"),
-        "{err}"
-    );
+    assert!(err.contains("text_encoder_2"), "{err}");
 
     let bad_sched = tempfile::tempdir().unwrap();
     copy_dir(good.path(), bad_sched.path());

@@ -21,7 +21,9 @@ fn sd2_style_unet_matches_diffusers() {
         .unwrap();
     let unet = UNet::new(vb, &config).unwrap();
     let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).unwrap();
-    let ours = unet.forward(&io["sample"], 421.0, &io["context"]).unwrap();
+    let ours = unet
+        .forward(&io["sample"], 421.0, &io["context"], None)
+        .unwrap();
     let diff = common::max_diff(&ours, &io["out"]);
     eprintln!("sd2 unet: max |diff| = {diff:.2e}");
     assert!(diff < 1e-4, "max |diff| = {diff:e}");

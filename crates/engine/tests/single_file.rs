@@ -65,8 +65,8 @@ fn a_single_file_checkpoint_gives_the_folder_pipeline() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let a = folder.text_encoder.forward(&ids).unwrap();
-    let b = single.text_encoder.forward(&ids).unwrap();
+    let a = folder.text.first().encoder.forward(&ids).unwrap();
+    let b = single.text.first().encoder.forward(&ids).unwrap();
     assert_eq!(max_diff(&a, &b), 0.0, "text encoder");
 
     // The whole DDIM run is bit-identical to the folder's (diffusers finds the same).
@@ -187,20 +187,26 @@ fn bad_files_are_refused_with_what_they_are() {
         Err(EngineError::MissingFile(_))
     ));
 
-    // A family this engine does not read as a single file yet is named.
-    let sdxl = write(
-        dir.path(),
-        "sdxl.safetensors",
-        &[
-            (unet, f32s.clone()),
-            ("conditioner.embedders.1.model.ln_final.weight", f32s),
-        ],
-    );
-    let err = StableDiffusion::load_single_file(&sdxl, dir.path(), &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("Stable Diffusion XL"), "{err}");
+    // A checkpoint given the configs of another family says which it is.
+    if let Some((sd15, _)) = fixtures() {
+        let sdxl = write(
+            dir.path(),
+            "sdxl.safetensors",
+            &[
+                (unet, f32s.clone()),
+                ("conditioner.embedders.1.model.ln_final.weight", f32s),
+            ],
+        );
+        let err =
+            StableDiffusion::load_single_file(&sdxl, &sd15.join("model"), &Device::Cpu, DType::F32)
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(
+            err.contains("Stable Diffusion XL checkpoint") && err.contains("its own family"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

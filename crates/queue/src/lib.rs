@@ -13,7 +13,7 @@ use selfdiffusion_engine::{
     Control, Engine, EngineError, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_library::{JobGuard, Library, Pixels};
-use selfdiffusion_recipe::take_lora_tags;
+use selfdiffusion_recipe::{take_lora_tags, SizeConditions};
 use selfdiffusion_styles::Style;
 use serde::Serialize;
 
@@ -50,6 +50,8 @@ pub struct JobSpec {
     pub count: usize,
     /// Scheduler (`None`: the model's own).
     pub scheduler: Option<SchedulerKind>,
+    /// SDXL's size conditions.
+    pub size_conditions: SizeConditions,
 }
 
 /// Where a job is.
@@ -244,6 +246,7 @@ impl Queue {
             scheduler: spec.scheduler,
             init_latents: None,
             preview_every: 5,
+            size_conditions: spec.size_conditions,
         };
         let limits = spec
             .model

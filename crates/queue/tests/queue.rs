@@ -58,6 +58,7 @@ fn spec(s: &Setup, prompt: &str, count: usize, steps: usize) -> JobSpec {
         height: 64,
         count,
         scheduler: None,
+        size_conditions: Default::default(),
     }
 }
 

@@ -9,9 +9,11 @@ pub mod metadata;
 pub mod png_text;
 mod recipe;
 mod seed;
+mod size;
 
 pub use encode::{embed_recipe, encode_png, EncodeError};
 pub use limits::Limits;
 pub use metadata::{embedded_recipe, own_recipe};
 pub use recipe::{take_lora_tags, LoraUse, Recipe};
 pub use seed::random_seed;
+pub use size::SizeConditions;

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::SizeConditions;
+
 /// How an image was (or claims to have been) made. Unknown fields survive a round trip in `extra`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
@@ -42,6 +44,9 @@ pub struct Recipe {
     /// LoRAs merged into the model, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraUse>,
+    /// SDXL size conditions the user set (none: the defaults).
+    #[serde(default, skip_serializing_if = "SizeConditions::is_default")]
+    pub size_conditions: SizeConditions,
     /// Cloud job id, when generated in the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,

@@ -299,9 +299,7 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
         width: job.width,
         height: job.height,
         count: job.samples,
-        scheduler: None,
-        init_latents: None,
-        preview_every: 0,
+        ..Request::default()
     };
     let total = (job.samples * job.steps) as f64;
     let mut written = 0;

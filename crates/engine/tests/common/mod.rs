@@ -9,9 +9,10 @@ use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use selfdiffusion_engine::{vae_config, ClipTextEncoder, Request, UNet};
 
-/// The diffusers parity fixture, if present. Under `CI=true` a missing fixture is a failure;
-/// elsewhere the caller skips with the returned message.
-pub fn fixture() -> Result<PathBuf, String> {
+/// The shared fixture `name` (a folder of `shared/fixtures` holding `model/`), if present.
+/// Under `CI=true` a missing fixture is a failure; elsewhere the caller skips with the returned
+/// message.
+pub fn named_fixture(name: &str) -> Result<PathBuf, String> {
     let candidates = std::env::var_os("SELFDIFFUSION_FIXTURES")
         .map(PathBuf::from)
         .into_iter()
@@ -26,16 +27,26 @@ pub fn fixture() -> Result<PathBuf, String> {
                 .map(|a| a.join("../shared/fixtures")),
         );
     for base in candidates {
-        let dir = base.join("tiny-sd15");
+        let dir = base.join(name);
         if dir.join("model/model_index.json").is_file() {
             return Ok(dir);
         }
     }
-    let msg = "fixture tiny-sd15 not found (set SELFDIFFUSION_FIXTURES to the folder holding it, or keep ../shared beside the checkout)";
+    let msg = format!("fixture {name} not found (set SELFDIFFUSION_FIXTURES to the folder holding it, or keep ../shared beside the checkout)");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; under CI=true the parity tests must run");
     }
-    Err(msg.to_string())
+    Err(msg)
+}
+
+/// The diffusers parity fixture `tiny-sd15`, if present (see [`named_fixture`]).
+pub fn fixture() -> Result<PathBuf, String> {
+    named_fixture("tiny-sd15")
+}
+
+/// The SDXL parity fixture `tiny-sdxl`, if present (see [`named_fixture`]).
+pub fn sdxl_fixture() -> Result<PathBuf, String> {
+    named_fixture("tiny-sdxl")
 }
 
 /// The request of the fixture's reference runs (see tiny-sd15's README): its prompt, no

@@ -1,0 +1,272 @@
+//! Stage-by-stage parity with diffusers' `StableDiffusionXLPipeline` on the shared `tiny-sdxl`
+//! fixture (see its README): the SDXL base run (Euler, CFG, a negative prompt) and the
+//! SDXL-Turbo style run (Euler ancestral "trailing", no CFG, 2 steps).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use common::{max_diff, sdxl_fixture};
+use selfdiffusion_engine::config::{read_json, SchedulerConfig};
+use selfdiffusion_engine::schedulers::Schedule;
+use selfdiffusion_engine::{
+    Control, NoiseSource, Observer, Request, SchedulerKind, StableDiffusion, TextEncoders,
+};
+
+/// Largest |diff| allowed on a latent tensor whose values reach `scale`: 1e-4, relative above 1
+/// (the README: references from one CPU differ from another's by ~1e-5).
+fn latent_tol(reference: &Tensor) -> f32 {
+    let largest = reference
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    1e-4 * largest.max(1.0)
+}
+
+/// Tolerance on the decoded image in 0..1.
+const IMAGE_TOL: f32 = 1e-3;
+
+#[derive(Default)]
+struct Recorder {
+    tokens: Option<Vec<u32>>,
+    cond: Option<Tensor>,
+    uncond: Option<Tensor>,
+    unet: Vec<(Tensor, f64, Tensor)>,
+    guided: Vec<Tensor>,
+    latents: Vec<Tensor>,
+    image: Option<Tensor>,
+}
+
+impl Observer for Recorder {
+    fn tokens(&mut self, cond: &[u32], _uncond: &[u32]) {
+        self.tokens = Some(cond.to_vec());
+    }
+    fn embeddings(&mut self, cond: &Tensor, uncond: Option<&Tensor>) {
+        self.cond = Some(cond.clone());
+        self.uncond = uncond.cloned();
+    }
+    fn unet(&mut self, _i: usize, input: &Tensor, t: f64, output: &Tensor) {
+        self.unet.push((input.clone(), t, output.clone()));
+    }
+    fn guided(&mut self, _i: usize, noise_pred: &Tensor) {
+        self.guided.push(noise_pred.clone());
+    }
+    fn latents(&mut self, _i: usize, latents: &Tensor) {
+        self.latents.push(latents.clone());
+    }
+    fn image(&mut self, image: &Tensor) {
+        self.image = Some(image.clone());
+    }
+}
+
+/// The fixture's fixed noise: initial latents, and Euler ancestral's per-step draws.
+struct FixtureNoise {
+    initial: Tensor,
+    steps: Option<Tensor>,
+}
+
+impl NoiseSource for FixtureNoise {
+    fn initial(&mut self, shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
+        assert_eq!(self.initial.dims(), shape);
+        Ok(self.initial.clone())
+    }
+    fn step(&mut self, _shape: &[usize], i: usize) -> selfdiffusion_engine::Result<Tensor> {
+        Ok(self
+            .steps
+            .as_ref()
+            .expect("this scheduler draws no step noise")
+            .i(i)
+            .unwrap())
+    }
+}
+
+fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn check(stage: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
+    assert_eq!(ours.dims(), reference.dims(), "{stage}: shape");
+    let d = max_diff(ours, reference);
+    assert!(d <= tol, "{stage}: max |diff| = {d:e} exceeds {tol:e}");
+    eprintln!("{stage}: max |diff| = {d:.2e}");
+}
+
+fn check_latent(stage: &str, ours: &Tensor, reference: &Tensor) {
+    check(stage, ours, reference, latent_tol(reference));
+}
+
+fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap()
+}
+
+/// One reference run: `run` names its folder, `scheduler_dir` the scheduler config it used.
+fn run(run: &str, scheduler_dir: &str, kind: SchedulerKind, req: Request) {
+    let dir = match sdxl_fixture() {
+        Ok(d) => d,
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let out = load(&dir.join("reference").join(run).join("outputs.safetensors"));
+    let init = load(&dir.join("reference/init_latents.safetensors"))["latents"].clone();
+    let steps = (kind == SchedulerKind::EulerAncestral)
+        .then(|| load(&dir.join("reference/turbo_step_noise.safetensors"))["noise"].clone());
+    let mut model = StableDiffusion::load(&dir.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let config: SchedulerConfig = read_json(
+        &dir.join("model")
+            .join(scheduler_dir)
+            .join("scheduler_config.json"),
+    )
+    .unwrap();
+    model.schedule = Schedule::from_config(&config).unwrap();
+
+    // Both tokenizers: the second pads with "!" (id 0).
+    let TextEncoders::Xl { second, .. } = &model.text else {
+        panic!("an SDXL folder loads two text encoders");
+    };
+    assert_eq!(
+        second.tokenizer.encode(&req.prompt).unwrap().ids,
+        ids(&out["input_ids_cond_2"]),
+        "tokenizer_2 ids"
+    );
+
+    let mut rec = Recorder::default();
+    let cond = model.encode_prompts(&req, &mut rec).unwrap();
+    assert_eq!(
+        rec.tokens.clone().unwrap(),
+        ids(&out["input_ids_cond_1"]),
+        "tokenizer ids"
+    );
+    check_latent(
+        "prompt_embeds",
+        rec.cond.as_ref().unwrap(),
+        &out["prompt_embeds"],
+    );
+    if let Some(reference) = out.get("negative_prompt_embeds") {
+        check_latent(
+            "negative_prompt_embeds",
+            rec.uncond.as_ref().unwrap(),
+            reference,
+        );
+    } else {
+        assert!(
+            rec.uncond.is_none(),
+            "no CFG: the negative is never encoded"
+        );
+    }
+    check_latent(
+        "encoder_hidden_states",
+        &cond.context,
+        &out["encoder_hidden_states"],
+    );
+    let added = cond.added.as_ref().expect("SDXL conditioning");
+    check_latent(
+        "add_text_embeds",
+        &added.text_embeds,
+        &out["add_text_embeds"],
+    );
+    check("add_time_ids", &added.time_ids, &out["add_time_ids"], 0.0);
+
+    let mut noise = FixtureNoise {
+        initial: init,
+        steps,
+    };
+    model
+        .run_image(&req, kind, &cond, &mut noise, &Control::default(), &mut rec)
+        .unwrap();
+
+    let timesteps = out["timesteps"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(
+        rec.unet.iter().map(|u| u.1).collect::<Vec<_>>(),
+        timesteps,
+        "timesteps"
+    );
+    for (i, (input, _, output)) in rec.unet.iter().enumerate() {
+        check_latent(
+            &format!("unet_in_{i}"),
+            input,
+            &out[&format!("unet_in_{i}")],
+        );
+        check_latent(
+            &format!("unet_out_{i}"),
+            output,
+            &out[&format!("unet_out_{i}")],
+        );
+        check_latent(
+            &format!("noise_pred_{i}"),
+            &rec.guided[i],
+            &out[&format!("noise_pred_{i}")],
+        );
+        check_latent(
+            &format!("latents_{i}"),
+            &rec.latents[i],
+            &out[&format!("latents_{i}")],
+        );
+    }
+    check_latent(
+        "final_latents",
+        rec.latents.last().unwrap(),
+        &out["final_latents"],
+    );
+    check(
+        "image",
+        rec.image.as_ref().unwrap(),
+        &out["image"],
+        IMAGE_TOL,
+    );
+}
+
+const PROMPT: &str = "a cinematic photo of a red fox in the snow, golden hour";
+
+#[test]
+fn sdxl_base_matches_diffusers_stage_by_stage() {
+    run(
+        "base",
+        "scheduler",
+        SchedulerKind::Euler,
+        Request {
+            prompt: PROMPT.into(),
+            negative_prompt: "blurry, low quality, watermark".into(),
+            steps: 4,
+            guidance: 5.0,
+            width: 64,
+            height: 64,
+            ..Request::default()
+        },
+    );
+}
+
+#[test]
+fn sdxl_turbo_matches_diffusers_stage_by_stage() {
+    run(
+        "turbo",
+        "scheduler_turbo",
+        SchedulerKind::EulerAncestral,
+        Request {
+            prompt: PROMPT.into(),
+            negative_prompt: String::new(),
+            steps: 2,
+            guidance: 0.0,
+            width: 64,
+            height: 64,
+            ..Request::default()
+        },
+    );
+}
