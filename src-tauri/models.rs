@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{model_limits, Checkpoint, Limits, LoraFile, ModelSpec};
+use selfdiffusion_engine::{Checkpoint, Limits, LoraFile, ModelFacts, ModelSpec};
 use selfdiffusion_models::{
     verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
     VerifyReport,
@@ -43,6 +43,8 @@ pub struct ModelEntry {
     pub defaults: Defaults,
     /// What requests it takes (installed models only: read from its configs).
     pub limits: Option<Limits>,
+    /// Family, precision and size on disk (installed models only).
+    pub facts: Option<ModelFacts>,
     /// Where it comes from.
     pub source: ModelSource,
     /// Its folder or file on disk, when installed.
@@ -71,10 +73,14 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
                  defaults: Defaults,
                  path: Option<PathBuf>,
                  config: Option<PathBuf>| {
+        let spec = path.as_ref().map(|path| ModelSpec {
+            path: path.clone(),
+            config: config.clone(),
+            loras: Vec::new(),
+        });
         ModelEntry {
-            limits: path
-                .as_deref()
-                .and_then(|p| model_limits(config.as_deref().unwrap_or(p)).ok()),
+            limits: spec.as_ref().and_then(|s| s.limits().ok()),
+            facts: spec.as_ref().and_then(|s| s.facts().ok()),
             source: match (&config, catalog.get(&id).is_ok()) {
                 (Some(_), _) => ModelSource::Checkpoint,
                 (None, true) => ModelSource::Catalog,

@@ -161,6 +161,15 @@
  * @property {Limits | null} limits set for installed models
  * @property {ModelSource} source
  * @property {string | null} location its folder or file on disk, when installed
+ * @property {ModelFacts | null} facts family, precision and size on disk, when installed
+ */
+
+/**
+ * What an installed model is, read from its configs and weight headers.
+ * @typedef {object} ModelFacts
+ * @property {string} family e.g. "Stable Diffusion XL"
+ * @property {string} precision fp16, bf16, fp32 or mixed
+ * @property {number} bytes size on disk
  */
 
 /**

@@ -27,7 +27,10 @@ pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use lora::{LoraFile, Loras};
-pub use model::{limits_of, model_limits, vae_config, ModelPath, ModelSpec, StableDiffusion};
+pub use model::{
+    family_of_configs, limits_of, model_limits, vae_config, ModelFacts, ModelPath, ModelSpec,
+    StableDiffusion,
+};
 pub use noise::{GivenLatents, NoiseSource, SeededNoise};
 pub use pipeline::{
     load_latents, Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,

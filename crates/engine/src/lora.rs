@@ -13,7 +13,9 @@ use candle_nn::var_builder::SimpleBackend;
 use selfdiffusion_recipe::LoraUse;
 use sha2::{Digest, Sha256};
 
+use crate::config::UNetConfig;
 use crate::error::{EngineError, Result};
+use crate::single_file::unet_key;
 
 /// The model part a LoRA module changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -263,6 +265,25 @@ impl Loras {
 
     /// `base` with these LoRAs merged into the weights of `part` as they load.
     pub(crate) fn wrap(&self, part: Part, base: Box<dyn SimpleBackend>) -> Box<dyn SimpleBackend> {
+        self.wrap_with(part, base, None)
+    }
+
+    /// `base` (a UNet built from `config`) with these LoRAs merged into its weights as they
+    /// load, whether the LoRAs name its layers the diffusers way or the original way.
+    pub(crate) fn wrap_unet(
+        &self,
+        base: Box<dyn SimpleBackend>,
+        config: &UNetConfig,
+    ) -> Box<dyn SimpleBackend> {
+        self.wrap_with(Part::Unet, base, Some(config.clone()))
+    }
+
+    fn wrap_with(
+        &self,
+        part: Part,
+        base: Box<dyn SimpleBackend>,
+        unet: Option<UNetConfig>,
+    ) -> Box<dyn SimpleBackend> {
         if self.is_empty() {
             return base;
         }
@@ -270,6 +291,7 @@ impl Loras {
             base,
             part,
             loras: self.clone(),
+            unet,
         })
     }
 
@@ -304,31 +326,45 @@ struct Merged {
     base: Box<dyn SimpleBackend>,
     part: Part,
     loras: Loras,
+    /// The UNet's config, to find a layer under its original (LDM) name too: kohya's SDXL LoRAs
+    /// name UNet layers as `lora_unet_input_blocks_4_1_…`.
+    unet: Option<UNetConfig>,
 }
 
 impl Merged {
-    /// The layer a weight name belongs to, as LoRA files name it.
-    fn layer(&self, name: &str) -> Option<String> {
-        let module = name.strip_suffix(".weight")?;
+    /// The names a weight's layer may have in LoRA files: its diffusers name, and for the UNet
+    /// its original one.
+    fn layers(&self, name: &str) -> Vec<String> {
+        let Some(module) = name.strip_suffix(".weight") else {
+            return Vec::new();
+        };
         let module = match self.part {
             Part::TextEncoder | Part::TextEncoder2 => {
                 module.strip_prefix("text_model.").unwrap_or(module)
             }
             Part::Unet => module,
         };
-        Some(module.replace('.', "_"))
+        let mut names = vec![module.replace('.', "_")];
+        if let Some(ldm) = self.unet.as_ref().and_then(|c| unet_key(name, c)) {
+            let ldm = ldm.strip_prefix("model.diffusion_model.").unwrap_or(&ldm);
+            if let Some(ldm) = ldm.strip_suffix(".weight") {
+                names.push(ldm.replace('.', "_"));
+            }
+        }
+        names
     }
 
     /// `tensor` (the base weight `name`) with the LoRAs that change it added, in f32, back in
     /// its own dtype; a weight no LoRA changes is returned as it is.
     fn merge(&self, name: &str, tensor: Tensor) -> candle_core::Result<Tensor> {
-        let Some(layer) = self.layer(name) else {
-            return Ok(tensor);
-        };
+        let layers = self.layers(name);
         let dtype = tensor.dtype();
         let mut merged: Option<Tensor> = None;
         for (i, (file, weight)) in self.loras.entries.iter().enumerate() {
-            let Some(module) = file.modules.get(&(self.part, layer.clone())) else {
+            let Some((layer, module)) = layers.iter().find_map(|layer| {
+                let module = file.modules.get(&(self.part, layer.clone()))?;
+                Some((layer, module))
+            }) else {
                 continue;
             };
             let delta = module.delta(*weight, tensor.shape()).map_err(|e| {

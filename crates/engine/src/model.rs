@@ -59,6 +59,49 @@ impl ModelSpec {
         model_limits(self.config_dir())
     }
 
+    /// Its family, weight precision and size on disk, from its configs and the headers of its
+    /// weight files (no weights are read).
+    pub fn facts(&self) -> Result<ModelFacts> {
+        let family = family_of_configs(self.config_dir())?;
+        let (weights, bytes) = if self.config.is_some() {
+            (self.path.clone(), file_size(&self.path)?)
+        } else {
+            let unet = Component {
+                dir: self.path.join("unet"),
+            }
+            .weights("diffusion_pytorch_model")?;
+            (unet, folder_size(&self.path)?)
+        };
+        // SAFETY: mapped read-only to read the header; the file is not modified meanwhile.
+        let tensors =
+            unsafe { MmapedSafetensors::new(&weights) }.map_err(|e| EngineError::Weights {
+                file: weights.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut dtypes: Vec<&'static str> = tensors
+            .tensors()
+            .iter()
+            .filter_map(|(_, view)| match view.dtype() {
+                safetensors::Dtype::F16 => Some("fp16"),
+                safetensors::Dtype::BF16 => Some("bf16"),
+                safetensors::Dtype::F32 => Some("fp32"),
+                safetensors::Dtype::F64 => Some("fp64"),
+                _ => None,
+            })
+            .collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+        let precision = match dtypes.as_slice() {
+            [one] => (*one).to_owned(),
+            _ => "mixed".to_owned(),
+        };
+        Ok(ModelFacts {
+            family: family.name().to_owned(),
+            precision,
+            bytes,
+        })
+    }
+
     /// Reads the LoRA files and loads the model for `device` with weights in `dtype`.
     pub fn load(&self, device: &Device, dtype: DType) -> Result<StableDiffusion> {
         self.load_keeping(Keep::No, device, dtype)
@@ -110,6 +153,59 @@ impl ModelSpec {
         };
         StableDiffusion::load_keeping(path, &Loras::new(loras), keep, device, dtype)
     }
+}
+
+/// What the Models screen shows about an installed model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelFacts {
+    /// Its family as people know it ("Stable Diffusion XL").
+    pub family: String,
+    /// The UNet weights' precision on disk: `fp16`, `bf16`, `fp32` or `mixed`.
+    pub precision: String,
+    /// Bytes on disk (the folder's files, or the checkpoint).
+    pub bytes: u64,
+}
+
+/// The family of the model whose configs are in `dir`: SDXL from its pipeline class, SD 2.x from
+/// its OpenCLIP text encoder (exact GELU), else SD 1.x.
+pub fn family_of_configs(dir: &Path) -> Result<Family> {
+    let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
+    if index.class_name == "StableDiffusionXLPipeline" {
+        return Ok(Family::Sdxl);
+    }
+    let te: ClipTextConfig = read_json(&dir.join("text_encoder").join("config.json"))?;
+    Ok(if te.hidden_act == "gelu" {
+        Family::Sd2
+    } else {
+        Family::Sd1
+    })
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| EngineError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+}
+
+/// The bytes of every file under `dir` (links followed, as a Hugging Face snapshot is links).
+fn folder_size(dir: &Path) -> Result<u64> {
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        total += if path.is_dir() {
+            folder_size(&path)?
+        } else {
+            file_size(&path)?
+        };
+    }
+    Ok(total)
 }
 
 /// Where a model is on disk.
@@ -331,10 +427,11 @@ impl StableDiffusion {
         let component = |name: &str| Component {
             dir: dir.join(name),
         };
-        // The weights of one component (LoRAs merged into `part`), and the file errors name.
+        // The weights of one component (LoRAs merged in by `merge`), and the file errors name.
+        type Wrap<'w> = &'w dyn Fn(Box<dyn SimpleBackend>) -> Box<dyn SimpleBackend>;
         let load = |name: &str,
                     stem: &str,
-                    part: Option<Part>,
+                    merge: Wrap<'_>,
                     from_checkpoint: &dyn Fn(&Checkpoint) -> Box<dyn SimpleBackend>|
          -> Result<(VarBuilder<'static>, PathBuf)> {
             let read = || -> Result<(Box<dyn SimpleBackend>, PathBuf)> {
@@ -357,10 +454,7 @@ impl StableDiffusion {
                     None => read()?,
                 },
             };
-            let backend = match part {
-                Some(part) => loras.wrap(part, backend),
-                None => backend,
-            };
+            let backend = merge(backend);
             Ok((
                 VarBuilder::from_backend(backend, dtype, device.clone()),
                 file,
@@ -369,9 +463,12 @@ impl StableDiffusion {
 
         let te_config: ClipTextConfig =
             read_json(&component("text_encoder").dir.join("config.json"))?;
-        let (te_vb, te_file) = load("text_encoder", "model", Some(Part::TextEncoder), &|c| {
-            c.text_encoder()
-        })?;
+        let (te_vb, te_file) = load(
+            "text_encoder",
+            "model",
+            &|b| loras.wrap(Part::TextEncoder, b),
+            &|c| c.text_encoder(),
+        )?;
         let first = TextStack {
             tokenizer: PromptTokenizer::load(&component("tokenizer").dir)?,
             encoder: in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?,
@@ -379,9 +476,12 @@ impl StableDiffusion {
         let (text, context_width) = if xl {
             let te2_config: ClipTextConfig =
                 read_json(&component("text_encoder_2").dir.join("config.json"))?;
-            let (vb, file) = load("text_encoder_2", "model", Some(Part::TextEncoder2), &|c| {
-                c.text_encoder_2()
-            })?;
+            let (vb, file) = load(
+                "text_encoder_2",
+                "model",
+                &|b| loras.wrap(Part::TextEncoder2, b),
+                &|c| c.text_encoder_2(),
+            )?;
             let second = TextStack {
                 tokenizer: PromptTokenizer::load(&component("tokenizer_2").dir)?,
                 encoder: in_file(&file, ClipTextEncoder::with_projection(vb, &te2_config))?,
@@ -398,10 +498,12 @@ impl StableDiffusion {
         };
 
         let unet_cfg: UNetConfig = read_json(&component("unet").dir.join("config.json"))?;
-        let (unet_vb, unet_file) =
-            load("unet", "diffusion_pytorch_model", Some(Part::Unet), &|c| {
-                c.unet(&unet_cfg)
-            })?;
+        let (unet_vb, unet_file) = load(
+            "unet",
+            "diffusion_pytorch_model",
+            &|b| loras.wrap_unet(b, &unet_cfg),
+            &|c| c.unet(&unet_cfg),
+        )?;
         let unet = in_file(&unet_file, UNet::new(unet_vb, &unet_cfg))?;
         if unet.takes_added_cond() != xl {
             return Err(EngineError::Unsupported(format!(
@@ -412,8 +514,9 @@ impl StableDiffusion {
         }
 
         let vae_cfg: VaeConfig = read_json(&component("vae").dir.join("config.json"))?;
-        let (vae_vb, vae_file) =
-            load("vae", "diffusion_pytorch_model", None, &|c| c.vae(&vae_cfg))?;
+        let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
+            c.vae(&vae_cfg)
+        })?;
         let vae = in_file(
             &vae_file,
             AutoEncoderKL::new(

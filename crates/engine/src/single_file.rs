@@ -383,7 +383,7 @@ fn unet_resnet(rest: &str) -> Option<String> {
 }
 
 /// A UNet tensor's name in the checkpoint (see the tiny-sd15-single-file fixture's README).
-fn unet_key(name: &str, config: &UNetConfig) -> Option<String> {
+pub(crate) fn unet_key(name: &str, config: &UNetConfig) -> Option<String> {
     let p = Parts::new(name);
     let per_level = config.layers_per_block + 1;
     let up_has_attention = |i: usize| {

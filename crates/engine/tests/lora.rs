@@ -322,3 +322,105 @@ fn changing_loras_rebuilds_the_model_from_memory_not_from_disk() {
     assert_eq!(run(&spec(both)), expected_both);
     assert_eq!(run(&spec(Vec::new())), expected_none);
 }
+
+/// An SDXL LoRA on the tiny-sdxl model (`tiny-sdxl`'s README): the same modules written the
+/// kohya way (UNet layers under their original names, `lora_te1_` / `lora_te2_`) and the PEFT
+/// way (diffusers names) change the model identically, and every one of them is used.
+#[test]
+fn sdxl_loras_in_kohya_and_peft_naming_change_the_same_layers() {
+    let dir = match common::sdxl_fixture() {
+        Ok(d) => d.join("model"),
+        Err(msg) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let random = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &Device::Cpu).unwrap();
+    // (kohya name, PEFT name, down shape, up shape) of a UNet attention, a UNet resnet conv and
+    // a layer of each text encoder.
+    let modules = [
+        (
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+            vec![2, 32],
+            vec![32, 2],
+        ),
+        (
+            "lora_unet_input_blocks_1_0_in_layers_2",
+            "unet.down_blocks.0.resnets.0.conv1",
+            vec![2, 16, 3, 3],
+            vec![16, 2, 1, 1],
+        ),
+        (
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+            "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+            vec![2, 16],
+            vec![16, 2],
+        ),
+        (
+            "lora_te2_text_model_encoder_layers_0_mlp_fc1",
+            "text_encoder_2.text_model.encoder.layers.0.mlp.fc1",
+            vec![2, 32],
+            vec![128, 2],
+        ),
+    ];
+    let mut kohya = Vec::new();
+    let mut peft = Vec::new();
+    for (k, p, down, up) in &modules {
+        let (down, up) = (random(down), random(up));
+        kohya.push((format!("{k}.lora_down.weight"), down.clone()));
+        kohya.push((format!("{k}.lora_up.weight"), up.clone()));
+        kohya.push((
+            format!("{k}.alpha"),
+            Tensor::new(2f32, &Device::Cpu).unwrap(),
+        ));
+        peft.push((format!("{p}.lora_A.weight"), down));
+        peft.push((format!("{p}.lora_B.weight"), up));
+    }
+    let kohya = write(tmp.path(), "kohya_xl.safetensors", &named(&kohya));
+    let peft = write(tmp.path(), "peft_xl.safetensors", &named(&peft));
+
+    let request = selfdiffusion_engine::Request {
+        prompt: "a red fox".into(),
+        negative_prompt: "blurry".into(),
+        steps: 2,
+        guidance: 5.0,
+        width: 64,
+        height: 64,
+        seed: 7,
+        ..selfdiffusion_engine::Request::default()
+    };
+    let image = |lora: Option<&Path>| {
+        let files = lora
+            .map(|f| vec![(Arc::new(LoraFile::open(f).unwrap()), 0.8)])
+            .unwrap_or_default();
+        let model = StableDiffusion::load_with_loras(
+            ModelPath::Folder(&dir),
+            &Loras::new(files),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let mut rgb = Vec::new();
+        model
+            .generate(&request, &Control::default(), &mut |_| {}, &mut |img| {
+                rgb = img.rgb;
+                Ok(())
+            })
+            .unwrap();
+        rgb
+    };
+    let base = image(None);
+    let with_kohya = image(Some(&kohya));
+    assert_eq!(with_kohya, image(Some(&peft)), "kohya and PEFT naming");
+    assert_ne!(with_kohya, base, "the LoRA changes the image");
+}
+
+/// `tensors` with borrowed names, as [`write`] takes them.
+fn named(tensors: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
+    tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.clone()))
+        .collect()
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
-    Checkpoint, Control, EngineError, Family, GeneratedImage, Request, SchedulerKind,
+    Checkpoint, Control, EngineError, Family, GeneratedImage, ModelSpec, Request, SchedulerKind,
     StableDiffusion,
 };
 
@@ -220,4 +220,33 @@ fn the_real_lora_fixture_is_refused_as_a_checkpoint() {
         .join("tiny-sd15-lora/lora/kohya_style.safetensors");
     let err = refusal(&lora);
     assert!(err.contains("is a LoRA"), "{err}");
+}
+
+#[test]
+fn model_facts_come_from_configs_and_headers() {
+    let Some((dir, file)) = fixtures() else {
+        return;
+    };
+    let folder = ModelSpec::folder(dir.join("model")).facts().unwrap();
+    assert_eq!(
+        (folder.family.as_str(), folder.precision.as_str()),
+        ("Stable Diffusion 1.x", "fp32")
+    );
+    let single = ModelSpec {
+        path: file.clone(),
+        config: Some(dir.join("model")),
+        loras: Vec::new(),
+    }
+    .facts()
+    .unwrap();
+    assert_eq!(single.family, "Stable Diffusion 1.x");
+    assert_eq!(single.bytes, std::fs::metadata(&file).unwrap().len());
+    assert!(
+        folder.bytes > single.bytes / 2,
+        "every file of the folder counts"
+    );
+    let xl = ModelSpec::folder(dir.parent().unwrap().join("tiny-sdxl/model"))
+        .facts()
+        .unwrap();
+    assert_eq!(xl.family, "Stable Diffusion XL");
 }

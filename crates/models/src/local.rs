@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IoPath, ModelError, Result};
 
 /// Pipeline classes the engine runs.
-const SUPPORTED: &[&str] = &["StableDiffusionPipeline"];
+const SUPPORTED: &[&str] = &["StableDiffusionPipeline", "StableDiffusionXLPipeline"];
 
 /// An imported model folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,11 +142,19 @@ pub fn check_folder(path: &Path) -> Result<()> {
         .unwrap_or("");
     if !SUPPORTED.contains(&class) {
         return Err(not(format!(
-            "{class:?} is not supported; supported kinds: Stable Diffusion 1.x, 2.x and SD-Turbo ({})",
+            "{class:?} is not supported; supported kinds: Stable Diffusion 1.x, 2.x, XL and their Turbo models ({})",
             SUPPORTED.join(", ")
         )));
     }
-    for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+    let xl: &[&str] = if class == "StableDiffusionXLPipeline" {
+        &["text_encoder_2", "tokenizer_2"]
+    } else {
+        &[]
+    };
+    for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+        .iter()
+        .chain(xl)
+    {
         if !path.join(component).is_dir() {
             return Err(not(format!("the {component} folder is missing")));
         }
@@ -170,6 +178,22 @@ mod tests {
         )
         .unwrap();
         model
+    }
+
+    #[test]
+    fn sdxl_folders_need_their_second_text_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = folder(dir.path());
+        std::fs::write(
+            model.join("model_index.json"),
+            r#"{"_class_name": "StableDiffusionXLPipeline"}"#,
+        )
+        .unwrap();
+        std::fs::create_dir(model.join("tokenizer_2")).unwrap();
+        let err = check_folder(&model).unwrap_err().to_string();
+        assert!(err.contains("text_encoder_2 folder is missing"), "{err}");
+        std::fs::create_dir(model.join("text_encoder_2")).unwrap();
+        check_folder(&model).unwrap();
     }
 
     #[test]

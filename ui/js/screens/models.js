@@ -112,6 +112,10 @@ function row(m) {
   const location = m.installed && m.location
     ? el('p', { className: 'muted model-detail model-location' }, 'On disk: ', el('code', { dataset: { field: 'location' } }, m.location))
     : null;
+  const facts = m.facts
+    ? el('p', { className: 'muted model-detail', dataset: { field: 'facts' } },
+      `${m.facts.family} · ${m.facts.precision} · ${formatBytes(m.facts.bytes)} on disk`)
+    : null;
   return el('li', { className: `model${m.installed ? ' installed' : ''}`, dataset: { modelId: m.id, installed: String(m.installed), source: m.source } },
     el('div', { className: 'model-head' },
       el('h2', {}, m.name),
@@ -119,6 +123,7 @@ function row(m) {
       el('span', { className: 'badge source', dataset: { field: 'source' } }, SOURCES[m.source] || m.source),
       size ? el('span', { className: 'muted' }, size) : null),
     el('p', { className: 'muted model-detail' }, describe(m)),
+    facts,
     location,
     progress, problem,
     actions.length ? el('div', { className: 'model-actions' }, ...actions) : null,
