@@ -56,6 +56,7 @@
  * @property {string} [user_prompt]
  * @property {string} [user_negative_prompt]
  * @property {RecipeLora[]} [loras] the LoRAs merged into the model
+ * @property {SizeConditions} [size_conditions] SDXL's, when the user set them
  */
 
 /**
@@ -167,7 +168,8 @@
 /**
  * What an installed model is, read from its configs and weight headers.
  * @typedef {object} ModelFacts
- * @property {string} family e.g. "Stable Diffusion XL"
+ * @property {'sd1' | 'sd2' | 'sdxl'} family
+ * @property {string} family_name e.g. "Stable Diffusion XL"
  * @property {string} precision fp16, bf16, fp32 or mixed
  * @property {number} bytes size on disk
  */
@@ -238,7 +240,16 @@
  * @property {number} height
  * @property {number} count
  */
-/** @typedef {CloudJobParams & { model_id: string, scheduler: string | null }} JobParams */
+/**
+ * SDXL's size conditioning: (height, width) pairs and a (top, left) crop; absent = the default
+ * (the image's own size, no crop).
+ * @typedef {object} SizeConditions
+ * @property {[number, number]} [original_size]
+ * @property {[number, number]} [crop_top_left]
+ * @property {[number, number]} [target_size]
+ */
+
+/** @typedef {CloudJobParams & { model_id: string, scheduler: string | null, size_conditions: SizeConditions }} JobParams */
 
 /** @typedef {{ id: number, seed: number, backend?: Backend }} Submitted */
 

@@ -96,7 +96,8 @@ impl ModelSpec {
             _ => "mixed".to_owned(),
         };
         Ok(ModelFacts {
-            family: family.name().to_owned(),
+            family,
+            family_name: family.name().to_owned(),
             precision,
             bytes,
         })
@@ -158,8 +159,10 @@ impl ModelSpec {
 /// What the Models screen shows about an installed model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ModelFacts {
-    /// Its family as people know it ("Stable Diffusion XL").
-    pub family: String,
+    /// Its family: `sd1`, `sd2` or `sdxl`.
+    pub family: Family,
+    /// The family as people know it ("Stable Diffusion XL").
+    pub family_name: String,
     /// The UNet weights' precision on disk: `fp16`, `bf16`, `fp32` or `mixed`.
     pub precision: String,
     /// Bytes on disk (the folder's files, or the checkpoint).

@@ -17,7 +17,8 @@ use crate::config::{UNetConfig, VaeConfig};
 use crate::error::{EngineError, Result};
 
 /// What a `.safetensors` file holds, told from its tensor names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// Stable Diffusion 1.x (CLIP ViT-L text encoder under `cond_stage_model.transformer`).
     Sd1,

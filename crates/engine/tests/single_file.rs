@@ -229,8 +229,12 @@ fn model_facts_come_from_configs_and_headers() {
     };
     let folder = ModelSpec::folder(dir.join("model")).facts().unwrap();
     assert_eq!(
-        (folder.family.as_str(), folder.precision.as_str()),
-        ("Stable Diffusion 1.x", "fp32")
+        (
+            folder.family,
+            folder.family_name.as_str(),
+            folder.precision.as_str()
+        ),
+        (Family::Sd1, "Stable Diffusion 1.x", "fp32")
     );
     let single = ModelSpec {
         path: file.clone(),
@@ -239,7 +243,7 @@ fn model_facts_come_from_configs_and_headers() {
     }
     .facts()
     .unwrap();
-    assert_eq!(single.family, "Stable Diffusion 1.x");
+    assert_eq!(single.family, Family::Sd1);
     assert_eq!(single.bytes, std::fs::metadata(&file).unwrap().len());
     assert!(
         folder.bytes > single.bytes / 2,
@@ -248,5 +252,5 @@ fn model_facts_come_from_configs_and_headers() {
     let xl = ModelSpec::folder(dir.parent().unwrap().join("tiny-sdxl/model"))
         .facts()
         .unwrap();
-    assert_eq!(xl.family, "Stable Diffusion XL");
+    assert_eq!(xl.family, Family::Sdxl);
 }

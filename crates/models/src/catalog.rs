@@ -86,10 +86,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_catalog_has_the_three_models_with_defaults() {
+    fn builtin_catalog_has_the_five_models_with_defaults() {
         let c = Catalog::builtin();
         let ids: Vec<&str> = c.models.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["sd-1.5", "sd-2.1", "sd-turbo"]);
+        assert_eq!(
+            ids,
+            ["sd-1.5", "sd-2.1", "sd-turbo", "sdxl-1.0", "sdxl-turbo"]
+        );
         assert_eq!(c.default_model().id, "sd-1.5");
         let turbo = c.get("sd-turbo").unwrap();
         assert_eq!((turbo.defaults.steps, turbo.defaults.guidance), (1, 0.0));
@@ -99,6 +102,15 @@ mod tests {
                 .files
                 .iter()
                 .any(|f| f.path.starts_with("unet/") && f.path.ends_with(".safetensors")));
+        }
+        let xl = c.get("sdxl-1.0").unwrap();
+        assert_eq!((xl.defaults.width, xl.defaults.height), (1024, 1024));
+        let turbo = c.get("sdxl-turbo").unwrap();
+        assert_eq!((turbo.defaults.steps, turbo.defaults.guidance), (1, 0.0));
+        for m in [xl, turbo] {
+            for part in ["text_encoder_2/", "tokenizer_2/"] {
+                assert!(m.files.iter().any(|f| f.path.starts_with(part)), "{part}");
+            }
         }
         assert!(matches!(c.get("sdxl"), Err(ModelError::UnknownModel(_))));
     }

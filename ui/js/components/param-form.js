@@ -1,6 +1,6 @@
 // @ts-check
-// The generation parameters (size with aspect presets, steps, guidance, seed, count, scheduler),
-// a component any screen can host. Every bound comes from the core's Limits: the selected
+// The generation parameters (size with aspect presets, or SDXL's trained sizes, steps, guidance,
+// seed, count, scheduler, and SDXL's size conditioning), a component any screen can host. Every bound comes from the core's Limits: the selected
 // model's, the engine's before one is picked, the cloud server's for cloud jobs.
 import { el, scoped } from '../dom.js';
 
@@ -13,6 +13,9 @@ const SCHEDULERS = [['', 'Model default'], ['ddim', 'DDIM'], ['euler', 'Euler'],
 /** Aspect presets: width and height ratios. */
 const ASPECTS = /** @type {Record<string, [number, number]>} */ ({ '1:1': [1, 1], '3:2': [3, 2], '2:3': [2, 3], '16:9': [16, 9], '9:16': [9, 16] });
 const ASPECT_LABELS = [['1:1', 'Square 1:1'], ['3:2', 'Landscape 3:2'], ['2:3', 'Portrait 2:3'], ['16:9', 'Wide 16:9'], ['9:16', 'Tall 9:16'], ['custom', 'Custom']];
+/** SDXL's trained sizes (width × height), about a megapixel each. */
+const XL_SIZES = [['1024x1024', 'Square'], ['1152x896', 'Landscape'], ['896x1152', 'Portrait'], ['1216x832', 'Landscape'],
+  ['832x1216', 'Portrait'], ['1344x768', 'Wide'], ['768x1344', 'Tall'], ['1536x640', 'Panorama'], ['640x1536', 'Tall']];
 
 /**
  * @typedef {object} ParamValues
@@ -23,7 +26,9 @@ const ASPECT_LABELS = [['1:1', 'Square 1:1'], ['3:2', 'Landscape 3:2'], ['2:3', 
  * @property {number | null} seed null: a new random seed
  * @property {number} count
  * @property {string | null} scheduler null: the model's own
+ * @property {SizeConditions} size_conditions SDXL's; empty for other models
  */
+/** @typedef {import('../types.js').SizeConditions} SizeConditions */
 
 /**
  * @typedef {object} ParamForm
@@ -31,6 +36,7 @@ const ASPECT_LABELS = [['1:1', 'Square 1:1'], ['3:2', 'Landscape 3:2'], ['2:3', 
  * @property {(limits: Limits | null) => void} setLimits
  * @property {(defaults: ModelDefaults) => void} setDefaults fills size, steps, guidance, scheduler
  * @property {(enabled: boolean) => void} setSchedulerEnabled
+ * @property {(xl: boolean) => void} setXl SDXL's sizes and size conditioning, or the aspect presets
  * @property {() => ParamValues} values
  * @property {(recipe: Recipe) => void} fill from an image's recipe, seed included, count 1
  * @property {(opts: { cloud: boolean }) => string[]} problems what is wrong, for the user
@@ -66,6 +72,15 @@ export function createParamForm(host, onChange) {
       el('button', { type: 'button', name: 'last-seed', title: 'Reuse the last seed', disabled: true }, 'Last seed')),
     el('label', {}, 'Scheduler', el('select', { name: 'scheduler' },
       ...SCHEDULERS.map(([value, text]) => el('option', { value }, text)))),
+    el('details', { className: 'size-conditions', hidden: true },
+      el('summary', {}, 'SDXL size conditioning'),
+      el('p', { className: 'muted' }, 'What the model is told about the picture; empty fields use the image size and no crop.'),
+      el('div', { className: 'pair' }, numberField('Original width', 'original-width', { min: 1, placeholder: 'image' }),
+        numberField('Original height', 'original-height', { min: 1, placeholder: 'image' })),
+      el('div', { className: 'pair' }, numberField('Crop left', 'crop-left', { min: 0, placeholder: '0' }),
+        numberField('Crop top', 'crop-top', { min: 0, placeholder: '0' })),
+      el('div', { className: 'pair' }, numberField('Target width', 'target-width', { min: 1, placeholder: 'image' }),
+        numberField('Target height', 'target-height', { min: 1, placeholder: 'image' }))),
   );
   host.replaceChildren(root);
   const { q } = scoped(root);
@@ -74,6 +89,16 @@ export function createParamForm(host, onChange) {
   const scheduler = q('select[name="scheduler"]', HTMLSelectElement);
   const lastSeedButton = q('button[name="last-seed"]', HTMLButtonElement);
   const [width, height, steps, guidance, seed, count] = ['width', 'height', 'steps', 'guidance', 'seed', 'count'].map(input);
+  const conditions = q('details.size-conditions', HTMLDetailsElement);
+  /** SDXL's size-conditioning inputs, as [height or top, width or left] pairs. */
+  const pairs = /** @type {Record<keyof SizeConditions, [HTMLInputElement, HTMLInputElement]>} */ ({
+    original_size: [input('original-height'), input('original-width')],
+    crop_top_left: [input('crop-top'), input('crop-left')],
+    target_size: [input('target-height'), input('target-width')],
+  });
+  const conditionInputs = Object.values(pairs).flat();
+  /** Whether the model is SDXL: its trained sizes replace the aspect presets. */
+  let xl = false;
 
   /** @type {Limits | null} */
   let limits = null;
@@ -91,7 +116,21 @@ export function createParamForm(host, onChange) {
     return Math.min(hi, Math.max(lo, Math.round(v / step) * step));
   }
 
+  /** The size options for the model: SDXL's trained sizes, or aspects around its native side. */
+  function sizeOptions() {
+    const options = xl
+      ? [...XL_SIZES.map(([value, label]) => [value, `${label} ${value.replace('x', '×')}`]), ['custom', 'Custom']]
+      : ASPECT_LABELS;
+    aspect.replaceChildren(...options.map(([value, text]) => el('option', { value }, text)));
+  }
+
   function applyAspect() {
+    const exact = /^(\d+)x(\d+)$/.exec(aspect.value);
+    if (exact) {
+      width.value = exact[1];
+      height.value = exact[2];
+      return;
+    }
     const ratio = ASPECTS[aspect.value];
     if (!ratio || !nativeSide) return;
     const [w, h] = ratio;
@@ -104,6 +143,10 @@ export function createParamForm(host, onChange) {
   function matchAspect() {
     const w = Number(width.value);
     const h = Number(height.value);
+    if (xl) {
+      aspect.value = XL_SIZES.some(([v]) => v === `${w}x${h}`) ? `${w}x${h}` : 'custom';
+      return;
+    }
     const found = Object.entries(ASPECTS).find(([, [a, b]]) => {
       const scale = Math.sqrt((nativeSide * nativeSide) / (a * b));
       return fit(a * scale) === w && fit(b * scale) === h;
@@ -111,9 +154,19 @@ export function createParamForm(host, onChange) {
     aspect.value = found ? found[0] : 'custom';
   }
 
+  /** The size conditions the user set: pairs with both numbers given. */
+  function sizeConditions() {
+    /** @type {SizeConditions} */
+    const out = {};
+    for (const [key, [a, b]] of Object.entries(pairs)) {
+      if (a.value !== '' && b.value !== '') out[/** @type {keyof SizeConditions} */ (key)] = [Number(a.value), Number(b.value)];
+    }
+    return out;
+  }
+
   aspect.addEventListener('change', () => { applyAspect(); onChange(); });
   for (const node of [width, height]) node.addEventListener('input', () => { matchAspect(); onChange(); });
-  for (const node of [steps, guidance, seed, count]) node.addEventListener('input', onChange);
+  for (const node of [steps, guidance, seed, count, ...conditionInputs]) node.addEventListener('input', onChange);
   scheduler.addEventListener('change', onChange);
   q('button[name="random-seed"]').addEventListener('click', () => { seed.value = ''; onChange(); });
   lastSeedButton.addEventListener('click', () => {
@@ -143,6 +196,13 @@ export function createParamForm(host, onChange) {
       guidance.value = String(d.guidance);
       scheduler.value = SCHEDULERS.some(([v]) => v === d.scheduler) ? d.scheduler : '';
     },
+    setXl(next) {
+      if (next === xl) return;
+      xl = next;
+      conditions.hidden = !xl;
+      sizeOptions();
+      matchAspect();
+    },
     setSchedulerEnabled(enabled) {
       scheduler.disabled = !enabled;
       scheduler.title = enabled ? '' : 'The cloud server uses its own scheduler';
@@ -156,6 +216,7 @@ export function createParamForm(host, onChange) {
         seed: seed.value === '' ? null : Number(seed.value),
         count: Number(count.value),
         scheduler: scheduler.value || null,
+        size_conditions: xl ? sizeConditions() : {},
       };
     },
     fill(r) {
@@ -167,6 +228,12 @@ export function createParamForm(host, onChange) {
       seed.value = r.seed === undefined || r.seed === null ? '' : String(r.seed);
       count.value = '1';
       if (r.scheduler && SCHEDULERS.some(([v]) => v === r.scheduler)) scheduler.value = r.scheduler;
+      for (const [key, [a, b]] of Object.entries(pairs)) {
+        const pair = r.size_conditions?.[/** @type {keyof SizeConditions} */ (key)];
+        a.value = pair ? String(pair[0]) : '';
+        b.value = pair ? String(pair[1]) : '';
+      }
+      if (r.size_conditions && Object.keys(r.size_conditions).length) conditions.open = true;
     },
     problems({ cloud }) {
       if (!limits) return ['The generation limits are not known yet.'];
@@ -187,7 +254,19 @@ export function createParamForm(host, onChange) {
         bad.push([count, `Count must be between 1 and ${l.max_count}${cloud ? ' in the cloud' : ''}.`]);
       }
       if (v.seed !== null && (!Number.isSafeInteger(v.seed) || v.seed < 0)) bad.push([seed, 'The seed must be a whole number, 0 or more.']);
-      for (const node of [width, height, steps, guidance, seed, count]) {
+      if (xl) {
+        for (const node of conditionInputs) {
+          const n = Number(node.value);
+          const least = Number(node.min);
+          if (node.value !== '' && (!Number.isSafeInteger(n) || n < least)) {
+            bad.push([node, `SDXL size conditions are whole numbers of ${least} or more; leave a field empty for the default.`]);
+          }
+        }
+        for (const [a, b] of Object.values(pairs)) {
+          if ((a.value === '') !== (b.value === '')) bad.push([a.value === '' ? a : b, 'Give both numbers of a size condition, or neither.']);
+        }
+      }
+      for (const node of [width, height, steps, guidance, seed, count, ...conditionInputs]) {
         if (bad.some(([b]) => b === node)) node.setAttribute('aria-invalid', 'true');
         else node.removeAttribute('aria-invalid');
       }

@@ -27,9 +27,24 @@ const FIELDS = [
   ['Guidance', (r) => r.guidance],
   ['Seed', (r) => r.seed],
   ['Size', (r) => (r.width && r.height ? `${r.width}×${r.height}` : null)],
+  ['SDXL size conditions', (r) => sizeConditions(r.size_conditions)],
   ['Backend', (r) => r.backend],
   ['Cloud job', (r) => r.job_id],
 ];
+
+/**
+ * SDXL's size conditions as people read sizes (width × height), e.g. "original 1024×768, crop 0,16".
+ * @param {import('../types.js').SizeConditions | undefined} c
+ */
+function sizeConditions(c) {
+  if (!c) return null;
+  /** @type {string[]} */
+  const parts = [];
+  if (c.original_size) parts.push(`original ${c.original_size[1]}×${c.original_size[0]}`);
+  if (c.crop_top_left) parts.push(`crop top ${c.crop_top_left[0]}, left ${c.crop_top_left[1]}`);
+  if (c.target_size) parts.push(`target ${c.target_size[1]}×${c.target_size[0]}`);
+  return parts.join(', ') || null;
+}
 
 const dialog = byId('viewer', HTMLDialogElement);
 const { q } = scoped(dialog);

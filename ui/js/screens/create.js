@@ -261,6 +261,7 @@ function renderModelHint() {
 }
 
 function applyLimits() {
+  form.setXl(!isCloud() && currentModel()?.facts?.family === 'sdxl');
   form.setLimits(activeLimits());
   validate();
 }
@@ -340,7 +341,7 @@ async function submit() {
   try {
     const job = isCloud()
       ? await api.submitCloudJob(common)
-      : await api.submitJob({ ...common, model_id: modelSelect.value, scheduler: v.scheduler });
+      : await api.submitJob({ ...common, model_id: modelSelect.value, scheduler: v.scheduler, size_conditions: v.size_conditions });
     form.setLastSeed(job.seed);
   } catch (e) {
     const err = toCommandError(e);

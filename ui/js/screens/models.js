@@ -114,7 +114,7 @@ function row(m) {
     : null;
   const facts = m.facts
     ? el('p', { className: 'muted model-detail', dataset: { field: 'facts' } },
-      `${m.facts.family} · ${m.facts.precision} · ${formatBytes(m.facts.bytes)} on disk`)
+      `${m.facts.family_name} · ${m.facts.precision} · ${formatBytes(m.facts.bytes)} on disk`)
     : null;
   return el('li', { className: `model${m.installed ? ' installed' : ''}`, dataset: { modelId: m.id, installed: String(m.installed), source: m.source } },
     el('div', { className: 'model-head' },
