@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{Checkpoint, Limits, LoraFile, ModelFacts, ModelSpec};
+use selfdiffusion_engine::{BuiltinConfig, Checkpoint, Limits, LoraFile, ModelFacts, ModelSpec};
 use selfdiffusion_models::{
     verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
     VerifyReport,
@@ -164,8 +164,9 @@ pub(crate) fn lora_library() -> CmdResult<LoraLibrary> {
 }
 
 /// Picks a single-file `.safetensors` checkpoint and imports it (used in place) with the configs
-/// and tokenizer of the installed model `config_model_id`. Returns the model list, or `None`
-/// when the picker was cancelled.
+/// and tokenizer of `config_model_id`: `builtin` (the engine's for the file's family),
+/// `builtin:<id>` (one set, e.g. `builtin:sd21-base`), or an installed model's id. Returns the
+/// model list, or `None` when the picker was cancelled.
 #[tauri::command]
 pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<ModelEntry>>> {
     let picked =
@@ -176,9 +177,26 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
         return Ok(None);
     };
     blocking(move || {
-        let (_, config) = installed(&config_model_id, Vec::new())?;
-        Checkpoint::open(&file)?;
-        registry()?.import_checkpoint(&file, config.config_dir())?;
+        let checkpoint = Checkpoint::open(&file)?;
+        let builtin = match config_model_id.as_str() {
+            "builtin" => Some(BuiltinConfig::for_family(checkpoint.family())),
+            id => match id.strip_prefix("builtin:") {
+                Some(set) => Some(BuiltinConfig::parse(set).ok_or_else(|| {
+                    CommandError::invalid(format!("no built-in configs named {set}"))
+                })?),
+                None => None,
+            },
+        };
+        let config = match builtin {
+            Some(set) => set.folder(&LocalModels::builtin_configs_root().ok_or_else(|| {
+                CommandError::failed("no data folder is known for this system")
+            })?)?,
+            None => installed(&config_model_id, Vec::new())?
+                .1
+                .config_dir()
+                .to_path_buf(),
+        };
+        registry()?.import_checkpoint(&file, &config)?;
         Ok(Some(installed_and_catalog()))
     })
     .await

@@ -24,8 +24,10 @@ pub struct GenerateArgs {
     /// single-file `.safetensors` checkpoint (then give `--config`).
     #[arg(long)]
     model: PathBuf,
-    /// For a single-file checkpoint: a diffusers folder (or catalog id) of the same family whose
-    /// configs and tokenizer it uses, as diffusers' `from_single_file(config=…)` does.
+    /// For a single-file checkpoint: its configs and tokenizer, as diffusers'
+    /// `from_single_file(config=…)` takes them: a built-in set (`sd15`, `sd21-v`, `sd21-base`,
+    /// `sdxl`), or a diffusers folder (or catalog id) of the same family. Default: the built-in
+    /// set of the file's family.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Denoising steps (1–150).
@@ -153,12 +155,12 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     // <lora:name:weight> tags (taken out of the text the model reads).
     let (prompt, tags) = take_lora_tags(&args.prompt);
     let mut spec = if args.model.is_file() {
-        let dir = args.config.as_deref().context(
-            "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family for the configs and tokenizer",
-        )?;
         ModelSpec {
             path: args.model.clone(),
-            config: Some(crate::models::resolve(dir)?.path),
+            config: Some(crate::models::checkpoint_config(
+                &args.model,
+                args.config.as_deref(),
+            )?),
             loras: Vec::new(),
         }
     } else {
@@ -179,7 +181,13 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
             tag.weight,
         ));
     }
-    let model = spec.load(&device, dtype)?;
+    let model = spec.load(&device, dtype).with_context(|| match &args.config {
+        None if args.model.is_file() => format!(
+            "{} did not load with the built-in configs of its family; if it is a fine-tune with other sizes, give its own with --config DIR",
+            args.model.display()
+        ),
+        _ => format!("cannot load {}", args.model.display()),
+    })?;
     let request = Request {
         prompt,
         negative_prompt: args.negative.clone(),

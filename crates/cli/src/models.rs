@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use selfdiffusion_engine::{Checkpoint, LoraFile, ModelSpec};
+use selfdiffusion_engine::{BuiltinConfig, Checkpoint, LoraFile, ModelSpec};
 use selfdiffusion_models::{
     check_folder, verify, Catalog, Downloader, HubCache, LocalModels, LoraLibrary,
 };
@@ -28,12 +28,12 @@ pub enum ModelsAction {
         id: String,
     },
     /// Remember a diffusers model folder, or a single-file `.safetensors` checkpoint (used in
-    /// place) with `--config`.
+    /// place) with its configs.
     Import {
         /// The folder or the checkpoint file.
         path: PathBuf,
-        /// For a checkpoint: a diffusers folder (or catalog id) of its family for the configs
-        /// and tokenizer.
+        /// For a checkpoint: a built-in set (`sd15`, `sd21-v`, `sd21-base`, `sdxl`; default: the
+        /// one of the file's family), or a diffusers folder (or catalog id) of its family.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -67,6 +67,32 @@ struct Listed {
 
 fn registry() -> Result<LocalModels> {
     LocalModels::default_location().context("no data folder is known for this system")
+}
+
+/// The config folder of the single-file checkpoint `file`: `config` as a built-in set
+/// (`sd15`, `sd21-v`, `sd21-base`, `sdxl`), a catalog id, an imported model or a folder; without
+/// it, the built-in set of the file's family. Refuses a file the engine does not read.
+pub fn checkpoint_config(file: &Path, config: Option<&Path>) -> Result<PathBuf> {
+    let checkpoint = Checkpoint::open(file)?;
+    let set = match config {
+        None => BuiltinConfig::for_family(checkpoint.family()),
+        Some(c) => match BuiltinConfig::parse(&c.to_string_lossy()) {
+            Some(set) => set,
+            None => return Ok(resolve(c)?.config_dir().to_path_buf()),
+        },
+    };
+    if set.family() != checkpoint.family() {
+        bail!(
+            "{} is a {} checkpoint; the {} configs are for {}",
+            file.display(),
+            checkpoint.family().name(),
+            set.id(),
+            set.family().name()
+        );
+    }
+    let root =
+        LocalModels::builtin_configs_root().context("no data folder is known for this system")?;
+    Ok(set.folder(&root)?)
 }
 
 /// Finds a model folder: a path, a downloaded catalog id, or an imported model id.
@@ -232,16 +258,14 @@ pub fn run(action: ModelsAction, json: bool) -> Result<()> {
         }
         ModelsAction::Import { path, config } => {
             let model = match config {
-                Some(config) if path.is_file() => {
-                    let config = resolve(&config)?.path;
-                    // Refused unless the engine reads it as a checkpoint of a family it runs.
-                    Checkpoint::open(&path)?;
+                _ if path.is_file() => {
+                    let config = checkpoint_config(&path, config.as_deref())?;
                     registry()?.import_checkpoint(&path, &config)?
                 }
-                None if path.is_file() => bail!(
-                    "a single-file checkpoint needs --config: a diffusers folder (or catalog id) of its family"
+                Some(_) => bail!(
+                    "--config goes with a single-file checkpoint; {} is a folder",
+                    path.display()
                 ),
-                Some(_) => bail!("--config goes with a single-file checkpoint; {} is a folder", path.display()),
                 None => registry()?.import(&path)?,
             };
             if json {

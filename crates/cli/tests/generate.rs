@@ -163,9 +163,22 @@ fn a_single_file_checkpoint_with_its_config_gives_the_folder_image() {
     let recipe = embedded_recipe(&std::fs::read(written(&from_file)).unwrap()).unwrap();
     assert_eq!(recipe.model.as_deref(), Some("tiny-sd15"));
 
+    // Without --config the built-in SD 1.5 configs are used: the tiny file does not fit them.
     let without = generate(&file, &dir.path().join("no-config"), &args);
     assert!(!without.status.success());
-    assert!(String::from_utf8_lossy(&without.stderr).contains("needs --config"));
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        err.contains("built-in configs") && err.contains("shape mismatch"),
+        "{err}"
+    );
+    let other_family = generate(
+        &file,
+        &dir.path().join("xl-config"),
+        &[&args[..], &["--config", "sdxl"]].concat(),
+    );
+    assert!(String::from_utf8_lossy(&other_family.stderr).contains(
+        "is a Stable Diffusion 1.x checkpoint; the sdxl configs are for Stable Diffusion XL"
+    ));
     let misplaced = generate(
         &folder,
         &dir.path().join("misplaced"),

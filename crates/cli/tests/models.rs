@@ -47,9 +47,19 @@ fn import_list_generate_and_clear_errors_offline() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["sd-1.5", "sd-2.1", "sd-turbo", "local:tiny-model"]);
+    assert_eq!(
+        ids,
+        [
+            "sd-1.5",
+            "sd-2.1",
+            "sd-turbo",
+            "sdxl-1.0",
+            "sdxl-turbo",
+            "local:tiny-model"
+        ]
+    );
     assert!(list[0]["installed"].is_null());
-    assert!(list[3]["installed"].is_string());
+    assert!(list[5]["installed"].is_string());
 
     let out = home.path().join("out");
     let generated = cli(
@@ -136,8 +146,15 @@ fn a_checkpoint_and_loras_imported_once_are_used_by_name() {
     ]));
     let model: serde_json::Value = serde_json::from_str(&imported).unwrap();
     assert_eq!(model["id"], "local:tiny-sd15");
-    let without_config = run(&["models", "import", checkpoint.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&without_config.stderr).contains("needs --config"));
+    // Imported once: again (with the built-in configs by default) gives the same model.
+    let again: serde_json::Value = serde_json::from_str(&ok(&run(&[
+        "--json",
+        "models",
+        "import",
+        checkpoint.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(again["id"], "local:tiny-sd15");
     // A LoRA is not a checkpoint, and a checkpoint is not a LoRA: both refused, nothing kept.
     let lora_as_model = run(&[
         "models",

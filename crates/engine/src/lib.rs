@@ -6,6 +6,7 @@
 //! differ from diffusers (see `unet.rs` and `shared/notes/candle.md`).
 
 mod base_weights;
+mod builtin_configs;
 mod clip;
 pub mod config;
 mod device;
@@ -22,6 +23,7 @@ mod text;
 mod tokenizer;
 mod unet;
 
+pub use builtin_configs::BuiltinConfig;
 pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;

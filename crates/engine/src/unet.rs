@@ -153,6 +153,13 @@ fn conv3(
     )
 }
 
+/// Checks that the engine builds a UNet from `c` (its block types, heads and conditioning),
+/// without weights.
+#[cfg(test)]
+pub(crate) fn check_config(c: &UNetConfig) -> Result<()> {
+    Plan::from_config(c).map(|_| ())
+}
+
 /// A resnet block with timestep conditioning.
 struct Resnet {
     norm1: GroupNorm,

@@ -41,6 +41,12 @@ impl LocalModels {
         dirs::data_dir().map(|d| Self::new(d.join("SelfDiffusion").join("models.json")))
     }
 
+    /// Where the engine's built-in configs are written as folders (`SelfDiffusion/configs` in
+    /// the OS data dir).
+    pub fn builtin_configs_root() -> Option<PathBuf> {
+        dirs::data_dir().map(|d| d.join("SelfDiffusion").join("configs"))
+    }
+
     /// Every imported model.
     pub fn list(&self) -> Result<Vec<LocalModel>> {
         match std::fs::read_to_string(&self.file) {

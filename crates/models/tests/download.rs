@@ -382,7 +382,8 @@ fn import_accepts_diffusers_folders_and_explains_the_rest() {
     .unwrap();
     let err = registry.import(&folder).unwrap_err().to_string();
     assert!(
-        err.contains("FluxPipeline") && err.contains("Stable Diffusion 1.x, 2.x and SD-Turbo"),
+        err.contains("FluxPipeline")
+            && err.contains("Stable Diffusion 1.x, 2.x, XL and their Turbo models"),
         "{err}"
     );
     let err = registry.import(dir.path()).unwrap_err().to_string();

@@ -146,17 +146,20 @@ function render() {
 /** The installed models whose configs and tokenizer a checkpoint can borrow. */
 const configModels = () => state.models.filter((m) => m.installed && m.source !== 'checkpoint');
 
+/** The engine's own configs: for the file's family, or SD 2.1's 512 epsilon base by choice. */
+const BUILTIN = [['builtin', "Built-in, for the file's family"], ['builtin:sd21-base', 'Built-in SD 2.1 base (512, epsilon)']];
+
 function renderCheckpointImport() {
   const before = configSelect.value;
   const models = configModels();
-  configSelect.replaceChildren(...(models.length
-    ? models.map((m) => el('option', { value: m.id }, m.name))
-    : [el('option', { value: '' }, 'No model installed')]));
-  configSelect.value = models.some((m) => m.id === before) ? before : (models[0]?.id ?? '');
-  configSelect.disabled = !models.length || busy.checkpoint;
-  checkpointButton.disabled = !models.length || busy.checkpoint;
+  configSelect.replaceChildren(
+    ...BUILTIN.map(([value, text]) => el('option', { value }, text)),
+    ...models.map((m) => el('option', { value: m.id }, `Those of ${m.name}`)));
+  const values = [...BUILTIN.map(([v]) => v), ...models.map((m) => m.id)];
+  configSelect.value = values.includes(before) ? before : 'builtin';
+  configSelect.disabled = busy.checkpoint;
+  checkpointButton.disabled = busy.checkpoint;
   checkpointButton.textContent = busy.checkpoint ? 'Importing…' : 'Import a checkpoint…';
-  q('#checkpoint-hint').hidden = models.length > 0;
 }
 
 /** Picks a checkpoint file and registers it with the chosen model's configs. */
