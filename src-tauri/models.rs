@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_engine::{BuiltinConfig, Checkpoint, Limits, LoraFile, ModelFacts, ModelSpec};
+use selfdiffusion_engine::{
+    family_of_configs, BuiltinConfig, Checkpoint, Family, Limits, LoraFile, ModelFacts, ModelSpec,
+};
 use selfdiffusion_models::{
     verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
     VerifyReport,
@@ -114,14 +116,19 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
         .and_then(|r| r.list().ok())
         .unwrap_or_default();
     out.extend(local.into_iter().map(|m| {
-        entry(
-            m.id,
-            m.name,
-            None,
-            catalog.default_model().defaults.clone(),
-            Some(m.path),
-            m.config,
-        )
+        // An imported model starts from the catalog defaults of its family (SDXL: 1024²).
+        let family = family_of_configs(m.config.as_deref().unwrap_or(&m.path)).ok();
+        let like = match family {
+            Some(Family::Sdxl) => "sdxl-1.0",
+            Some(Family::Sd2) => "sd-2.1",
+            _ => "sd-1.5",
+        };
+        let defaults = catalog
+            .get(like)
+            .unwrap_or_else(|_| catalog.default_model())
+            .defaults
+            .clone();
+        entry(m.id, m.name, None, defaults, Some(m.path), m.config)
     }));
     out
 }

@@ -5,7 +5,7 @@
 // the LoRA library beside them (import, remove).
 import { toCommandError } from '../api.js';
 import { APP_EVENTS, on } from '../events.js';
-import { byId, el, formatBytes, formatGigabytes, scoped, toast } from '../dom.js';
+import { byId, el, formatBytes, formatGigabytes, plural, scoped, toast } from '../dom.js';
 import {
   state, downloadModel, cancelDownload, loadModels, importCheckpoint, loadLoras, importLora, removeLora,
   forgetModel,
@@ -33,7 +33,7 @@ const busy = { checkpoint: false, lora: false };
 /** @param {ModelEntry} m */
 function describe(m) {
   const d = m.defaults;
-  const parts = [`${d.width}×${d.height}`, `${d.steps} steps`, `guidance ${d.guidance}`, d.scheduler];
+  const parts = [`${d.width}×${d.height}`, plural(d.steps, 'step'), `guidance ${d.guidance}`, d.scheduler];
   if (m.limits) parts.push(`sizes ${m.limits.min_side}–${m.limits.max_side} in steps of ${m.limits.side_step}`);
   return parts.join(' · ');
 }
