@@ -2,10 +2,11 @@
 """The diffusers side of the SD 1.5 benchmark: the same shapes, random weights, the same timings.
 
 Recipe (CPU): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers==0.42.1 transformers
-Then: .venv-ref/bin/python crates/engine/benches/diffusers_reference.py [--device cpu|cuda] [--steps N] [--json FILE]
+Then: .venv-ref/bin/python crates/engine/benches/diffusers_reference.py [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]
 """
 import argparse
 import json
+import pathlib
 import resource
 import time
 
@@ -33,6 +34,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--sdxl", action="store_true", help="also time the SDXL base UNet step")
     p.add_argument("--json")
     a = p.parse_args()
     dev = torch.device(a.device)
@@ -57,11 +59,26 @@ def main():
         step = timed(a.steps, lambda: unet(lat, 500, ctx).sample)
         one = torch.randn(1, 4, 64, 64, device=dev, dtype=dtype)
         decode = timed(min(a.steps, 2), lambda: vae.decode(one).sample)
+    # The SD 1.5 figures' peak, before the SDXL UNet (if asked for) raises it.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sdxl_step = None
+    if a.sdxl:
+        del clip, unet, vae
+        # The same config file the engine ships for SDXL single files.
+        config = json.loads((pathlib.Path(__file__).parent.parent / "configs/sdxl/unet/config.json").read_text())
+        xl = UNet2DConditionModel.from_config(config).to(dev, dtype).eval()
+        with torch.inference_mode():
+            lat = torch.randn(2, 4, 128, 128, device=dev, dtype=dtype)
+            ctx = torch.randn(2, 77, 2048, device=dev, dtype=dtype)
+            added = {"text_embeds": torch.randn(2, 1280, device=dev, dtype=dtype),
+                     "time_ids": torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * 2, device=dev, dtype=dtype)}
+            sdxl_step = timed(a.steps, lambda: xl(lat, 500, ctx, added_cond_kwargs=added).sample)
     report = {
         "implementation": f"diffusers {__import__('diffusers').__version__} / torch {torch.__version__}",
         "device": a.device, "dtype": str(dtype).replace("torch.", ""),
         "text_encode_batch2_s": text, "unet_step_batch2_64x64_s": step, "vae_decode_512_s": decode,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "unet_step_sdxl_batch2_128x128_s": sdxl_step,
+        "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(report, indent=2))

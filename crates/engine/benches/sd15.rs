@@ -1,7 +1,8 @@
 //! Full-size SD 1.5 shapes with random weights (no download): seconds per UNet step (batch 2 for
-//! CFG, 64×64 latent), VAE decode at 512×512, text encoding, and peak RSS.
+//! CFG, 64×64 latent), VAE decode at 512×512, text encoding, and peak RSS; with `--sdxl`, also
+//! the SDXL base UNet step (batch 2, 128×128 latent, its config from the built-in set).
 //!
-//! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--json FILE]`
+//! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]`
 //! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
 
 use std::collections::HashMap;
@@ -11,7 +12,9 @@ use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
-use selfdiffusion_engine::{default_dtype, vae_config, ClipTextEncoder, DeviceChoice, UNet};
+use selfdiffusion_engine::{
+    default_dtype, vae_config, AddedCond, ClipTextEncoder, DeviceChoice, UNet,
+};
 
 const CLIP: &str = r#"{"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
   "num_hidden_layers": 12, "max_position_embeddings": 77, "vocab_size": 49408}"#;
@@ -19,6 +22,8 @@ const UNET: &str = r#"{"act_fn": "silu", "attention_head_dim": 8, "block_out_cha
   "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
   "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
   "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 32}"#;
+/// SDXL base's UNet config, the one the engine ships for SDXL single files.
+const SDXL_UNET: &str = include_str!("../configs/sdxl/unet/config.json");
 const VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "in_channels": 3, "out_channels": 3, "latent_channels": 4,
   "layers_per_block": 2, "norm_num_groups": 32}"#;
 
@@ -88,6 +93,48 @@ fn time<T>(n: usize, mut f: impl FnMut() -> T, done: impl Fn(&T)) -> f64 {
     start.elapsed().as_secs_f64() / n as f64
 }
 
+/// The random weights of `vm` as a builder of detached tensors, as if read from a file:
+/// computing on `Var`s would record a backprop graph and keep every intermediate alive.
+fn detached(vm: VarMap, dtype: DType, device: &candle_core::Device) -> VarBuilder<'static> {
+    let tensors: HashMap<String, Tensor> = vm
+        .data()
+        .lock()
+        .expect("the varmap lock is not poisoned")
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    VarBuilder::from_tensors(tensors, dtype, device)
+}
+
+/// Seconds per SDXL base UNet step: batch 2, 128×128 latent, its pooled text and size ids.
+fn sdxl_unet_step(
+    device: &candle_core::Device,
+    dtype: DType,
+    steps: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    eprintln!("building the SDXL UNet with random weights…");
+    let config: UNetConfig = serde_json::from_str(SDXL_UNET)?;
+    let vm = VarMap::new();
+    UNet::new(VarBuilder::from_varmap(&vm, dtype, device), &config)?;
+    let unet = UNet::new(detached(vm, dtype, device), &config)?;
+    let latents = Tensor::randn(0f32, 1.0, (2, 4, 128, 128), device)?.to_dtype(dtype)?;
+    let context = Tensor::randn(0f32, 1.0, (2, 77, 2048), device)?.to_dtype(dtype)?;
+    let added = AddedCond {
+        text_embeds: Tensor::randn(0f32, 1.0, (2, 1280), device)?.to_dtype(dtype)?,
+        time_ids: Tensor::new(&[1024f32, 1024., 0., 0., 1024., 1024.], device)?
+            .unsqueeze(0)?
+            .repeat((2, 1))?,
+    };
+    Ok(time(
+        steps,
+        || {
+            unet.forward(&latents, 500.0, &context, Some(&added))
+                .unwrap()
+        },
+        sync,
+    ))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
@@ -106,8 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     eprintln!("building SD 1.5-sized models with random weights on {device_name} ({dtype:?})…");
 
-    // Random weights come from a VarMap; the models then load detached copies, as from a file:
-    // computing on `Var`s would record a backprop graph and keep every intermediate alive.
+    // Random weights come from a VarMap; the models then load detached copies.
     let vm = VarMap::new();
     let clip_cfg: ClipTextConfig = serde_json::from_str(CLIP)?;
     let unet_cfg: UNetConfig = serde_json::from_str(UNET)?;
@@ -123,15 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         3,
         vae_config(&vae_cfg)?,
     )?;
-    let detached: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .expect("the varmap lock is not poisoned")
-        .iter()
-        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
-        .collect();
-    drop(vm);
-    let vb = VarBuilder::from_tensors(detached, dtype, &device);
+    let vb = detached(vm, dtype, &device);
     let clip = ClipTextEncoder::new(vb.clone(), &clip_cfg)?;
     let unet = UNet::new(vb.pp("unet"), &unet_cfg)?;
     let vae = AutoEncoderKL::new(vb.pp("vae"), 3, 3, vae_config(&vae_cfg)?)?;
@@ -157,6 +195,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decode = time(steps.min(2), || vae.decode(&one).unwrap(), sync);
     let vae_rss = peak_rss_mib();
 
+    drop((clip, unet, vae));
+    let sdxl_step = if args.iter().any(|a| a == "--sdxl") {
+        Some(sdxl_unet_step(&device, dtype, steps)?)
+    } else {
+        None
+    };
+
     let peak = [weights_rss, text_rss, unet_rss, vae_rss]
         .into_iter()
         .flatten()
@@ -173,6 +218,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "peak_rss_text_mib": text_rss,
         "peak_rss_unet_mib": unet_rss,
         "peak_rss_vae_mib": vae_rss,
+        "unet_step_sdxl_batch2_128x128_s": sdxl_step,
         "threads": candle_core::utils::get_num_threads(),
         "cpu_model": cpu_model(),
         "simd": simd_flags(),
