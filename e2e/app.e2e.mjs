@@ -320,7 +320,7 @@ try {
         await wd.click(`${catalog} button[data-action="verify"]`);
         await wd.until(async () => /^All \d+ files are intact$/.test(await wd.text(`${catalog} [data-field="verify"]`)), 'the files checked');
         const imported = '#model-list li[data-model-id="local:tiny-sd15"]';
-        assert.equal(await wd.exec('return document.querySelector(arguments[0])', `${catalog} button[data-action="forget"]`), null, 'catalog models stay');
+        assert.equal(await wd.text(`${catalog} button[data-action="forget"]`), 'Delete the downloaded files', 'a download is deleted, not forgotten');
         await wd.click(`${imported} button[data-action="forget"]`);
         await wd.click('#confirm-ok');
         await wd.until(() => wd.exec('return document.querySelector(arguments[0]) === null', imported), 'the checkpoint gone from the list');
@@ -372,6 +372,16 @@ try {
         await setValue('#create-prompt', '');
         await wd.until(async () => (await wd.text('#create-final')) === '(empty)', 'the prompt cleared');
         assert.equal(await wd.exec('return document.querySelector("#create-params details.size-conditions").hidden'), true, 'no SDXL conditioning for SD 1.5');
+
+        // Deleting the download frees its files; the model stays in the catalog, to download again.
+        await go('models');
+        await wd.click(`${row} button[data-action="forget"]`);
+        await wd.click('#confirm-ok');
+        await wd.waitFor(`${row}[data-installed="false"] button[data-action="download"]`, 30000);
+        const snapshots = join(work, 'hf', 'hub', 'models--stabilityai--sdxl-turbo', 'snapshots');
+        assert.deepEqual(readdirSync(snapshots), [], 'the snapshot removed');
+        assert.deepEqual(readdirSync(join(snapshots, '..', 'blobs')), [], 'its blobs deleted');
+        await go('create');
       });
     }
 

@@ -209,16 +209,21 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
     .await
 }
 
-/// Forgets an imported folder or checkpoint (its files stay where they are); returns the list.
+/// Removes a model: an imported folder or checkpoint leaves the list (its files stay where they
+/// are); a downloaded catalog model's files are deleted from the cache (it stays in the list, to
+/// download again). Returns the list.
 #[tauri::command]
 pub async fn forget_model(id: String) -> CmdResult<Vec<ModelEntry>> {
     blocking(move || {
-        if Catalog::builtin().get(&id).is_ok() {
-            return Err(CommandError::invalid(
-                "catalog models stay in the list; only imported folders and checkpoints are removed from it",
-            ));
+        match Catalog::builtin().get(&id) {
+            Ok(model) => {
+                let freed = HubCache::from_env().remove(model)?;
+                tracing::info!(model = %id, freed, "downloaded model deleted");
+            }
+            Err(_) => {
+                registry()?.remove(&id)?;
+            }
         }
-        registry()?.remove(&id)?;
         Ok(installed_and_catalog())
     })
     .await

@@ -153,7 +153,7 @@ export const api = {
    * @returns {Promise<ModelEntry[] | null>} the model list afterwards; null when cancelled
    */
   importCheckpoint: (configModelId) => invoke('import_checkpoint', { configModelId }),
-  /** @param {string} id an imported model @returns {Promise<ModelEntry[]>} the list afterwards (its files stay) */
+  /** @param {string} id imported (leaves the list, files stay) or downloaded (files deleted) @returns {Promise<ModelEntry[]>} the list afterwards */
   forgetModel: (id) => invoke('forget_model', { id }),
   /** @param {string} id a downloaded catalog model @returns {Promise<ModelVerifyReport>} */
   verifyModel: (id) => invoke('verify_model', { id }),

@@ -80,14 +80,20 @@ function row(m) {
     });
     actions.push(button);
   }
-  if (m.source !== 'catalog') {
-    const button = el('button', { type: 'button', className: 'link-button danger', dataset: { action: 'forget' } }, 'Remove from the list');
+  if (m.source !== 'catalog' || m.installed) {
+    const catalog = m.source === 'catalog';
+    const button = el('button', { type: 'button', className: 'link-button danger', dataset: { action: 'forget' } },
+      catalog ? 'Delete the downloaded files' : 'Remove from the list');
     button.addEventListener('click', async () => {
       const what = m.source === 'checkpoint' ? 'file' : 'folder';
-      if (!await confirmDialog(`Remove ${m.name}?`, `It leaves the model list; the ${what} stays on disk.`, 'Remove')) return;
+      const size = m.facts ? ` (${formatBytes(m.facts.bytes)})` : '';
+      const confirmed = catalog
+        ? await confirmDialog(`Delete ${m.name}?`, `Its downloaded files${size} are deleted; you can download it again.`, 'Delete')
+        : await confirmDialog(`Remove ${m.name}?`, `It leaves the model list; the ${what} stays on disk.`, 'Remove');
+      if (!confirmed) return;
       try {
         await forgetModel(m.id);
-        toast(`${m.name} removed from the list`);
+        toast(catalog ? `${m.name} deleted` : `${m.name} removed from the list`);
       } catch (e) {
         toast(toCommandError(e).message, 'error');
       }
