@@ -292,20 +292,17 @@ impl StableDiffusion {
                 self.text.max_len()
             );
         }
-        let batch = |get: &dyn Fn(&crate::text::PromptEmbedding) -> Option<Tensor>| {
-            let c = get(&cond);
-            match (&uncond, c) {
-                (Some(u), Some(c)) => get(u)
-                    .map(|u| Tensor::cat(&[&u, &c], 0))
-                    .transpose()
-                    .map_err(EngineError::from),
-                (None, c) => Ok(c),
-                (Some(_), None) => Ok(None),
-            }
+        // [uncond; cond] with guidance, else cond alone.
+        let batched = |c: &Tensor, u: Option<&Tensor>| -> Result<Tensor> {
+            Ok(match u {
+                Some(u) => Tensor::cat(&[u, c], 0)?,
+                None => c.clone(),
+            })
         };
-        let context = batch(&|e| Some(e.context.clone()))?.expect("every prompt has a context");
-        let added = match batch(&|e| e.pooled.clone())? {
-            Some(text_embeds) => {
+        let context = batched(&cond.context, uncond.as_ref().map(|u| &u.context))?;
+        let added = match &cond.pooled {
+            Some(pooled) => {
+                let text_embeds = batched(pooled, uncond.as_ref().and_then(|u| u.pooled.as_ref()))?;
                 let ids = req
                     .size_conditions
                     .time_ids(req.width as u32, req.height as u32)

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::clip::{ClipTextEncoder, HiddenStates};
+use crate::clip::{ClipTextEncoder, EncodedText, HiddenStates};
 use crate::error::Result;
 use crate::tokenizer::{PromptTokenizer, Tokens};
 
@@ -20,19 +20,10 @@ impl TextStack {
         self.tokenizer.encode(text)
     }
 
-    fn run(&self, tokens: &Tokens, states: HiddenStates, device: &Device) -> Result<Encoded> {
+    fn run(&self, tokens: &Tokens, states: HiddenStates, device: &Device) -> Result<EncodedText> {
         let ids = Tensor::new(tokens.ids.as_slice(), device)?.unsqueeze(0)?;
-        let out = self.encoder.encode(&ids, states)?;
-        Ok(Encoded {
-            hidden: out.hidden,
-            pooled: out.pooled,
-        })
+        self.encoder.encode(&ids, states)
     }
-}
-
-struct Encoded {
-    hidden: Tensor,
-    pooled: Option<Tensor>,
 }
 
 /// The text side of a model.
