@@ -74,22 +74,13 @@ fn registry() -> Result<LocalModels> {
 /// it, the built-in set of the file's family. Refuses a file the engine does not read.
 pub fn checkpoint_config(file: &Path, config: Option<&Path>) -> Result<PathBuf> {
     let checkpoint = Checkpoint::open(file)?;
-    let set = match config {
-        None => BuiltinConfig::for_family(checkpoint.family()),
-        Some(c) => match BuiltinConfig::parse(&c.to_string_lossy()) {
-            Some(set) => set,
-            None => return Ok(resolve(c)?.config_dir().to_path_buf()),
-        },
+    let id = config.map(|c| c.to_string_lossy().into_owned());
+    let set = match id.as_deref() {
+        Some(id) if BuiltinConfig::parse(id).is_none() => {
+            return Ok(resolve(Path::new(id))?.config_dir().to_path_buf());
+        }
+        id => BuiltinConfig::for_checkpoint(&checkpoint, id)?,
     };
-    if set.family() != checkpoint.family() {
-        bail!(
-            "{} is a {} checkpoint; the {} configs are for {}",
-            file.display(),
-            checkpoint.family().name(),
-            set.id(),
-            set.family().name()
-        );
-    }
     let root =
         LocalModels::builtin_configs_root().context("no data folder is known for this system")?;
     Ok(set.folder(&root)?)

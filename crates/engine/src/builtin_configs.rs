@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
-use crate::single_file::Family;
+use crate::single_file::{Checkpoint, Family};
 
 /// A built-in set of configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,39 +32,26 @@ macro_rules! config_files {
     };
 }
 
-const SD15: &[(&str, &str)] = config_files!(
-    "sd15",
-    [
-        "scheduler/scheduler_config.json",
-        "text_encoder/config.json",
-        "tokenizer/tokenizer_config.json",
-        "unet/config.json",
-        "vae/config.json",
-        "model_index.json"
-    ]
-);
-const SD21_V: &[(&str, &str)] = config_files!(
-    "sd21-v",
-    [
-        "scheduler/scheduler_config.json",
-        "text_encoder/config.json",
-        "tokenizer/tokenizer_config.json",
-        "unet/config.json",
-        "vae/config.json",
-        "model_index.json"
-    ]
-);
-const SD21_BASE: &[(&str, &str)] = config_files!(
-    "sd21-base",
-    [
-        "scheduler/scheduler_config.json",
-        "text_encoder/config.json",
-        "tokenizer/tokenizer_config.json",
-        "unet/config.json",
-        "vae/config.json",
-        "model_index.json"
-    ]
-);
+/// The files of an SD 1.x / 2.x set: one text encoder and tokenizer.
+macro_rules! sd_files {
+    ($dir:literal) => {
+        config_files!(
+            $dir,
+            [
+                "scheduler/scheduler_config.json",
+                "text_encoder/config.json",
+                "tokenizer/tokenizer_config.json",
+                "unet/config.json",
+                "vae/config.json",
+                "model_index.json"
+            ]
+        )
+    };
+}
+
+const SD15: &[(&str, &str)] = sd_files!("sd15");
+const SD21_V: &[(&str, &str)] = sd_files!("sd21-v");
+const SD21_BASE: &[(&str, &str)] = sd_files!("sd21-base");
 const SDXL: &[(&str, &str)] = config_files!(
     "sdxl",
     [
@@ -111,6 +98,31 @@ impl BuiltinConfig {
             Family::Sd2 => BuiltinConfig::Sd21V,
             Family::Sdxl => BuiltinConfig::Sdxl,
         }
+    }
+
+    /// The set a checkpoint runs with: the one named `id`, or its family's likely one. A set of
+    /// another family, or an unknown id, is an error that names the file's family.
+    pub fn for_checkpoint(checkpoint: &Checkpoint, id: Option<&str>) -> Result<Self> {
+        let family = checkpoint.family();
+        let Some(id) = id else {
+            return Ok(Self::for_family(family));
+        };
+        let set = Self::parse(id).ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "no built-in configs named {id:?}; there are {}",
+                Self::ALL.map(Self::id).join(", ")
+            ))
+        })?;
+        if set.family() != family {
+            return Err(EngineError::Unsupported(format!(
+                "{} is a {} checkpoint; the {} configs are for {}",
+                checkpoint.file().display(),
+                family.name(),
+                set.id(),
+                set.family().name()
+            )));
+        }
+        Ok(set)
     }
 
     /// The family it describes.
