@@ -65,8 +65,18 @@ pub struct Downloads {
     cancel: CancelSlot,
 }
 
-/// Every catalog model and imported folder (reads the disk: call off the UI thread).
+/// Every catalog model and imported folder, with the facts the Models screen shows (reads the
+/// disk: call off the UI thread).
 pub fn installed_and_catalog() -> Vec<ModelEntry> {
+    let mut models = entries();
+    for m in &mut models {
+        m.facts = m.spec().and_then(|s| s.facts().ok());
+    }
+    models
+}
+
+/// Every catalog model and imported folder, without the facts (which walk model folders).
+fn entries() -> Vec<ModelEntry> {
     let cache = HubCache::from_env();
     let catalog = Catalog::builtin();
     let entry = |id: String,
@@ -75,14 +85,9 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
                  defaults: Defaults,
                  path: Option<PathBuf>,
                  config: Option<PathBuf>| {
-        let spec = path.as_ref().map(|path| ModelSpec {
-            path: path.clone(),
-            config: config.clone(),
-            loras: Vec::new(),
-        });
-        ModelEntry {
-            limits: spec.as_ref().and_then(|s| s.limits().ok()),
-            facts: spec.as_ref().and_then(|s| s.facts().ok()),
+        let mut entry = ModelEntry {
+            limits: None,
+            facts: None,
             source: match (&config, catalog.get(&id).is_ok()) {
                 (Some(_), _) => ModelSource::Checkpoint,
                 (None, true) => ModelSource::Catalog,
@@ -96,7 +101,9 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
             defaults,
             path,
             config,
-        }
+        };
+        entry.limits = entry.spec().and_then(|s| s.limits().ok());
+        entry
     };
     let mut out: Vec<ModelEntry> = catalog
         .models
@@ -133,22 +140,31 @@ pub fn installed_and_catalog() -> Vec<ModelEntry> {
     out
 }
 
+impl ModelEntry {
+    /// Where an installed model is, without LoRAs.
+    fn spec(&self) -> Option<ModelSpec> {
+        Some(ModelSpec {
+            path: self.path.clone()?,
+            config: self.config.clone(),
+            loras: Vec::new(),
+        })
+    }
+}
+
 /// The installed model `id`, and where it is (with `loras` merged into it).
 pub fn installed(id: &str, loras: Vec<(PathBuf, f64)>) -> CmdResult<(ModelEntry, ModelSpec)> {
-    let model = installed_and_catalog()
+    let model = entries()
         .into_iter()
         .find(|m| m.id == id)
         .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("unknown model {id}")))?;
-    let path = model.path.clone().ok_or_else(|| {
-        CommandError::new(
-            ErrorKind::NotInstalled,
-            format!("{} is not installed yet; download it first", model.name),
-        )
-    })?;
     let spec = ModelSpec {
-        path,
-        config: model.config.clone(),
         loras,
+        ..model.spec().ok_or_else(|| {
+            CommandError::new(
+                ErrorKind::NotInstalled,
+                format!("{} is not installed yet; download it first", model.name),
+            )
+        })?
     };
     Ok((model, spec))
 }
@@ -186,13 +202,11 @@ pub async fn import_checkpoint(config_model_id: String) -> CmdResult<Option<Vec<
     blocking(move || {
         let checkpoint = Checkpoint::open(&file)?;
         let builtin = match config_model_id.as_str() {
-            "builtin" => Some(BuiltinConfig::for_family(checkpoint.family())),
-            id => match id.strip_prefix("builtin:") {
-                Some(set) => Some(BuiltinConfig::parse(set).ok_or_else(|| {
-                    CommandError::invalid(format!("no built-in configs named {set}"))
-                })?),
-                None => None,
-            },
+            "builtin" => Some(BuiltinConfig::for_checkpoint(&checkpoint, None)?),
+            id => id
+                .strip_prefix("builtin:")
+                .map(|set| BuiltinConfig::for_checkpoint(&checkpoint, Some(set)))
+                .transpose()?,
         };
         let config = match builtin {
             Some(set) => set.folder(&LocalModels::builtin_configs_root().ok_or_else(|| {
