@@ -147,20 +147,24 @@ fn loras_that_do_not_fit_are_refused_by_key() {
         .to_string()
     };
 
+    // One kohya module `key` with down and up matrices of these shapes, as the file `name`.
+    let module = |name: &str, key: &str, down: (usize, usize), up: (usize, usize)| {
+        write(
+            tmp.path(),
+            name,
+            &[
+                (&format!("{key}.lora_down.weight"), small(down)),
+                (&format!("{key}.lora_up.weight"), small(up)),
+            ],
+        )
+    };
+
     // A module that names no layer of this model: the load fails and names it.
-    let stray = write(
-        tmp.path(),
+    let stray = module(
         "stray.safetensors",
-        &[
-            (
-                "lora_unet_mid_block_attentions_7_proj_in.lora_down.weight",
-                small((2, 8)),
-            ),
-            (
-                "lora_unet_mid_block_attentions_7_proj_in.lora_up.weight",
-                small((8, 2)),
-            ),
-        ],
+        "lora_unet_mid_block_attentions_7_proj_in",
+        (2, 8),
+        (8, 2),
     );
     let err = load_error(&stray);
     assert!(
@@ -169,43 +173,19 @@ fn loras_that_do_not_fit_are_refused_by_key() {
     );
 
     // A module whose shapes do not fit its layer.
-    let wide = write(
-        tmp.path(),
-        "wide.safetensors",
-        &[
-            ("lora_unet_conv_in.lora_down.weight", small((2, 999))),
-            ("lora_unet_conv_in.lora_up.weight", small((7, 2))),
-        ],
-    );
-    let loras = Loras::new(vec![(Arc::new(LoraFile::open(&wide).unwrap()), 1.0)]);
-    let err = StableDiffusion::load_with_loras(
-        ModelPath::Folder(&dir.join("model")),
-        &loras,
-        &Device::Cpu,
-        DType::F32,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let wide = module("wide.safetensors", "lora_unet_conv_in", (2, 999), (7, 2));
+    let err = load_error(&wide);
     assert!(
         err.contains("lora_unet_conv_in") && err.contains("does not fit"),
         "{err}"
     );
 
     // An SDXL LoRA on this SD 1.x model: the load fails naming its key and what it is for.
-    let sdxl = write(
-        tmp.path(),
+    let sdxl = module(
         "sdxl.safetensors",
-        &[
-            (
-                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
-                small((2, 8)),
-            ),
-            (
-                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
-                small((8, 2)),
-            ),
-        ],
+        "lora_te2_text_model_encoder_layers_0_mlp_fc1",
+        (2, 8),
+        (8, 2),
     );
     let err = load_error(&sdxl);
     assert!(
@@ -402,14 +382,7 @@ fn sdxl_loras_in_kohya_and_peft_naming_change_the_same_layers() {
             DType::F32,
         )
         .unwrap();
-        let mut rgb = Vec::new();
-        model
-            .generate(&request, &Control::default(), &mut |_| {}, &mut |img| {
-                rgb = img.rgb;
-                Ok(())
-            })
-            .unwrap();
-        rgb
+        common::one_image(&model, &request).rgb
     };
     let base = image(None);
     let with_kohya = image(Some(&kohya));

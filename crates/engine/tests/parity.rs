@@ -2,81 +2,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use candle_core::{DType, Device, IndexOp, Tensor};
-use common::{fixture, fixture_request, max_diff};
-use selfdiffusion_engine::{Control, NoiseSource, Observer, SchedulerKind, StableDiffusion};
+use candle_core::{DType, Device, Tensor};
+use common::{check, fixture, fixture_request, load_tensors as load, FixtureNoise, Recorder};
+use selfdiffusion_engine::{Control, SchedulerKind, StableDiffusion};
 
 /// Tolerance on every latent-space tensor.
 const LATENT_TOL: f32 = 1e-4;
 /// Tolerance on the decoded image in 0..1.
 const IMAGE_TOL: f32 = 1e-3;
-
-#[derive(Default)]
-struct Recorder {
-    tokens: Option<(Vec<u32>, Vec<u32>)>,
-    cond: Option<Tensor>,
-    uncond: Option<Tensor>,
-    unet: Vec<(Tensor, f64, Tensor)>,
-    guided: Vec<Tensor>,
-    latents: Vec<Tensor>,
-    image: Option<Tensor>,
-}
-
-impl Observer for Recorder {
-    fn tokens(&mut self, cond: &[u32], uncond: &[u32]) {
-        self.tokens = Some((cond.to_vec(), uncond.to_vec()));
-    }
-    fn embeddings(&mut self, cond: &Tensor, uncond: Option<&Tensor>) {
-        self.cond = Some(cond.clone());
-        self.uncond = uncond.cloned();
-    }
-    fn unet(&mut self, _i: usize, input: &Tensor, t: f64, output: &Tensor) {
-        self.unet.push((input.clone(), t, output.clone()));
-    }
-    fn guided(&mut self, _i: usize, noise_pred: &Tensor) {
-        self.guided.push(noise_pred.clone());
-    }
-    fn latents(&mut self, _i: usize, latents: &Tensor) {
-        self.latents.push(latents.clone());
-    }
-    fn image(&mut self, image: &Tensor) {
-        self.image = Some(image.clone());
-    }
-}
-
-/// The fixture's fixed noise: initial latents, and Euler ancestral's per-step draws.
-struct FixtureNoise {
-    initial: Tensor,
-    steps: Option<Tensor>,
-}
-
-impl NoiseSource for FixtureNoise {
-    fn initial(&mut self, shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
-        assert_eq!(self.initial.dims(), shape);
-        Ok(self.initial.clone())
-    }
-    fn step(&mut self, _shape: &[usize], i: usize) -> selfdiffusion_engine::Result<Tensor> {
-        Ok(self
-            .steps
-            .as_ref()
-            .expect("this scheduler draws no step noise")
-            .i(i)
-            .unwrap())
-    }
-}
-
-fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn check(stage: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
-    let d = max_diff(ours, reference);
-    assert!(d <= tol, "{stage}: max |diff| = {d:e} exceeds {tol:e}");
-    eprintln!("{stage}: max |diff| = {d:.2e}");
-}
 
 fn run(kind: SchedulerKind, reference: &str) {
     let dir = match fixture() {

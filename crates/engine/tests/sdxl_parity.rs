@@ -4,99 +4,20 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use candle_core::{DType, Device, IndexOp, Tensor};
-use common::{max_diff, sdxl_fixture};
+use candle_core::{DType, Device, Tensor};
+use common::{check, load_tensors as load, max_abs, sdxl_fixture, FixtureNoise, Recorder};
 use selfdiffusion_engine::config::{read_json, SchedulerConfig};
 use selfdiffusion_engine::schedulers::Schedule;
-use selfdiffusion_engine::{
-    Control, NoiseSource, Observer, Request, SchedulerKind, StableDiffusion, TextEncoders,
-};
+use selfdiffusion_engine::{Control, Request, SchedulerKind, StableDiffusion, TextEncoders};
 
 /// Largest |diff| allowed on a latent tensor whose values reach `scale`: 1e-4, relative above 1
 /// (the README: references from one CPU differ from another's by ~1e-5).
 fn latent_tol(reference: &Tensor) -> f32 {
-    let largest = reference
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    1e-4 * largest.max(1.0)
+    1e-4 * max_abs(reference).max(1.0)
 }
 
 /// Tolerance on the decoded image in 0..1.
 const IMAGE_TOL: f32 = 1e-3;
-
-#[derive(Default)]
-struct Recorder {
-    tokens: Option<Vec<u32>>,
-    cond: Option<Tensor>,
-    uncond: Option<Tensor>,
-    unet: Vec<(Tensor, f64, Tensor)>,
-    guided: Vec<Tensor>,
-    latents: Vec<Tensor>,
-    image: Option<Tensor>,
-}
-
-impl Observer for Recorder {
-    fn tokens(&mut self, cond: &[u32], _uncond: &[u32]) {
-        self.tokens = Some(cond.to_vec());
-    }
-    fn embeddings(&mut self, cond: &Tensor, uncond: Option<&Tensor>) {
-        self.cond = Some(cond.clone());
-        self.uncond = uncond.cloned();
-    }
-    fn unet(&mut self, _i: usize, input: &Tensor, t: f64, output: &Tensor) {
-        self.unet.push((input.clone(), t, output.clone()));
-    }
-    fn guided(&mut self, _i: usize, noise_pred: &Tensor) {
-        self.guided.push(noise_pred.clone());
-    }
-    fn latents(&mut self, _i: usize, latents: &Tensor) {
-        self.latents.push(latents.clone());
-    }
-    fn image(&mut self, image: &Tensor) {
-        self.image = Some(image.clone());
-    }
-}
-
-/// The fixture's fixed noise: initial latents, and Euler ancestral's per-step draws.
-struct FixtureNoise {
-    initial: Tensor,
-    steps: Option<Tensor>,
-}
-
-impl NoiseSource for FixtureNoise {
-    fn initial(&mut self, shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
-        assert_eq!(self.initial.dims(), shape);
-        Ok(self.initial.clone())
-    }
-    fn step(&mut self, _shape: &[usize], i: usize) -> selfdiffusion_engine::Result<Tensor> {
-        Ok(self
-            .steps
-            .as_ref()
-            .expect("this scheduler draws no step noise")
-            .i(i)
-            .unwrap())
-    }
-}
-
-fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn check(stage: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
-    assert_eq!(ours.dims(), reference.dims(), "{stage}: shape");
-    let d = max_diff(ours, reference);
-    assert!(d <= tol, "{stage}: max |diff| = {d:e} exceeds {tol:e}");
-    eprintln!("{stage}: max |diff| = {d:.2e}");
-}
 
 fn check_latent(stage: &str, ours: &Tensor, reference: &Tensor) {
     check(stage, ours, reference, latent_tol(reference));
@@ -146,7 +67,7 @@ fn run(run: &str, scheduler_dir: &str, kind: SchedulerKind, req: Request) {
     let mut rec = Recorder::default();
     let cond = model.encode_prompts(&req, &mut rec).unwrap();
     assert_eq!(
-        rec.tokens.clone().unwrap(),
+        rec.tokens.clone().unwrap().0,
         ids(&out["input_ids_cond_1"]),
         "tokenizer ids"
     );

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::{max_diff, sdxl_fixture};
+use common::{max_diff, one_image, sdxl_fixture};
 use selfdiffusion_engine::{
-    Checkpoint, Control, EngineError, Family, GeneratedImage, Request, StableDiffusion,
+    Checkpoint, EngineError, Family, GeneratedImage, Request, StableDiffusion,
 };
 use serde_json::Value;
 
@@ -407,15 +407,7 @@ fn image(model: &StableDiffusion) -> GeneratedImage {
         height: 64,
         ..Request::default()
     };
-    let mut images = Vec::new();
-    model
-        .generate(&request, &Control::default(), &mut |_| {}, &mut |image| {
-            images.push(image);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(images.len(), 1);
-    images.pop().unwrap()
+    one_image(model, &request)
 }
 
 #[test]

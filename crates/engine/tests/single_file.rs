@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, fixture_request, max_diff, write_safetensors as write};
+use common::{fixture, fixture_request, max_diff, one_image, write_safetensors as write};
 use selfdiffusion_engine::{
-    Checkpoint, Control, EngineError, Family, GeneratedImage, ModelSpec, Request, SchedulerKind,
+    Checkpoint, EngineError, Family, GeneratedImage, ModelSpec, Request, SchedulerKind,
     StableDiffusion,
 };
 
@@ -37,14 +37,7 @@ fn ddim_image(model: &StableDiffusion, dir: &Path) -> GeneratedImage {
         init_latents: Some(dir.join("reference/init_latents.safetensors")),
         ..fixture_request()
     };
-    let mut images = Vec::new();
-    model
-        .generate(&request, &Control::default(), &mut |_| {}, &mut |image| {
-            images.push(image);
-            Ok(())
-        })
-        .unwrap();
-    images.pop().unwrap()
+    one_image(model, &request)
 }
 
 #[test]

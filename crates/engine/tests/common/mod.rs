@@ -1,13 +1,17 @@
 //! Helpers for the engine's tests: locating the shared fixture and building a tiny random model.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
-use selfdiffusion_engine::{vae_config, ClipTextEncoder, Request, UNet};
+use selfdiffusion_engine::{
+    vae_config, ClipTextEncoder, Control, GeneratedImage, NoiseSource, Observer, Request,
+    StableDiffusion, UNet,
+};
 
 /// The shared fixture `name` (a folder of `shared/fixtures` holding `model/`), if present.
 /// Under `CI=true` a missing fixture is a failure; elsewhere the caller skips with the returned
@@ -93,7 +97,12 @@ pub fn tiny_lora(path: &Path) {
 /// Largest absolute difference between two tensors of the same shape.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+    max_abs(&(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap())
+}
+
+/// Largest absolute value of a tensor.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(DType::F32)
         .unwrap()
         .abs()
         .unwrap()
@@ -103,6 +112,88 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// Every tensor of a safetensors file.
+pub fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+/// Fails the test when `ours` is further than `tol` from `reference`; prints the distance.
+pub fn check(stage: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
+    let d = max_diff(ours, reference);
+    assert!(d <= tol, "{stage}: max |diff| = {d:e} exceeds {tol:e}");
+    eprintln!("{stage}: max |diff| = {d:.2e}");
+}
+
+/// The one image `request` makes on `model`.
+pub fn one_image(model: &StableDiffusion, request: &Request) -> GeneratedImage {
+    let mut images = Vec::new();
+    model
+        .generate(request, &Control::default(), &mut |_| {}, &mut |image| {
+            images.push(image);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(images.len(), 1);
+    images.pop().unwrap()
+}
+
+/// Records every stage a parity test compares with diffusers.
+#[derive(Default)]
+pub struct Recorder {
+    /// Token ids of the prompt and the negative prompt (first tokenizer).
+    pub tokens: Option<(Vec<u32>, Vec<u32>)>,
+    pub cond: Option<Tensor>,
+    pub uncond: Option<Tensor>,
+    /// UNet input, timestep and output per step.
+    pub unet: Vec<(Tensor, f64, Tensor)>,
+    pub guided: Vec<Tensor>,
+    pub latents: Vec<Tensor>,
+    pub image: Option<Tensor>,
+}
+
+impl Observer for Recorder {
+    fn tokens(&mut self, cond: &[u32], uncond: &[u32]) {
+        self.tokens = Some((cond.to_vec(), uncond.to_vec()));
+    }
+    fn embeddings(&mut self, cond: &Tensor, uncond: Option<&Tensor>) {
+        self.cond = Some(cond.clone());
+        self.uncond = uncond.cloned();
+    }
+    fn unet(&mut self, _i: usize, input: &Tensor, t: f64, output: &Tensor) {
+        self.unet.push((input.clone(), t, output.clone()));
+    }
+    fn guided(&mut self, _i: usize, noise_pred: &Tensor) {
+        self.guided.push(noise_pred.clone());
+    }
+    fn latents(&mut self, _i: usize, latents: &Tensor) {
+        self.latents.push(latents.clone());
+    }
+    fn image(&mut self, image: &Tensor) {
+        self.image = Some(image.clone());
+    }
+}
+
+/// A fixture's fixed noise: initial latents, and Euler ancestral's per-step draws.
+pub struct FixtureNoise {
+    pub initial: Tensor,
+    pub steps: Option<Tensor>,
+}
+
+impl NoiseSource for FixtureNoise {
+    fn initial(&mut self, shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
+        assert_eq!(self.initial.dims(), shape);
+        Ok(self.initial.clone())
+    }
+    fn step(&mut self, _shape: &[usize], i: usize) -> selfdiffusion_engine::Result<Tensor> {
+        Ok(self
+            .steps
+            .as_ref()
+            .expect("this scheduler draws no step noise")
+            .i(i)
+            .unwrap())
+    }
 }
 
 const TEXT_ENCODER: &str = r#"{"architectures": ["CLIPTextModel"], "hidden_act": "quick_gelu", "hidden_size": 16,
