@@ -178,16 +178,15 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes a job and reports it. The report is made with the state locked, so listeners see
+    /// every job's changes in the order they happened, whichever thread made them.
     fn update(&self, id: JobId, change: impl FnOnce(&mut Entry)) {
-        let info = {
-            let mut state = self.lock();
-            let Some(entry) = state.jobs.iter_mut().find(|e| e.info.id == id) else {
-                return;
-            };
-            change(entry);
-            entry.info.clone()
+        let mut state = self.lock();
+        let Some(entry) = state.jobs.iter_mut().find(|e| e.info.id == id) else {
+            return;
         };
-        (self.listener)(QueueEvent::Changed(info));
+        change(entry);
+        (self.listener)(QueueEvent::Changed(entry.info.clone()));
     }
 }
 
@@ -199,6 +198,8 @@ pub struct Queue {
 
 impl Queue {
     /// Starts a queue running jobs on `engine`, saving into `library`, reporting to `listener`.
+    /// Job changes are reported with the queue's state locked (so in order): the listener must
+    /// hand them on, never call the queue.
     pub fn new(
         engine: Arc<Engine>,
         library: Arc<Library>,
@@ -277,12 +278,12 @@ impl Queue {
                 _guard: Some(guard),
             });
             state.queue.push_back(id);
+            // Reported before the worker can take the lock and report it running.
+            (self.shared.listener)(QueueEvent::Changed(info.clone()));
             info
         };
         self.shared.wake.notify_all();
-        let id = info.id;
-        (self.shared.listener)(QueueEvent::Changed(info));
-        Ok(id)
+        Ok(info.id)
     }
 
     /// Cancels a queued job (it never runs) or the running one (it stops within one step and

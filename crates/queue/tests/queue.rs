@@ -159,8 +159,30 @@ fn jobs_run_in_order_and_save_every_image_with_its_recipe() {
         .unwrap();
     assert_eq!(remade.sha256, second.sha256);
 
-    let progress: Vec<_> = rx
-        .try_iter()
+    let events: Vec<QueueEvent> = rx.try_iter().collect();
+    // Each job's changes arrive in the order they happened: queued, running, then its end
+    // (a "queued" after "running" left the app showing a running job as waiting).
+    for id in [a, b, again] {
+        let states: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                QueueEvent::Changed(info) if info.id == id => Some(match info.state {
+                    JobState::Queued => 0,
+                    JobState::Running => 1,
+                    _ => 2,
+                }),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states.first(), Some(&0), "job {id}: {states:?}");
+        assert!(
+            states.windows(2).all(|w| w[0] <= w[1]),
+            "job {id}: {states:?}"
+        );
+        assert_eq!(states.last(), Some(&2), "job {id}: {states:?}");
+    }
+    let progress: Vec<_> = events
+        .into_iter()
         .filter_map(|e| {
             if let QueueEvent::Progress(p) = e {
                 Some(p)
