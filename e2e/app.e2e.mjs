@@ -38,7 +38,16 @@ if (haveModel && !haveImports && process.env.CI === 'true') {
   console.error(`e2e: the single-file and LoRA fixtures are missing (${checkpointFile}, ${loraFile}); under CI=true they must be tested`);
   process.exit(1);
 }
-const hub = haveModel ? await startHub(tinyModel, 'unet/diffusion_pytorch_model.fp16.safetensors') : null;
+// The tiny SDXL model, served as the catalog's SDXL-Turbo.
+const tinyXl = join(fixtures, 'tiny-sdxl', 'model');
+const haveXl = existsSync(join(tinyXl, 'model_index.json'));
+if (haveModel && !haveXl && process.env.CI === 'true') {
+  console.error(`e2e: the tiny SDXL model is missing at ${tinyXl}; under CI=true SDXL must be tested`);
+  process.exit(1);
+}
+const hub = haveModel
+  ? await startHub({ sd15: tinyModel, sdxl: haveXl ? tinyXl : null }, 'unet/diffusion_pytorch_model.fp16.safetensors')
+  : null;
 const moto = motoBinary();
 if (haveModel && !moto && process.env.CI === 'true') {
   console.error('e2e: moto_server not found (scripts/test.sh installs it; or set MOTO_SERVER)');
@@ -320,6 +329,60 @@ try {
       });
     } else {
       console.log(`e2e: checkpoint and LoRA import skipped: no fixtures at ${checkpointFile} / ${loraFile}`);
+    }
+
+    if (haveXl) {
+      await step('download SDXL-Turbo, see its family and trained sizes, generate with size conditioning', async () => {
+        await go('models');
+        const row = '#model-list li[data-model-id="sdxl-turbo"]';
+        await wd.click(`${row} button[data-action="download"]`);
+        await wd.waitFor(`${row}[data-installed="true"]`, 60000);
+        assert.match(await wd.text(`${row} [data-field="facts"]`), /^Stable Diffusion XL · fp32 · [\d.]+ MB on disk$/);
+        await go('create');
+        await setValue('#create-model', 'sdxl-turbo');
+        const options = () => wd.exec('return [...document.querySelector(arguments[0]).options].map(o => o.value)', param('aspect'));
+        await wd.until(async () => (await options()).includes('1216x832'), "SDXL's trained sizes offered");
+        assert.equal(await wd.exec('return document.querySelector(arguments[0]).value', param('steps')), '1', "the model's defaults");
+        await setValue(param('aspect'), '1216x832');
+        assert.deepEqual(
+          await wd.exec('return [document.querySelector(arguments[0]).value, document.querySelector(arguments[1]).value]', param('width'), param('height')),
+          ['1216', '832'],
+        );
+        await setValue(param('width'), 64);
+        await setValue(param('height'), 64);
+        await wd.exec('document.querySelector("#create-params details.size-conditions").open = true');
+        await setValue('#create-prompt', 'a red fox in the snow');
+        await setValue(param('seed'), 5);
+        await setValue(param('original-width'), 128);
+        await wd.until(async () => /both numbers/.test(await wd.text('#create-error')), 'half a size condition refused');
+        await setValue(param('original-height'), 96);
+        await generateEnabled();
+        const before = await strip();
+        await wd.click('#create-submit');
+        await wd.until(async () => (await jobStates())[0] === 'done', 'the SDXL job done', 120000);
+        await wd.until(async () => (await strip()) === before + 1, 'its image in the strip', 30000);
+        await wd.click('#create-image');
+        await wd.waitFor('#viewer[open] #viewer-recipe dd[data-field="model"]');
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="model"]'), 'sdxl-turbo');
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="sdxl-size-conditions"]'), 'original 128×96');
+        await shot('sdxl.png');
+        await wd.keys(Keys.ESCAPE);
+        await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
+        await setValue('#create-model', 'sd-1.5');
+        await setValue('#create-prompt', '');
+        await wd.until(async () => (await wd.text('#create-final')) === '(empty)', 'the prompt cleared');
+        assert.equal(await wd.exec('return document.querySelector("#create-params details.size-conditions").hidden'), true, 'no SDXL conditioning for SD 1.5');
+
+        // Deleting the download frees its files; the model stays in the catalog, to download again.
+        await go('models');
+        await wd.click(`${row} button[data-action="forget"]`);
+        await wd.click('#confirm-ok');
+        await wd.waitFor(`${row}[data-installed="false"] button[data-action="download"]`, 30000);
+        const snapshots = join(work, 'hf', 'hub', 'models--stabilityai--sdxl-turbo', 'snapshots');
+        assert.deepEqual(readdirSync(snapshots), [], 'the snapshot removed');
+        assert.deepEqual(readdirSync(join(snapshots, '..', 'blobs')), [], 'its blobs deleted');
+        await go('create');
+      });
     }
 
     await step('a new project from Create, then two images with a style by Ctrl+Enter, with progress', async () => {

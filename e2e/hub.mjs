@@ -1,18 +1,32 @@
-// A loopback server with the Hugging Face Hub's URL layout, serving the tiny fixture model as
-// the catalog's `sd-1.5` repo: `/<repo>/resolve/<rev>/<file>`, LFS files redirected to
-// `/blobs/<sha256>` with X-Linked-Etag / X-Linked-Size, ETag, X-Repo-Commit and Range.
+// A loopback server with the Hugging Face Hub's URL layout, serving tiny fixture models as
+// catalog repos (tiny-sd15 as `sd-1.5`, tiny-sdxl as `sdxl-turbo`): `/<repo>/resolve/<rev>/<file>`,
+// LFS files redirected to `/blobs/<sha256>` with X-Linked-Etag / X-Linked-Size, ETag,
+// X-Repo-Commit and Range.
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const REPO = 'stable-diffusion-v1-5/stable-diffusion-v1-5';
+/** The repos of the catalog entries the hub serves, by the fixture folder each is made from. */
+export const REPOS = { sd15: 'stable-diffusion-v1-5/stable-diffusion-v1-5', sdxl: 'stabilityai/sdxl-turbo' };
 const COMMIT = '0123456789abcdef0123456789abcdef01234567';
 
-/** The catalog's file names mapped to the fixture's files (weights under their fp16 names). */
-function files(model) {
+/**
+ * The catalog's file names mapped to the fixture's files (weights under their fp16 names);
+ * `xl` adds the second tokenizer and text encoder.
+ */
+function files(model, xl) {
   const read = (p) => readFileSync(join(model, p));
+  const second = xl ? {
+    'text_encoder_2/config.json': read('text_encoder_2/config.json'),
+    'text_encoder_2/model.fp16.safetensors': read('text_encoder_2/model.safetensors'),
+    'tokenizer_2/merges.txt': read('tokenizer_2/merges.txt'),
+    'tokenizer_2/special_tokens_map.json': read('tokenizer_2/special_tokens_map.json'),
+    'tokenizer_2/tokenizer_config.json': read('tokenizer_2/tokenizer_config.json'),
+    'tokenizer_2/vocab.json': read('tokenizer_2/vocab.json'),
+  } : {};
   return {
+    ...second,
     'model_index.json': read('model_index.json'),
     'scheduler/scheduler_config.json': read('scheduler/scheduler_config.json'),
     'text_encoder/config.json': read('text_encoder/config.json'),
@@ -29,21 +43,23 @@ function files(model) {
 }
 
 /**
- * Starts the hub for the fixture `model` folder. `cutOnce` names a file whose first full
- * download is cut halfway. Resolves to { url, requests, close }.
+ * Starts the hub for the fixture folders `sd15` (served as SD 1.5) and, when given, `sdxl`
+ * (served as SDXL-Turbo). `cutOnce` names an SD 1.5 file whose first full download is cut
+ * halfway. Resolves to { url, requests, close }.
  */
-export function startHub(model, cutOnce) {
-  const byName = files(model);
+export function startHub({ sd15, sdxl }, cutOnce) {
+  const repos = new Map([[REPOS.sd15, files(sd15, false)]]);
+  if (sdxl) repos.set(REPOS.sdxl, files(sdxl, true));
   const sha = (b) => createHash('sha256').update(b).digest('hex');
-  const blobs = new Map(Object.values(byName).map((b) => [sha(b), b]));
+  const blobs = new Map([...repos.values()].flatMap((f) => Object.values(f)).map((b) => [sha(b), b]));
   const requests = [];
-  let cut = cutOnce ? sha(byName[cutOnce]) : null;
+  let cut = cutOnce ? sha(repos.get(REPOS.sd15)[cutOnce]) : null;
   const server = createServer((req, res) => {
     requests.push({ method: req.method, url: req.url, range: req.headers.range || null });
-    const prefix = `/${REPO}/resolve/main/`;
-    if (req.url.startsWith(prefix)) {
-      const name = decodeURIComponent(req.url.slice(prefix.length));
-      const body = byName[name];
+    const repo = [...repos.keys()].find((r) => req.url.startsWith(`/${r}/resolve/main/`));
+    if (repo) {
+      const name = decodeURIComponent(req.url.slice(`/${repo}/resolve/main/`.length));
+      const body = repos.get(repo)[name];
       if (!body) { res.writeHead(404).end(); return; }
       const hash = sha(body);
       if (name.endsWith('.safetensors')) {
