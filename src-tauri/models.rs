@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use selfdiffusion_engine::{
-    family_of_configs, BuiltinConfig, Checkpoint, Family, Limits, LoraFile, ModelFacts, ModelSpec,
+    family_of_configs, lora_family, BuiltinConfig, Checkpoint, Family, Limits, LoraFile,
+    ModelFacts, ModelSpec,
 };
 use selfdiffusion_models::{
     verify, Catalog, Defaults, Downloader, HubCache, LocalModels, LoraEntry, LoraLibrary,
@@ -258,16 +259,38 @@ pub async fn verify_model(id: String) -> CmdResult<VerifyReport> {
     .await
 }
 
+/// An imported LoRA and the family it fits, when its layers tell.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoraItem {
+    /// The LoRA.
+    #[serde(flatten)]
+    pub entry: LoraEntry,
+    /// `sd1`, `sd2` or `sdxl`.
+    pub family: Option<Family>,
+}
+
+/// The LoRAs of `library`, each with its family (read from the file headers).
+fn lora_items(library: &LoraLibrary) -> CmdResult<Vec<LoraItem>> {
+    Ok(library
+        .list()?
+        .into_iter()
+        .map(|entry| LoraItem {
+            family: lora_family(&entry.path).ok().flatten(),
+            entry,
+        })
+        .collect())
+}
+
 /// The imported LoRAs, by name.
 #[tauri::command]
-pub async fn list_loras() -> CmdResult<Vec<LoraEntry>> {
-    blocking(|| Ok(lora_library()?.list()?)).await
+pub async fn list_loras() -> CmdResult<Vec<LoraItem>> {
+    blocking(|| lora_items(&lora_library()?)).await
 }
 
 /// Picks a LoRA file, checks it is one, and copies it into the LoRA library. Returns the LoRAs,
 /// or `None` when the picker was cancelled.
 #[tauri::command]
-pub async fn import_lora() -> CmdResult<Option<Vec<LoraEntry>>> {
+pub async fn import_lora() -> CmdResult<Option<Vec<LoraItem>>> {
     let picked = tauri::async_runtime::spawn_blocking(|| dialogs::pick_weights(WeightsKind::Lora))
         .await
         .map_err(CommandError::failed)?;
@@ -278,18 +301,18 @@ pub async fn import_lora() -> CmdResult<Option<Vec<LoraEntry>>> {
         LoraFile::open(&file)?;
         let library = lora_library()?;
         library.import(&file)?;
-        Ok(Some(library.list()?))
+        Ok(Some(lora_items(&library)?))
     })
     .await
 }
 
 /// Removes an imported LoRA; returns the LoRAs left.
 #[tauri::command]
-pub async fn remove_lora(name: String) -> CmdResult<Vec<LoraEntry>> {
+pub async fn remove_lora(name: String) -> CmdResult<Vec<LoraItem>> {
     blocking(move || {
         let library = lora_library()?;
         library.remove(&name)?;
-        Ok(library.list()?)
+        lora_items(&library)
     })
     .await
 }

@@ -28,6 +28,9 @@ import { APP_EVENTS, TAURI_EVENTS, emit } from './events.js';
  * @property {Map<string, Job>} jobs this run's jobs of both backends, by `jobKey`
  */
 
+/** Short names of the model families, for LoRAs and pickers. */
+export const FAMILY_LABELS = /** @type {Record<import('./types.js').Family, string>} */ ({ sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL' });
+
 /** @type {AppState} */
 export const state = {
   screen: 'create',

@@ -168,7 +168,7 @@
 /**
  * What an installed model is, read from its configs and weight headers.
  * @typedef {object} ModelFacts
- * @property {'sd1' | 'sd2' | 'sdxl'} family
+ * @property {Family} family
  * @property {string} family_name e.g. "Stable Diffusion XL"
  * @property {string} precision fp16, bf16, fp32 or mixed
  * @property {number} bytes size on disk
@@ -188,7 +188,10 @@
  * @property {string} name
  * @property {string} path its copy in the LoRA library
  * @property {number} bytes
+ * @property {Family | null} family the family it fits, when its layers tell
  */
+
+/** @typedef {'sd1' | 'sd2' | 'sdxl'} Family */
 
 /** @typedef {{ file: string, bytes_done: number, bytes_total: number }} DownloadProgress */
 

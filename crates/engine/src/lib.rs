@@ -28,7 +28,7 @@ pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
-pub use lora::{LoraFile, Loras};
+pub use lora::{lora_family, LoraFile, Loras};
 pub use model::{
     family_of_configs, limits_of, model_limits, vae_config, ModelFacts, ModelPath, ModelSpec,
     StableDiffusion,

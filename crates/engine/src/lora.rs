@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use selfdiffusion_recipe::LoraUse;
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::UNetConfig;
 use crate::error::{EngineError, Result};
-use crate::single_file::unet_key;
+use crate::single_file::{unet_key, Family};
 
 /// The model part a LoRA module changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -220,6 +221,49 @@ impl LoraFile {
     }
 }
 
+/// The family a LoRA file fits, from its tensor names and shapes alone (the header is read,
+/// no weights): modules of a second text encoder mean SDXL; otherwise the width of the text its
+/// layers read (the UNet's cross-attention keys and values, the text encoder's attention): 768
+/// for SD 1.x, 1024 for SD 2.x, 2048 (UNet) or 1280 (second encoder) for SDXL. `None` when no
+/// module tells.
+pub fn lora_family(path: &Path) -> Result<Option<Family>> {
+    // SAFETY: mapped read-only to read the header; the file is not modified meanwhile.
+    let tensors = unsafe { MmapedSafetensors::new(path) }
+        .map_err(|e| bad(path, format!("not a readable .safetensors file: {e}")))?;
+    let mut found = None;
+    for (name, view) in tensors.tensors() {
+        let Some((part, layer, "down")) = classify(&name) else {
+            continue;
+        };
+        let width = view.shape().get(1).copied();
+        let family = match part {
+            Part::TextEncoder2 => Some(Family::Sdxl),
+            Part::Unet if layer.ends_with("attn2_to_k") || layer.ends_with("attn2_to_v") => {
+                match width {
+                    Some(768) => Some(Family::Sd1),
+                    Some(1024) => Some(Family::Sd2),
+                    Some(2048) => Some(Family::Sdxl),
+                    _ => None,
+                }
+            }
+            Part::TextEncoder if layer.ends_with("self_attn_q_proj") => match width {
+                Some(768) => Some(Family::Sd1),
+                Some(1024) => Some(Family::Sd2),
+                _ => None,
+            },
+            _ => None,
+        };
+        match (part, family) {
+            // CLIP-L is SD 1.x's encoder, or SDXL's first: the UNet or a second encoder may
+            // still say SDXL.
+            (Part::TextEncoder, Some(Family::Sd1)) => found = family,
+            (_, Some(f)) => return Ok(Some(f)),
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
 fn short_hash(bytes: &[u8]) -> String {
     let header = bytes
         .get(..8)
@@ -418,6 +462,60 @@ impl SimpleBackend for Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_family_comes_from_the_text_width_its_layers_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        let file = |name: &str, tensors: Vec<(&str, Tensor)>| {
+            let path = dir.path().join(name);
+            let map: std::collections::HashMap<String, Tensor> = tensors
+                .into_iter()
+                .map(|(k, t)| (k.to_owned(), t))
+                .collect();
+            candle_core::safetensors::save(&map, &path).unwrap();
+            path
+        };
+        let attn2 = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k";
+        let q_proj = "lora_te_text_model_encoder_layers_0_self_attn_q_proj";
+        for (width, family) in [
+            (768, Some(Family::Sd1)),
+            (1024, Some(Family::Sd2)),
+            (2048, Some(Family::Sdxl)),
+            (16, None),
+        ] {
+            let path = file(
+                "unet.safetensors",
+                vec![(&format!("{attn2}.lora_down.weight"), zeros(&[4, width]))],
+            );
+            assert_eq!(lora_family(&path).unwrap(), family, "UNet context {width}");
+        }
+        let te_only = file(
+            "te.safetensors",
+            vec![(&format!("{q_proj}.lora_down.weight"), zeros(&[4, 1024]))],
+        );
+        assert_eq!(lora_family(&te_only).unwrap(), Some(Family::Sd2));
+        // CLIP-L's modules with a second encoder's: SDXL, whichever comes first in the file.
+        let xl = file(
+            "xl.safetensors",
+            vec![
+                (
+                    "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+                    zeros(&[4, 768]),
+                ),
+                (
+                    "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                    zeros(&[4, 1280]),
+                ),
+            ],
+        );
+        assert_eq!(lora_family(&xl).unwrap(), Some(Family::Sdxl));
+        let clip_l = file(
+            "clip_l.safetensors",
+            vec![(&format!("{q_proj}.lora_down.weight"), zeros(&[4, 768]))],
+        );
+        assert_eq!(lora_family(&clip_l).unwrap(), Some(Family::Sd1));
+    }
 
     #[test]
     fn names_of_both_layouts_meet_on_the_kohya_form() {

@@ -8,7 +8,7 @@ import { APP_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
 import { byId, el, formatEta, formatGigabytes, modalOpen, scoped, toast } from '../dom.js';
 import {
   state, currentProject, selectProject, loadProjects, loadCloudLimits, downloadModel, cancelDownload,
-  isActive, setAccount, loadModels,
+  isActive, setAccount, loadModels, FAMILY_LABELS,
 } from '../store.js';
 import { createParamForm } from '../components/param-form.js';
 import { openViewer } from '../components/viewer.js';
@@ -189,8 +189,11 @@ function withLora(text, name, weight) {
 function renderLoras() {
   const before = loraSelect.value;
   const loras = state.loras;
+  // A LoRA of another family than the model's is named so; it would fail the job.
+  const family = isCloud() ? null : currentModel()?.facts?.family ?? null;
   loraSelect.replaceChildren(...(loras.length
-    ? loras.map((l) => el('option', { value: l.name }, l.name))
+    ? loras.map((l) => el('option', { value: l.name },
+      l.family && family && l.family !== family ? `${l.name} (for ${FAMILY_LABELS[l.family]})` : l.name))
     : [el('option', { value: '' }, 'None yet (Models screen)')]));
   if (loras.some((l) => l.name === before)) loraSelect.value = before;
   for (const node of [loraSelect, loraWeight, loraAdd]) node.disabled = !loras.length;
@@ -262,6 +265,7 @@ function renderModelHint() {
 
 function applyLimits() {
   form.setXl(!isCloud() && currentModel()?.facts?.family === 'sdxl');
+  renderLoras();
   form.setLimits(activeLimits());
   validate();
 }

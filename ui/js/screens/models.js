@@ -8,7 +8,7 @@ import { APP_EVENTS, on } from '../events.js';
 import { byId, el, formatBytes, formatGigabytes, plural, scoped, toast } from '../dom.js';
 import {
   state, downloadModel, cancelDownload, loadModels, importCheckpoint, loadLoras, importLora, removeLora,
-  forgetModel,
+  forgetModel, FAMILY_LABELS,
 } from '../store.js';
 import { api } from '../api.js';
 import { confirmDialog } from '../components/confirm-dialog.js';
@@ -202,6 +202,7 @@ function loraRow(l) {
     el('div', { className: 'lora-text' },
       el('span', { className: 'lora-name', title: l.path }, l.name),
       el('code', { className: 'muted lora-tag' }, `<lora:${l.name}:0.8>`)),
+    l.family ? el('span', { className: 'badge', dataset: { field: 'family' }, title: `Fits ${FAMILY_LABELS[l.family]} models` }, FAMILY_LABELS[l.family]) : null,
     el('span', { className: 'muted lora-size' }, formatBytes(l.bytes)),
     remove);
 }
