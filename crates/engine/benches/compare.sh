@@ -2,9 +2,15 @@
 # Runs the candle benchmark and, when the Python reference is installed (see the recipe in
 # diffusers_reference.py; PYTHON points at its interpreter), the diffusers one in the same run,
 # then prints ours ÷ theirs for each measure (below 1 means we are faster / smaller).
+#
+# Usage: compare.sh [cpu|cuda] [steps] [sdxl]  (sdxl: also the SDXL base UNet step, ~11 GB each)
+# Per stage: text encoding, a UNet step, VAE decodes at 512² and 1024², peak RSS. End to end:
+# each side, in a process of its own, loads a full-size SD 1.5 folder with random weights from
+# disk and makes one 512² image in 4 steps (wall time and peak RSS of the whole process). The
+# folder is written once by diffusers (SELFDIFFUSION_BENCH_MODEL, default
+# ~/.cache/selfdiffusion-bench/sd15-random, 4.1 GB).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-# Usage: compare.sh [cpu|cuda] [steps] [sdxl]  (sdxl: also the SDXL base UNet step, ~11 GB each)
 device="${1:-cpu}"
 steps="${2:-3}"
 sdxl=()
@@ -12,22 +18,40 @@ sdxl=()
 out="$(mktemp -d)"
 features=()
 [ "$device" != cpu ] && features=(--features cuda)
-cargo bench -q -p selfdiffusion-engine "${features[@]}" --bench sd15 -- --device "$device" --steps "$steps" "${sdxl[@]}" --json "$out/ours.json"
+bench() {
+  cargo bench -q -p selfdiffusion-engine "${features[@]}" --bench sd15 -- --device "$device" "$@"
+}
+bench --steps "$steps" "${sdxl[@]}" --json "$out/ours.json"
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import diffusers, torch, transformers' 2>/dev/null; then
   echo "diffusers is not installed for $PYTHON: no reference run (see crates/engine/benches/diffusers_reference.py)"
   exit 0
 fi
-"$PYTHON" crates/engine/benches/diffusers_reference.py --device "$device" --steps "$steps" "${sdxl[@]}" --json "$out/ref.json"
-"$PYTHON" - "$out/ours.json" "$out/ref.json" <<'PY'
-import json, sys
-ours, ref = (json.load(open(p)) for p in sys.argv[1:3])
+reference() {
+  "$PYTHON" crates/engine/benches/diffusers_reference.py --device "$device" "$@"
+}
+reference --steps "$steps" "${sdxl[@]}" --json "$out/ref.json"
+model="${SELFDIFFUSION_BENCH_MODEL:-$HOME/.cache/selfdiffusion-bench/sd15-random}"
+mkdir -p "$(dirname "$model")"
+reference --write-model "$model"
+bench --end-to-end "$model" --steps 4 --json "$out/ours-e2e.json"
+reference --end-to-end "$model" --steps 4 --json "$out/ref-e2e.json"
+"$PYTHON" - "$out" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def read(*names):
+    merged = {}
+    for n in names:
+        merged.update(json.loads((out / n).read_text()))
+    return merged
+ours, ref = read("ours.json", "ours-e2e.json"), read("ref.json", "ref-e2e.json")
 print(f"cpu: {ours.get('cpu_model')} ({', '.join(ours.get('simd') or []) or 'no SIMD flags read'}); "
-      f"threads: ours {ours.get('threads')}, diffusers {ref.get('threads')}")
-print(f"{'measure':<28}{'ours':>12}{'diffusers':>12}{'ratio':>8}")
+      f"threads: ours {ours.get('threads')}, diffusers {ref.get('threads')}; {ref.get('implementation')}")
+print(f"{'measure':<32}{'ours':>12}{'diffusers':>12}{'ratio':>8}")
 for k in ["text_encode_batch2_s", "unet_step_batch2_64x64_s", "vae_decode_512_s",
-          "unet_step_sdxl_batch2_128x128_s", "peak_rss_mib"]:
+          "vae_decode_1024_s", "unet_step_sdxl_batch2_128x128_s", "peak_rss_mib",
+          "end_to_end_s", "end_to_end_peak_rss_mib"]:
     a, b = ours.get(k), ref.get(k)
     if a and b:
-        print(f"{k:<28}{a:>12.3f}{b:>12.3f}{a / b:>8.2f}")
+        print(f"{k:<32}{a:>12.3f}{b:>12.3f}{a / b:>8.2f}")
 PY

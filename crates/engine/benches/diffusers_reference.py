@@ -3,16 +3,25 @@
 
 Recipe (CPU): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers==0.42.1 transformers
 Then: .venv-ref/bin/python crates/engine/benches/diffusers_reference.py [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]
+End to end: --write-model DIR writes a full-size SD 1.5 diffusers folder with random weights (the
+engine's built-in SD 1.5 configs), and --end-to-end DIR loads it with StableDiffusionPipeline and
+makes one 512² image in --steps steps, reporting the whole process's wall time and peak RSS.
 """
-import argparse
-import json
-import pathlib
-import resource
 import time
 
-import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+PROCESS_START = time.perf_counter()
+
+import argparse  # noqa: E402  (imports are part of the timed end-to-end run)
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+
+import torch  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+
+CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
 
 
 def timed(n, fn):
@@ -30,13 +39,79 @@ def sync():
         torch.cuda.synchronize()
 
 
+def write_model(out):
+    """A full-size SD 1.5 folder with random weights, from the engine's built-in configs."""
+    out = pathlib.Path(out)
+    if (out / "model_index.json").exists():
+        return
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(CONFIGS / "sd15", tmp)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(CONFIGS / "clip-bpe" / name, tmp / "tokenizer" / name)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(json.loads((tmp / "unet/config.json").read_text()))
+    unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    del unet
+    vae = AutoencoderKL.from_config(json.loads((tmp / "vae/config.json").read_text()))
+    vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    del vae
+    clip = CLIPTextModel(CLIPTextConfig.from_pretrained(tmp / "text_encoder"))
+    clip.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    tmp.rename(out)
+
+
+def end_to_end(folder, steps, device, json_path):
+    """Load the folder and make one 512² image, as a user of diffusers would."""
+    from diffusers import StableDiffusionPipeline
+
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
+                                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe("a lighthouse on a cliff at dawn", num_inference_steps=steps, guidance_scale=7.5,
+         width=512, height=512, generator=torch.Generator(device).manual_seed(1))
+    sync()
+    report = {
+        "implementation": f"diffusers {__import__('diffusers').__version__} / torch {torch.__version__}",
+        "end_to_end_s": time.perf_counter() - PROCESS_START,
+        "end_to_end_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(report, indent=2))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--sdxl", action="store_true", help="also time the SDXL base UNet step")
+    p.add_argument("--write-model", metavar="DIR", help="write a random full-size SD 1.5 folder")
+    p.add_argument("--end-to-end", metavar="DIR", help="time loading DIR and one 512² image")
     p.add_argument("--json")
     a = p.parse_args()
+    if a.write_model:
+        write_model(a.write_model)
+        return
+    if a.end_to_end:
+        end_to_end(a.end_to_end, a.steps, a.device, a.json)
+        return
     dev = torch.device(a.device)
     dtype = torch.float32 if dev.type == "cpu" else torch.float16
     torch.manual_seed(0)
@@ -61,6 +136,9 @@ def main():
         decode = timed(min(a.steps, 2), lambda: vae.decode(one).sample)
     # The SD 1.5 figures' peak, before the SDXL UNet (if asked for) raises it.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with torch.inference_mode():
+        big = torch.randn(1, 4, 128, 128, device=dev, dtype=dtype)
+        decode_1024 = timed(1, lambda: vae.decode(big).sample)
     sdxl_step = None
     if a.sdxl:
         del clip, unet, vae
@@ -77,6 +155,7 @@ def main():
         "implementation": f"diffusers {__import__('diffusers').__version__} / torch {torch.__version__}",
         "device": a.device, "dtype": str(dtype).replace("torch.", ""),
         "text_encode_batch2_s": text, "unet_step_batch2_64x64_s": step, "vae_decode_512_s": decode,
+        "vae_decode_1024_s": decode_1024,
         "unet_step_sdxl_batch2_128x128_s": sdxl_step,
         "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),

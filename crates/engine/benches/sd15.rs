@@ -1,8 +1,11 @@
 //! Full-size SD 1.5 shapes with random weights (no download): seconds per UNet step (batch 2 for
-//! CFG, 64×64 latent), VAE decode at 512×512, text encoding, and peak RSS; with `--sdxl`, also
+//! CFG, 64×64 latent), VAE decode at 512² and 1024², text encoding, and peak RSS (the 1024²
+//! decode is left out of the peak: the figure compares the 512² pipeline); with `--sdxl`, also
 //! the SDXL base UNet step (batch 2, 128×128 latent, its config from the built-in set).
 //!
 //! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]`
+//! `… --bench sd15 -- --end-to-end DIR [--steps N]` instead loads the diffusers folder `DIR` and
+//! makes one 512² image, reporting the whole process's wall time and peak RSS.
 //! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
 
 use std::collections::HashMap;
@@ -10,10 +13,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use selfdiffusion_engine::{
-    default_dtype, vae_config, AddedCond, ClipTextEncoder, DeviceChoice, UNet,
+    default_dtype, AddedCond, ClipTextEncoder, Control, DeviceChoice, ModelSpec, Request, UNet,
+    VaeDecoder,
 };
 
 const CLIP: &str = r#"{"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
@@ -135,7 +138,40 @@ fn sdxl_unet_step(
     ))
 }
 
+/// Loads the diffusers folder `dir` and makes one 512² image in `steps` steps, as the app
+/// would; reports this process's wall time (from its start) and peak RSS.
+fn end_to_end(
+    dir: &str,
+    steps: usize,
+    device: &candle_core::Device,
+    started: Instant,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let model = ModelSpec::folder(dir).load(device, default_dtype(device))?;
+    let request = Request {
+        prompt: "a lighthouse on a cliff at dawn".into(),
+        steps,
+        guidance: 7.5,
+        seed: 1,
+        ..Request::default()
+    };
+    let mut images = 0;
+    model.generate(&request, &Control::default(), &mut |_| {}, &mut |_| {
+        images += 1;
+        Ok(())
+    })?;
+    assert_eq!(images, 1);
+    Ok(serde_json::json!({
+        "implementation": "selfdiffusion (candle)",
+        "end_to_end_s": started.elapsed().as_secs_f64(),
+        "end_to_end_peak_rss_mib": peak_rss_mib(),
+        "threads": selfdiffusion_engine::threads(),
+        "cpu_model": cpu_model(),
+        "simd": simd_flags(),
+    }))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
         args.iter()
@@ -146,6 +182,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = DeviceChoice::parse(&arg("--device").unwrap_or_else(|| "cpu".into()))?.open()?;
     let dtype = default_dtype(&device);
     let steps: usize = arg("--steps").map(|s| s.parse()).transpose()?.unwrap_or(3);
+    if let Some(dir) = arg("--end-to-end") {
+        let report = end_to_end(&dir, steps, &device, started)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if let Some(path) = arg("--json") {
+            std::fs::write(path, serde_json::to_string(&report)?)?;
+        }
+        return Ok(());
+    }
     let device_name = if device.is_cpu() {
         "cpu".to_string()
     } else {
@@ -163,16 +207,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         VarBuilder::from_varmap(&vm, dtype, &device).pp("unet"),
         &unet_cfg,
     )?;
-    AutoEncoderKL::new(
+    VaeDecoder::new(
         VarBuilder::from_varmap(&vm, dtype, &device).pp("vae"),
-        3,
-        3,
-        vae_config(&vae_cfg)?,
+        &vae_cfg,
     )?;
     let vb = detached(vm, dtype, &device);
     let clip = ClipTextEncoder::new(vb.clone(), &clip_cfg)?;
     let unet = UNet::new(vb.pp("unet"), &unet_cfg)?;
-    let vae = AutoEncoderKL::new(vb.pp("vae"), 3, 3, vae_config(&vae_cfg)?)?;
+    let vae = VaeDecoder::new(vb.pp("vae"), &vae_cfg)?;
 
     let weights_rss = peak_rss_mib();
     let ids = Tensor::arange(0u32, 77, &device)?
@@ -194,6 +236,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     reset_peak();
     let decode = time(steps.min(2), || vae.decode(&one).unwrap(), sync);
     let vae_rss = peak_rss_mib();
+    let big = Tensor::randn(0f32, 1.0, (1, 4, 128, 128), &device)?.to_dtype(dtype)?;
+    let decode_1024 = time(1, || vae.decode(&big).unwrap(), sync);
 
     drop((clip, unet, vae));
     let sdxl_step = if args.iter().any(|a| a == "--sdxl") {
@@ -213,13 +257,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "text_encode_batch2_s": text,
         "unet_step_batch2_64x64_s": unet_step,
         "vae_decode_512_s": decode,
+        "vae_decode_1024_s": decode_1024,
         "peak_rss_mib": peak,
         "peak_rss_after_weights_mib": weights_rss,
         "peak_rss_text_mib": text_rss,
         "peak_rss_unet_mib": unet_rss,
         "peak_rss_vae_mib": vae_rss,
         "unet_step_sdxl_batch2_128x128_s": sdxl_step,
-        "threads": candle_core::utils::get_num_threads(),
+        "threads": selfdiffusion_engine::threads(),
         "cpu_model": cpu_model(),
         "simd": simd_flags(),
     });

@@ -1,9 +1,10 @@
 //! SelfDiffusion's local engine: Stable Diffusion 1.x / 2.x / XL / Turbo on candle, computing the same
 //! function as diffusers, with reproducible seeds, per-step progress and cancellation.
 //!
-//! candle-transformers supplies the VAE (built from the model's config); the CLIP text encoder,
-//! the UNet, the schedulers, the noise and the loop are ours, because candle's are closed or
-//! differ from diffusers (see `unet.rs` and `shared/notes/candle.md`).
+//! The CLIP text encoder, the UNet, the VAE decoder, the schedulers, the noise and the loop are
+//! ours, because candle-transformers' are closed or differ from diffusers (see `unet.rs` and
+//! `shared/notes/candle.md`); so are the CPU kernels of the convolutions, norms, attention and
+//! GEGLU (`kernels`), because candle's are several times slower than PyTorch's.
 
 mod base_weights;
 mod builtin_configs;
@@ -12,6 +13,7 @@ pub mod config;
 mod device;
 mod engine;
 mod error;
+mod kernels;
 mod lora;
 mod model;
 mod noise;
@@ -22,16 +24,18 @@ mod single_file;
 mod text;
 mod tokenizer;
 mod unet;
+mod vae;
+mod weights_file;
 
 pub use builtin_configs::BuiltinConfig;
 pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
+pub use kernels::threads;
 pub use lora::{lora_family, LoraFile, Loras};
 pub use model::{
-    family_of_configs, limits_of, model_limits, vae_config, ModelFacts, ModelPath, ModelSpec,
-    StableDiffusion,
+    family_of_configs, limits_of, model_limits, ModelFacts, ModelPath, ModelSpec, StableDiffusion,
 };
 pub use noise::{GivenLatents, NoiseSource, SeededNoise};
 pub use pipeline::{
@@ -45,6 +49,7 @@ pub use single_file::{Checkpoint, Family};
 pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::{AddedCond, UNet};
+pub use vae::VaeDecoder;
 
 /// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.
 pub use candle_core::{DType, Device, Tensor};

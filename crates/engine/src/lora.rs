@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use selfdiffusion_recipe::LoraUse;
@@ -17,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::UNetConfig;
 use crate::error::{EngineError, Result};
 use crate::single_file::{unet_key, Family};
+use crate::weights_file::WeightsFile;
 
 /// The model part a LoRA module changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -227,15 +227,14 @@ impl LoraFile {
 /// for SD 1.x, 1024 for SD 2.x, 2048 (UNet) or 1280 (second encoder) for SDXL. `None` when no
 /// module tells.
 pub fn lora_family(path: &Path) -> Result<Option<Family>> {
-    // SAFETY: mapped read-only to read the header; the file is not modified meanwhile.
-    let tensors = unsafe { MmapedSafetensors::new(path) }
+    let tensors = WeightsFile::open(path)
         .map_err(|e| bad(path, format!("not a readable .safetensors file: {e}")))?;
     let mut found = None;
-    for (name, view) in tensors.tensors() {
+    for (name, info) in tensors.tensors() {
         let Some((part, layer, "down")) = classify(&name) else {
             continue;
         };
-        let width = view.shape().get(1).copied();
+        let width = info.shape.get(1).copied();
         let family = match part {
             Part::TextEncoder2 => Some(Family::Sdxl),
             Part::Unet if layer.ends_with("attn2_to_k") || layer.ends_with("attn2_to_v") => {

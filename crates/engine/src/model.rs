@@ -3,11 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use selfdiffusion_recipe::{Limits, LoraUse};
 
 use crate::base_weights::BaseWeights;
@@ -23,6 +21,8 @@ use crate::single_file::{Checkpoint, Family};
 use crate::text::{TextEncoders, TextStack};
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
+use crate::vae::VaeDecoder;
+use crate::weights_file::WeightsFile;
 
 /// Pipeline classes this engine runs.
 const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline", "StableDiffusionXLPipeline"];
@@ -72,16 +72,14 @@ impl ModelSpec {
             .weights("diffusion_pytorch_model")?;
             (unet, folder_size(&self.path)?)
         };
-        // SAFETY: mapped read-only to read the header; the file is not modified meanwhile.
-        let tensors =
-            unsafe { MmapedSafetensors::new(&weights) }.map_err(|e| EngineError::Weights {
-                file: weights.clone(),
-                reason: e.to_string(),
-            })?;
+        let tensors = WeightsFile::open(&weights).map_err(|reason| EngineError::Weights {
+            file: weights.clone(),
+            reason,
+        })?;
         let mut dtypes: Vec<&'static str> = tensors
             .tensors()
             .iter()
-            .filter_map(|(_, view)| match view.dtype() {
+            .filter_map(|(_, info)| match info.dtype {
                 safetensors::Dtype::F16 => Some("fp16"),
                 safetensors::Dtype::BF16 => Some("bf16"),
                 safetensors::Dtype::F32 => Some("fp32"),
@@ -250,7 +248,7 @@ pub struct StableDiffusion {
     /// The denoising UNet.
     pub unet: UNet,
     /// The autoencoder.
-    pub vae: AutoEncoderKL,
+    pub vae: VaeDecoder,
     /// The VAE's config (scale factor, latent scaling).
     pub vae_config: VaeConfig,
     /// The UNet's config.
@@ -267,12 +265,11 @@ pub struct StableDiffusion {
     pub loras: Vec<LoraUse>,
 }
 
-/// The weights of `file`, mapped.
-fn mapped(file: &Path) -> Result<Box<dyn SimpleBackend>> {
-    // SAFETY: the file is mapped read-only; a model folder is not modified while the app runs.
-    let tensors = unsafe { MmapedSafetensors::new(file) }.map_err(|e| EngineError::Weights {
+/// The weights of `file`, read a tensor at a time.
+fn weights_of(file: &Path) -> Result<Box<dyn SimpleBackend>> {
+    let tensors = WeightsFile::open(file).map_err(|reason| EngineError::Weights {
         file: file.to_path_buf(),
-        reason: e.to_string(),
+        reason,
     })?;
     Ok(Box::new(tensors))
 }
@@ -286,28 +283,6 @@ fn in_file<T>(file: &Path, r: Result<T>) -> Result<T> {
             reason: c.to_string(),
         },
         other => other,
-    })
-}
-
-/// Translates a diffusers VAE config into candle's.
-pub fn vae_config(c: &VaeConfig) -> Result<AutoEncoderKLConfig> {
-    if c.block_out_channels.is_empty()
-        || c.block_out_channels
-            .iter()
-            .any(|ch| ch % c.norm_num_groups != 0)
-    {
-        return Err(EngineError::Unsupported(format!(
-            "VAE channels {:?} with {} norm groups",
-            c.block_out_channels, c.norm_num_groups
-        )));
-    }
-    Ok(AutoEncoderKLConfig {
-        block_out_channels: c.block_out_channels.clone(),
-        layers_per_block: c.layers_per_block,
-        latent_channels: c.latent_channels,
-        norm_num_groups: c.norm_num_groups,
-        use_quant_conv: c.use_quant_conv,
-        use_post_quant_conv: c.use_post_quant_conv,
     })
 }
 
@@ -441,7 +416,7 @@ impl StableDiffusion {
                 match source {
                     Source::Folder => {
                         let file = component(name).weights(stem)?;
-                        Ok((mapped(&file)?, file))
+                        Ok((weights_of(&file)?, file))
                     }
                     Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
                 }
@@ -520,16 +495,7 @@ impl StableDiffusion {
         let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
             c.vae(&vae_cfg)
         })?;
-        let vae = in_file(
-            &vae_file,
-            AutoEncoderKL::new(
-                vae_vb,
-                vae_cfg.in_channels,
-                vae_cfg.out_channels,
-                vae_config(&vae_cfg)?,
-            )
-            .map_err(EngineError::from),
-        )?;
+        let vae = in_file(&vae_file, VaeDecoder::new(vae_vb, &vae_cfg))?;
 
         let sched_cfg: SchedulerConfig =
             read_json(&component("scheduler").dir.join("scheduler_config.json"))?;

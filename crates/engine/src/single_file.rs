@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use crate::config::{UNetConfig, VaeConfig};
 use crate::error::{EngineError, Result};
+use crate::weights_file::WeightsFile;
 
 /// What a `.safetensors` file holds, told from its tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -43,7 +43,7 @@ impl Family {
 #[derive(Clone)]
 pub struct Checkpoint {
     file: PathBuf,
-    tensors: Arc<MmapedSafetensors>,
+    tensors: Arc<WeightsFile>,
     family: Family,
 }
 
@@ -67,8 +67,7 @@ impl Checkpoint {
                 "a PyTorch pickle checkpoint (.ckpt / .pt / .bin): SelfDiffusion never runs pickle code, which can run anything; convert it to .safetensors (for example with diffusers' convert_original_stable_diffusion_to_diffusers.py, or download the .safetensors release)",
             ));
         }
-        // SAFETY: the file is mapped read-only; a model file is not modified while the app runs.
-        let tensors = unsafe { MmapedSafetensors::new(file) }.map_err(|e| {
+        let tensors = WeightsFile::open(file).map_err(|e| {
             refused(
                 file,
                 format!("not a readable .safetensors file (truncated or damaged?): {e}"),
@@ -76,9 +75,9 @@ impl Checkpoint {
         })?;
         let names: Vec<String> = tensors.tensors().into_iter().map(|(n, _)| n).collect();
         let family = family_of(&names).map_err(|reason| refused(file, reason))?;
-        for (name, view) in tensors.tensors() {
+        for (name, info) in tensors.tensors() {
             let float = matches!(
-                view.dtype(),
+                info.dtype,
                 safetensors::Dtype::F16
                     | safetensors::Dtype::BF16
                     | safetensors::Dtype::F32
@@ -93,7 +92,7 @@ impl Checkpoint {
                     file,
                     format!(
                         "tensor {name} is stored as {:?}; a checkpoint's weights are floating point",
-                        view.dtype()
+                        info.dtype
                     ),
                 ));
             }
@@ -249,7 +248,7 @@ type KeyMap = Box<dyn Fn(&str) -> Option<Stored> + Send + Sync>;
 
 /// One component's view of the checkpoint.
 struct Translated {
-    tensors: Arc<MmapedSafetensors>,
+    tensors: Arc<WeightsFile>,
     key: KeyMap,
 }
 
@@ -313,7 +312,7 @@ impl SimpleBackend for Translated {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        (self.key)(name).is_some_and(|stored| self.tensors.get(&stored.key).is_ok())
+        (self.key)(name).is_some_and(|stored| self.tensors.info(&stored.key).is_some())
     }
 }
 

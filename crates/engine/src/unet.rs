@@ -5,13 +5,11 @@
 //! where diffusers uses the exact one.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{
-    conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, Conv2dConfig, GroupNorm,
-    LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, linear_no_bias, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 
 use crate::config::UNetConfig;
 use crate::error::{EngineError, Result};
+use crate::kernels::{attention, conv2d, geglu, group_norm, Conv2d, GroupNorm};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -195,29 +193,26 @@ impl Resnet {
 
     /// `temb` is already passed through SiLU.
     fn forward(&self, xs: &Tensor, temb: &Tensor) -> CResult<Tensor> {
-        let h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let h = self.conv1.forward(&self.norm1.norm(xs, true)?)?;
         let t = self
             .time_emb_proj
             .forward(temb)?
             .unsqueeze(D::Minus1)?
             .unsqueeze(D::Minus1)?;
         let h = h.broadcast_add(&t)?;
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.norm(&h, true)?)?;
         let skip = match &self.shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
         };
-        (skip + h)? / self.scale
+        let sum = (skip + h)?;
+        if self.scale == 1.0 {
+            Ok(sum)
+        } else {
+            sum / self.scale
+        }
     }
 }
-
-/// Largest attention score matrix computed at once, in bytes (a 64×64 latent has 4096 tokens:
-/// one head's scores take 64 MiB).
-const SCORE_BUDGET: usize = 256 << 20;
 
 /// Multi-head attention; self-attention when no context is given.
 struct Attention {
@@ -243,44 +238,12 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> CResult<Tensor> {
         let context = context.unwrap_or(xs);
-        let (b, seq, dim) = xs.dims3()?;
-        let d = dim / self.heads;
-        let split = |t: Tensor| -> CResult<Tensor> {
-            let n = t.dim(1)?;
-            t.reshape((b, n, self.heads, d))?
-                .transpose(1, 2)?
-                .reshape((b * self.heads, n, d))
-        };
-        let q = split(self.to_q.forward(xs)?)?;
-        let k = split(self.to_k.forward(context)?)?;
-        let v = split(self.to_v.forward(context)?)?;
-        let out = attend(&q, &k, &v, self.scale, SCORE_BUDGET)?;
-        let out = out
-            .reshape((b, self.heads, seq, d))?
-            .transpose(1, 2)?
-            .reshape((b, seq, dim))?;
-        self.to_out.forward(&out)
+        let q = self.to_q.forward(xs)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
+        self.to_out
+            .forward(&attention(&q, &k, &v, self.heads, self.scale)?)
     }
-}
-
-/// softmax(q·kᵀ·scale)·v over `[rows, seq, d]`, with scores and softmax in f32 whatever the
-/// weights (diffusers upcasts too where it matters), a few rows (heads) at a time so that no
-/// score matrix exceeds `budget` bytes.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, budget: usize) -> CResult<Tensor> {
-    let dtype = q.dtype();
-    let rows = q.dim(0)?;
-    let per_row = q.dim(1)? * k.dim(1)? * 4;
-    let chunk = (budget / per_row.max(1)).clamp(1, rows);
-    let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
-    for start in (0..rows).step_by(chunk) {
-        let len = chunk.min(rows - start);
-        let q = q.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let k = k.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let v = v.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
-        parts.push(probs.matmul(&v)?.to_dtype(dtype)?);
-    }
-    Tensor::cat(&parts, 0)
 }
 
 /// Self-attention, cross-attention and a GEGLU feed-forward, each pre-normed with a residual.
@@ -314,11 +277,7 @@ impl TransformerBlock {
             .attn2
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
-        let h = self
-            .ff_in
-            .forward(&self.norm3.forward(&xs)?)?
-            .chunk(2, D::Minus1)?;
-        let h = (&h[0] * h[1].gelu_erf()?)?;
+        let h = geglu(&self.ff_in.forward(&self.norm3.forward(&xs)?)?)?;
         self.ff_out.forward(&h)? + xs
     }
 }
@@ -741,34 +700,6 @@ impl UNet {
                 h = conv.forward(&h.upsample_nearest2d(sh, sw)?)?;
             }
         }
-        let h = candle_nn::ops::silu(&self.norm_out.forward(&h)?)?;
-        self.conv_out.forward(&h)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn attention_in_chunks_equals_attention_at_once() {
-        let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (6, 10, 4), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (6, 7, 4), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (6, 7, 4), &dev).unwrap();
-        let whole = attend(&q, &k, &v, 0.5, usize::MAX).unwrap();
-        for budget in [1, 10 * 7 * 4, 10 * 7 * 4 * 4] {
-            let parts = attend(&q, &k, &v, 0.5, budget).unwrap();
-            let diff = (&whole - parts)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "budget {budget}");
-        }
+        self.conv_out.forward(&self.norm_out.norm(&h, true)?)
     }
 }

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use selfdiffusion_engine::{
-    vae_config, ClipTextEncoder, Control, GeneratedImage, NoiseSource, Observer, Request,
-    StableDiffusion, UNet,
+    ClipTextEncoder, Control, GeneratedImage, NoiseSource, Observer, Request, StableDiffusion,
+    UNet, VaeDecoder,
 };
 
 /// The shared fixture `name` (a folder of `shared/fixtures` holding `model/`), if present.
@@ -281,13 +280,7 @@ pub fn tiny_model(dir: &Path) {
 
     let vm = VarMap::new();
     let va: VaeConfig = serde_json::from_str(VAE).unwrap();
-    AutoEncoderKL::new(
-        VarBuilder::from_varmap(&vm, DType::F32, &device),
-        3,
-        3,
-        vae_config(&va).unwrap(),
-    )
-    .unwrap();
+    VaeDecoder::new(VarBuilder::from_varmap(&vm, DType::F32, &device), &va).unwrap();
     vm.save(dir.join("vae/diffusion_pytorch_model.safetensors"))
         .unwrap();
 }
