@@ -227,16 +227,32 @@ pub struct VaeConfig {
     /// Whether a post-quant conv precedes the decoder.
     #[serde(default = "default_true")]
     pub use_post_quant_conv: bool,
+    /// The image side the VAE was trained on (diffusers' tiles are this big); a number or
+    /// `[height, width]`, of which diffusers uses the first.
+    #[serde(default = "default_vae_sample_size")]
+    pub sample_size: OneOrMany,
 }
 
 fn default_vae_scale() -> f64 {
     0.18215
 }
 
+fn default_vae_sample_size() -> OneOrMany {
+    OneOrMany::One(32)
+}
+
 impl VaeConfig {
     /// Pixels per latent cell.
     pub fn scale_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The side, in pixels, of the tiles a tiled decode makes (`sample_size`).
+    pub fn tile_side(&self) -> usize {
+        match &self.sample_size {
+            OneOrMany::One(side) => *side,
+            OneOrMany::Many(sides) => sides.first().copied().unwrap_or(32),
+        }
     }
 }
 

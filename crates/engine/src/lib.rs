@@ -24,7 +24,7 @@ mod single_file;
 mod text;
 mod tokenizer;
 mod unet;
-mod vae;
+pub mod vae;
 mod weights_file;
 
 pub use builtin_configs::BuiltinConfig;

@@ -1,6 +1,10 @@
 //! The VAE decoder (diffusers' `AutoencoderKL.decode`: post-quant conv, then `Decoder`), built
 //! from the VAE's `config.json` on the engine's kernels. Only the decoder's weights are read:
 //! text-to-image never encodes.
+//!
+//! Images larger than [`TILED_ABOVE_PIXELS`] are decoded in overlapping tiles, blended where
+//! they meet, exactly as diffusers' `enable_vae_tiling` does, so memory stays that of one tile
+//! whatever the image size; smaller images are decoded whole, as diffusers does by default.
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
@@ -13,6 +17,39 @@ type CResult<T> = candle_core::Result<T>;
 
 /// The norm epsilon of every VAE resnet and attention (diffusers hard-codes it).
 const EPS: f64 = 1e-6;
+
+/// Images of more pixels than this are decoded in tiles (a whole 1024² decode needs about 3 GB
+/// of activations in f32; a 2048² one four times that).
+pub const TILED_ABOVE_PIXELS: usize = 1024 * 1024;
+
+/// How diffusers' tiled decode cuts a latent (`AutoencoderKL.tiled_decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile side in latent cells.
+    pub tile: usize,
+    /// Distance between tile starts in latent cells (a quarter of a tile overlaps).
+    pub stride: usize,
+    /// Pixels over which neighbouring tiles are blended.
+    pub blend: usize,
+    /// Pixels of each decoded tile kept.
+    pub keep: usize,
+}
+
+impl Tiling {
+    /// diffusers' tiling for the VAE of `c`: tiles of `sample_size` pixels overlapping by a
+    /// quarter.
+    pub fn of(c: &VaeConfig) -> Tiling {
+        let side = c.tile_side();
+        let tile = (side / c.scale_factor()).max(1);
+        let blend = side / 4;
+        Tiling {
+            tile,
+            stride: (tile as f64 * 0.75) as usize,
+            blend,
+            keep: side - blend,
+        }
+    }
+}
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> CResult<Conv2d> {
     let padding = Conv2dConfig {
@@ -120,6 +157,8 @@ struct UpBlock {
 
 /// Turns latents into images.
 pub struct VaeDecoder {
+    tiling: Tiling,
+    scale_factor: usize,
     post_quant_conv: Option<Conv2d>,
     conv_in: Conv2d,
     mid_first: Resnet,
@@ -171,6 +210,8 @@ impl VaeDecoder {
         }
         let latent = c.latent_channels;
         Ok(VaeDecoder {
+            tiling: Tiling::of(c),
+            scale_factor: c.scale_factor(),
             post_quant_conv: c
                 .use_post_quant_conv
                 .then(|| {
@@ -199,9 +240,59 @@ impl VaeDecoder {
     }
 
     /// Decodes latents `[batch, latent, h, w]` (already divided by the scaling factor) into
-    /// images `[batch, channels, h·f, w·f]` in about [-1, 1].
+    /// images `[batch, channels, h·f, w·f]` in about [-1, 1]; in tiles above
+    /// [`TILED_ABOVE_PIXELS`].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        Ok(self.forward(latents)?)
+        let (_, _, h, w) = latents.dims4()?;
+        let pixels = h * w * self.scale_factor * self.scale_factor;
+        if pixels > TILED_ABOVE_PIXELS && (h > self.tiling.tile || w > self.tiling.tile) {
+            self.decode_tiled(latents, self.tiling)
+        } else {
+            Ok(self.forward(latents)?)
+        }
+    }
+
+    /// Decodes `latents` in overlapping tiles as diffusers' `tiled_decode` does: each tile is
+    /// decoded alone, its top and left edges are blended linearly with the (already blended)
+    /// tiles above and to the left, and the first `keep` pixels of each are stitched together.
+    pub fn decode_tiled(&self, latents: &Tensor, tiling: Tiling) -> Result<Tensor> {
+        let (_, _, h, w) = latents.dims4()?;
+        let stride = tiling.stride.max(1);
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for i in (0..h).step_by(stride) {
+            let mut row: Vec<Tensor> = Vec::new();
+            for j in (0..w).step_by(stride) {
+                let tile = latents.narrow(2, i, tiling.tile.min(h - i))?.narrow(
+                    3,
+                    j,
+                    tiling.tile.min(w - j),
+                )?;
+                let mut tile = self.forward(&tile)?;
+                if let Some(above) = rows.last() {
+                    tile = blend(&above[row.len()], &tile, tiling.blend, 2)?;
+                }
+                if let Some(left) = row.last() {
+                    tile = blend(left, &tile, tiling.blend, 3)?;
+                }
+                row.push(tile);
+            }
+            rows.push(row);
+        }
+        let stitched = rows
+            .iter()
+            .map(|row| {
+                let kept = row
+                    .iter()
+                    .map(|t| {
+                        let (th, tw) = (t.dim(2)?, t.dim(3)?);
+                        t.narrow(2, 0, tiling.keep.min(th))?
+                            .narrow(3, 0, tiling.keep.min(tw))
+                    })
+                    .collect::<CResult<Vec<_>>>()?;
+                Tensor::cat(&kept, 3)
+            })
+            .collect::<CResult<Vec<_>>>()?;
+        Ok(Tensor::cat(&stitched, 2)?)
     }
 
     fn forward(&self, latents: &Tensor) -> CResult<Tensor> {
@@ -224,4 +315,28 @@ impl VaeDecoder {
         }
         self.conv_out.forward(&self.norm_out.norm(&xs, true)?)
     }
+}
+
+/// `b` with its first `extent` rows (`dim` 2) or columns (`dim` 3) faded in from the last ones
+/// of `a`: diffusers' `blend_v` / `blend_h`, weight y/extent for `b` and 1 − y/extent for `a`.
+fn blend(a: &Tensor, b: &Tensor, extent: usize, dim: usize) -> CResult<Tensor> {
+    let extent = extent.min(a.dim(dim)?).min(b.dim(dim)?);
+    if extent == 0 {
+        return Ok(b.clone());
+    }
+    let mut shape = [1usize; 4];
+    shape[dim] = extent;
+    let ramp: Vec<f64> = (0..extent).map(|y| y as f64 / extent as f64).collect();
+    let ours = Tensor::from_iter(ramp.iter().map(|&r| r as f32), b.device())?
+        .reshape(shape.as_slice())?
+        .to_dtype(b.dtype())?;
+    let theirs = Tensor::from_iter(ramp.iter().map(|&r| (1.0 - r) as f32), b.device())?
+        .reshape(shape.as_slice())?
+        .to_dtype(b.dtype())?;
+    let edge = (a
+        .narrow(dim, a.dim(dim)? - extent, extent)?
+        .broadcast_mul(&theirs)?
+        + b.narrow(dim, 0, extent)?.broadcast_mul(&ours)?)?;
+    let rest = b.narrow(dim, extent, b.dim(dim)? - extent)?;
+    Tensor::cat(&[edge, rest], dim)
 }

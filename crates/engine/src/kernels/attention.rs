@@ -188,7 +188,7 @@ impl CustomOp3 for CpuAttention {
                     }
                     for r in 0..rows {
                         let row = &mut s.scores[r * n..(r + 1) * n];
-                        let block_max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                        let block_max = vmath::max(row);
                         let new_max = s.max[r].max(block_max);
                         let block_sum = vmath::exp_shifted_sum(row, new_max);
                         if s.max[r] > f32::NEG_INFINITY {

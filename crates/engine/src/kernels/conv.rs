@@ -1,20 +1,26 @@
-//! 2-D convolution. On the CPU (f32): the weights are used in the layout they were loaded in
-//! (`[out, in·kh·kw]` is already the matrix a convolution multiplies by), the input is unrolled
-//! (im2col) a tile of output rows at a time straight from NCHW, and each tile's matrix product
-//! is written into its place in the NCHW output on top of the bias. A 1×1 convolution with
-//! stride 1 multiplies the input in place, without unrolling. Tiles run in parallel when there
-//! are enough of them; otherwise one tile at a time with the matrix product itself parallel, so
-//! parallel loops never nest.
+//! 2-D convolution on the CPU (f32). 3×3 same-size convolutions of large maps go through
+//! Winograd's F(2×2, 3×3) (`winograd.rs`). The others use the weights in the layout they were
+//! loaded in (`[out, in·kh·kw]` is already the matrix a convolution multiplies by): the input
+//! is unrolled (im2col) a tile of output rows at a time straight from NCHW, and each tile's
+//! matrix product is written into its place in the NCHW output on top of the bias. A 1×1
+//! convolution with stride 1 multiplies the input in place, without unrolling. Tiles run in
+//! parallel when there are enough of them; otherwise one tile at a time with the matrix product
+//! itself parallel, so parallel loops never nest.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::{f32s, on_cpu_f32, threads, SharedOut};
+use super::{f32s, on_cpu_f32, threads, winograd, SharedOut};
 
 /// Output pixels per im2col tile.
 const TILE_PIXELS: usize = 512;
+
+/// 3×3 same-size convolutions with at least this many output pixels (and 16 channels in and
+/// out) use Winograd's F(2×2, 3×3); on smaller maps the weight transform would cost more than
+/// the multiplications it saves.
+const WINOGRAD_MIN_PIXELS: usize = 32 * 32;
 
 /// A convolution layer with square kernels, zero padding and no groups or dilation, as every
 /// convolution of the UNet and the VAE is.
@@ -83,15 +89,15 @@ struct CpuConv {
 
 /// The sizes of one convolution call.
 #[derive(Clone, Copy)]
-struct Dims {
-    batch: usize,
-    cin: usize,
-    ih: usize,
-    iw: usize,
-    cout: usize,
-    k: usize,
-    oh: usize,
-    ow: usize,
+pub(super) struct Dims {
+    pub batch: usize,
+    pub cin: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl CpuConv {
@@ -123,6 +129,15 @@ impl CpuConv {
 
     fn run(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Vec<f32> {
         let pixels = d.oh * d.ow;
+        if d.k == 3
+            && self.stride == 1
+            && self.padding == 1
+            && pixels >= WINOGRAD_MIN_PIXELS
+            && d.cin >= 16
+            && d.cout >= 16
+        {
+            return winograd::conv3x3(x, w, bias, d);
+        }
         let depth = d.cin * d.k * d.k;
         let direct = d.k == 1 && self.stride == 1 && self.padding == 0;
         let rows_per_tile = (TILE_PIXELS / d.ow).clamp(1, d.oh);
@@ -334,6 +349,12 @@ mod tests {
             (4, 3, 1, 1, 1, 5, 6, false),
             (3, 8, 3, 1, 1, 70, 9, true),
             (4, 4, 3, 1, 1, 1, 1, true),
+            // Winograd: even and odd sides (partial edge tiles), with and without bias.
+            (16, 24, 3, 1, 1, 32, 32, true),
+            (20, 16, 3, 1, 1, 33, 37, false),
+            (16, 16, 3, 1, 1, 40, 95, true),
+            // Winograd over as many channels as the UNet's first level sums.
+            (320, 32, 3, 1, 1, 32, 34, true),
         ] {
             let conv = layer(cin, cout, k, stride, padding, bias);
             let xs = random(&[2, cin, h, w], 9, 2.0);

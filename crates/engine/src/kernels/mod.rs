@@ -10,6 +10,7 @@ mod conv;
 mod geglu;
 mod norm;
 mod vmath;
+mod winograd;
 
 pub(crate) use attention::attention;
 pub(crate) use conv::{conv2d, Conv2d};

@@ -1,22 +1,30 @@
 //! Elementwise math over `f32` slices, written so the compiler vectorises it: `exp`, SiLU and
-//! the exact (erf) GELU. Each entry point runs an AVX2+FMA build of the same loop when the CPU
-//! has those (checked once at run time), and the baseline build otherwise.
+//! the exact (erf) GELU. Each entry point runs an AVX-512 or AVX2+FMA build of the same loop
+//! when the CPU has those (checked at run time), and the baseline build otherwise.
 //!
 //! The approximations are within a few ulps of libm's in the ranges a network sees (relative
 //! error of `exp` below 2e-7; absolute error of `erf` below 2e-7), far inside the engine's
 //! parity tolerances.
 
-/// Runs `$body` (an expression using the slice arguments) through an AVX2+FMA copy of the code
-/// when the CPU supports it.
+/// Defines `$name`, which runs `$generic` compiled for AVX-512 or AVX2+FMA when the CPU has
+/// them, else as built.
 macro_rules! dispatch {
     ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*)) => {
         #[doc = concat!("`", stringify!($generic), "` over the slices, vectorised for this CPU.")]
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn widest($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn wide($($arg: $ty),*) {
                     $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `widest` was compiled for.
+                    return unsafe { widest($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -118,6 +126,25 @@ fn exp_sum_generic(xs: &mut [f32], shift: f32, sum: &mut f32) {
 }
 
 #[inline(always)]
+fn max_generic(xs: &[f32], max: &mut f32) {
+    // Sixteen running maxima (vector lanes); `>` rather than `f32::max`, whose NaN rules keep
+    // the loop scalar.
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (&x, a) in chunk.iter().zip(acc.iter_mut()) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    for &x in chunks.remainder() {
+        acc[0] = if x > acc[0] { x } else { acc[0] };
+    }
+    *max = acc
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+}
+
+#[inline(always)]
 fn geglu_generic(gate_in: &[f32], value: &[f32], out: &mut [f32]) {
     for ((o, &v), &g) in out.iter_mut().zip(value).zip(gate_in) {
         *o = v * gelu1(g);
@@ -139,12 +166,20 @@ fn center_scale_silu_generic(xs: &mut [f32], center: f32, scale: f32, shift: f32
 
 dispatch!(exp_in_place, exp_generic, (xs: &mut [f32]));
 dispatch!(exp_sum_in_place, exp_sum_generic, (xs: &mut [f32], shift: f32, sum: &mut f32));
+dispatch!(max_into, max_generic, (xs: &[f32], max: &mut f32));
 dispatch!(geglu_into, geglu_generic, (gate_in: &[f32], value: &[f32], out: &mut [f32]));
 dispatch!(
     center_scale_silu_in_place,
     center_scale_silu_generic,
     (xs: &mut [f32], center: f32, scale: f32, shift: f32, silu: bool)
 );
+
+/// The largest value of `xs` (−∞ when empty).
+pub fn max(xs: &[f32]) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    max_into(xs, &mut m);
+    m
+}
 
 /// eˣ − shift over `xs` in place, returning the sum of the results (a softmax row's
 /// normaliser).
@@ -178,6 +213,17 @@ mod tests {
         let mut edge = vec![-1000.0, -87.5, f32::NEG_INFINITY];
         exp_in_place(&mut edge);
         assert_eq!(edge, vec![0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn max_finds_the_largest_value_anywhere() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let xs: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32).sin() * 10.0)
+                .collect();
+            let want = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&xs), want, "{n} values");
+        }
     }
 
     #[test]
