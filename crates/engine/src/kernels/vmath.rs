@@ -50,7 +50,13 @@ const ROUNDER: f32 = 12_582_912.0;
 /// `expf` coefficients), 2ⁿ by building the float's exponent bits.
 #[inline(always)]
 fn exp1(x: f32) -> f32 {
-    let clamped = x.clamp(EXP_LOW, EXP_HIGH);
+    // Comparisons rather than `f32::clamp`, whose NaN handling keeps the loop scalar.
+    let clamped = if x < EXP_LOW { EXP_LOW } else { x };
+    let clamped = if clamped > EXP_HIGH {
+        EXP_HIGH
+    } else {
+        clamped
+    };
     let t = clamped * std::f32::consts::LOG2_E + ROUNDER;
     let n = t - ROUNDER;
     let r = clamped - n * 0.693_359_4 - n * -2.121_944_4e-4;
@@ -63,10 +69,11 @@ fn exp1(x: f32) -> f32 {
     let y = p.mul_add(r * r, r) + 1.0;
     let bits = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
     let scale = f32::from_bits(((bits + 127) << 23) as u32);
+    let value = y * scale;
     if x < EXP_LOW {
         0.0
     } else {
-        y * scale
+        value
     }
 }
 
@@ -109,9 +116,9 @@ fn exp_generic(xs: &mut [f32]) {
 
 #[inline(always)]
 fn exp_sum_generic(xs: &mut [f32], shift: f32, sum: &mut f32) {
-    // Eight running sums so the additions vectorise (a single one would be a serial chain).
-    let mut acc = [0f32; 8];
-    let mut chunks = xs.chunks_exact_mut(8);
+    // Sixteen running sums so the additions vectorise (a single one would be a serial chain).
+    let mut acc = [0f32; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
     for chunk in &mut chunks {
         for (x, a) in chunk.iter_mut().zip(acc.iter_mut()) {
             *x = exp1(*x - shift);

@@ -4,7 +4,9 @@
 //! matrix product would; then each task takes a band of tiles, transforms its inputs
 //! (V = Bᵀ·d·B), runs 16 matrix products (one per position ξ of the 4×4 transform:
 //! M_ξ = U_ξ · V_ξ over the input channels) and transforms the products back (Y = Aᵀ·M·A),
-//! adding the bias and writing each 2×2 block into its place in NCHW.
+//! adding the bias and writing each 2×2 block into its place in NCHW. V keeps a tile's 16
+//! values for one channel side by side (one cache line), so the input transform writes whole
+//! lines and the products read them with a stride.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -75,50 +77,58 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
     } else {
         Parallelism::Rayon(threads())
     };
-    let band = |(v, m): &mut (Vec<f32>, Vec<f32>), task: usize| {
+    let band = |(v, m, pad): &mut (Vec<f32>, Vec<f32>, Vec<f32>), task: usize| {
         let (image, b) = (task / bands, task % bands);
         let ty0 = b * rows_per_task;
         let rows = rows_per_task.min(th - ty0);
         let n = rows * tw;
         let input = &x[image * cin * h * wd..(image + 1) * cin * h * wd];
-        // V: 16 matrices [cin, n].
-        v.clear();
-        v.resize(16 * cin * n, 0.0);
+        // V: 16 matrices [cin, n]. Each channel's band of input rows is first copied into
+        // `pad` with its zero border, so the transform reads without bounds checks.
+        let pw = wd + 3;
+        let pad_rows = 2 * rows + 2;
+        // Grown, never cleared: every element a task reads it first writes.
+        if v.len() < 16 * cin * n {
+            v.resize(16 * cin * n, 0.0);
+        }
+        pad.clear();
+        pad.resize(pad_rows * pw, 0.0);
         for c in 0..cin {
             let plane = &input[c * h * wd..(c + 1) * h * wd];
-            let at = |y: isize, x: isize| -> f32 {
-                if y < 0 || x < 0 || y >= h as isize || x >= wd as isize {
-                    0.0
-                } else {
-                    plane[y as usize * wd + x as usize]
+            for pr in 0..pad_rows {
+                // Padded row pr is input row 2·ty0 − 1 + pr.
+                let line = &mut pad[pr * pw..(pr + 1) * pw];
+                match (2 * ty0 + pr).checked_sub(1).filter(|&y| y < h) {
+                    Some(y) => line[1..=wd].copy_from_slice(&plane[y * wd..(y + 1) * wd]),
+                    None => line[1..=wd].fill(0.0),
                 }
-            };
+            }
             for r in 0..rows {
-                let y0 = 2 * (ty0 + r) as isize - 1;
+                let block = &pad[2 * r * pw..(2 * r + 4) * pw];
                 for t in 0..tw {
-                    let x0 = 2 * t as isize - 1;
+                    let x = 2 * t;
                     let mut cols = [[0f32; 4]; 4];
                     for (i, col) in cols.iter_mut().enumerate() {
-                        let x = x0 + i as isize;
-                        *col = input_1d([at(y0, x), at(y0 + 1, x), at(y0 + 2, x), at(y0 + 3, x)]);
+                        let at = |row: usize| block[row * pw + x + i];
+                        *col = input_1d([at(0), at(1), at(2), at(3)]);
                     }
-                    let tile = r * tw + t;
+                    let at = ((r * tw + t) * cin + c) * 16;
+                    let dst = &mut v[at..at + 16];
                     for row in 0..4 {
                         let out =
                             input_1d([cols[0][row], cols[1][row], cols[2][row], cols[3][row]]);
-                        for (col, value) in out.into_iter().enumerate() {
-                            v[((row * 4 + col) * cin + c) * n + tile] = value;
-                        }
+                        dst[row * 4..row * 4 + 4].copy_from_slice(&out);
                     }
                 }
             }
         }
-        // M_ξ = U_ξ · V_ξ: 16 matrices [cout, n].
-        m.clear();
-        m.resize(16 * cout * n, 0.0);
+        // M_ξ = U_ξ · V_ξ: 16 row-major matrices [cout, n].
+        if m.len() < 16 * cout * n {
+            m.resize(16 * cout * n, 0.0);
+        }
         for xi in 0..16 {
-            // SAFETY: U_ξ is [cout, cin], V_ξ is [cin, n] and M_ξ is [cout, n], all row-major
-            // inside their buffers.
+            // SAFETY: U_ξ and M_ξ are row-major [cout, cin] and [cout, n]; V_ξ's (c, tile) is
+            // at (tile·cin + c)·16 + ξ, inside its buffer of 16·cin·n values.
             unsafe {
                 gemm(
                     cout,
@@ -131,9 +141,9 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
                     u.as_ptr().add(xi * cout * cin),
                     1,
                     cin as isize,
-                    v.as_ptr().add(xi * cin * n),
-                    1,
-                    n as isize,
+                    v.as_ptr().add(xi),
+                    (16 * cin) as isize,
+                    16,
                     0.0,
                     1.0,
                     false,
@@ -175,11 +185,12 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
         }
     };
     if parallel_tasks {
-        (0..tasks)
-            .into_par_iter()
-            .for_each_init(|| (Vec::new(), Vec::new()), |bufs, task| band(bufs, task));
+        (0..tasks).into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |bufs, task| band(bufs, task),
+        );
     } else {
-        let mut bufs = (Vec::new(), Vec::new());
+        let mut bufs = (Vec::new(), Vec::new(), Vec::new());
         (0..tasks).for_each(|task| band(&mut bufs, task));
     }
     out
