@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]`
 //! `… --bench sd15 -- --end-to-end DIR [--steps N]` instead loads the diffusers folder `DIR` and
-//! makes one 512² image, reporting the whole process's wall time and peak RSS.
+//! makes one 512² image, reporting the whole process's wall time and peak RSS, and the peak
+//! after loading beside the size of the weight files.
 //! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
 
 use std::collections::HashMap;
@@ -138,6 +139,20 @@ fn sdxl_unet_step(
     ))
 }
 
+/// The size of the `.safetensors` files under `dir`, in MiB.
+fn weight_files_mib(dir: &std::path::Path) -> std::io::Result<f64> {
+    let mut bytes = 0u64;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            bytes += (weight_files_mib(&path)? * 1048576.0) as u64;
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            bytes += path.metadata()?.len();
+        }
+    }
+    Ok(bytes as f64 / 1048576.0)
+}
+
 /// Loads the diffusers folder `dir` and makes one 512² image in `steps` steps, as the app
 /// would; reports this process's wall time (from its start) and peak RSS.
 fn end_to_end(
@@ -147,6 +162,8 @@ fn end_to_end(
     started: Instant,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let model = ModelSpec::folder(dir).load(device, default_dtype(device))?;
+    let load_peak = peak_rss_mib();
+    let weights_mib = weight_files_mib(std::path::Path::new(dir))?;
     let request = Request {
         prompt: "a lighthouse on a cliff at dawn".into(),
         steps,
@@ -164,6 +181,8 @@ fn end_to_end(
         "implementation": "selfdiffusion (candle)",
         "end_to_end_s": started.elapsed().as_secs_f64(),
         "end_to_end_peak_rss_mib": peak_rss_mib(),
+        "load_peak_rss_mib": load_peak,
+        "weights_mib": weights_mib,
         "threads": selfdiffusion_engine::threads(),
         "cpu_model": cpu_model(),
         "simd": simd_flags(),

@@ -41,9 +41,9 @@ impl CustomOp1 for CpuGeglu {
         let width = *dims.last().unwrap_or(&0);
         let inner = width / 2;
         let mut out = vec![0f32; h.len() / 2];
-        if inner > 0 {
+        if let Some(rows_per_task) = 4096usize.checked_div(inner) {
             // Several rows per task, so short rows do not drown in scheduling.
-            let rows_per_task = (4096 / inner).max(1);
+            let rows_per_task = rows_per_task.max(1);
             out.par_chunks_mut(inner * rows_per_task)
                 .zip(h.par_chunks(width * rows_per_task))
                 .for_each(|(out, h)| {

@@ -171,7 +171,7 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
                         ]);
                     }
                     for dx in 0..2 {
-                        let col = output_1d([half[0][dx], half[1][dx], half[2][dx], half[3][dx]]);
+                        let col = output_1d(half.map(|pair| pair[dx]));
                         for (dy, value) in col.into_iter().enumerate() {
                             let (oy, ox) = (2 * (ty0 + r) + dy, 2 * t + dx);
                             if oy < h && ox < wd {
