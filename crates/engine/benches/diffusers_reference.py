@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The diffusers side of the SD 1.5 benchmark: the same shapes, random weights, the same timings.
 
-Recipe (CPU): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers==0.42.1 transformers
+Recipe (CPU): python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers==0.42.1 transformers accelerate
 Then: .venv-ref/bin/python crates/engine/benches/diffusers_reference.py [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]
 End to end: --write-model DIR writes a full-size SD 1.5 diffusers folder with random weights (the
 engine's built-in SD 1.5 configs), and --end-to-end DIR loads it with StableDiffusionPipeline and

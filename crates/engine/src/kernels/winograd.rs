@@ -4,9 +4,9 @@
 //! matrix product would; then each task takes a band of tiles, transforms its inputs
 //! (V = Bᵀ·d·B), runs 16 matrix products (one per position ξ of the 4×4 transform:
 //! M_ξ = U_ξ · V_ξ over the input channels) and transforms the products back (Y = Aᵀ·M·A),
-//! adding the bias and writing each 2×2 block into its place in NCHW. V keeps a tile's 16
-//! values for one channel side by side (one cache line), so the input transform writes whole
-//! lines and the products read them with a stride.
+//! adding the bias and writing each 2×2 block into its place in NCHW. The input transform works
+//! on a few tiles at a time and writes each ξ's values for them as one run, so V is written in
+//! whole cache lines and the products read contiguous rows.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -16,6 +16,8 @@ use super::{threads, SharedOut};
 
 /// Tiles (2×2 output blocks) per task.
 const TILES_PER_TASK: usize = 256;
+/// Tiles the input transform handles at once (16 floats: a cache line per ξ).
+const GROUP: usize = 16;
 
 /// U = G·g·Gᵀ for every (output, input) channel pair of `w` (`[cout, cin, 3, 3]`), laid out as
 /// 16 matrices `[cout, cin]`, one per position of the 4×4 transform.
@@ -83,7 +85,7 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
         let rows = rows_per_task.min(th - ty0);
         let n = rows * tw;
         let input = &x[image * cin * h * wd..(image + 1) * cin * h * wd];
-        // V: 16 matrices [cin, n]. Each channel's band of input rows is first copied into
+        // V: 16 row-major matrices [cin, n]. Each channel's band of input rows is copied into
         // `pad` with its zero border, so the transform reads without bounds checks.
         let pw = wd + 3;
         let pad_rows = 2 * rows + 2;
@@ -103,21 +105,30 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
                     None => line[1..=wd].fill(0.0),
                 }
             }
-            for r in 0..rows {
-                let block = &pad[2 * r * pw..(2 * r + 4) * pw];
-                for t in 0..tw {
+            // Tiles are transformed GROUP at a time into `local`, then written out as 16
+            // runs of GROUP consecutive values, one per ξ.
+            let mut local = [[0f32; 16]; GROUP];
+            for first in (0..n).step_by(GROUP) {
+                let count = GROUP.min(n - first);
+                for (k, values) in local.iter_mut().take(count).enumerate() {
+                    let (r, t) = ((first + k) / tw, (first + k) % tw);
+                    let block = &pad[2 * r * pw..(2 * r + 4) * pw];
                     let x = 2 * t;
                     let mut cols = [[0f32; 4]; 4];
                     for (i, col) in cols.iter_mut().enumerate() {
                         let at = |row: usize| block[row * pw + x + i];
                         *col = input_1d([at(0), at(1), at(2), at(3)]);
                     }
-                    let at = ((r * tw + t) * cin + c) * 16;
-                    let dst = &mut v[at..at + 16];
                     for row in 0..4 {
                         let out =
                             input_1d([cols[0][row], cols[1][row], cols[2][row], cols[3][row]]);
-                        dst[row * 4..row * 4 + 4].copy_from_slice(&out);
+                        values[row * 4..row * 4 + 4].copy_from_slice(&out);
+                    }
+                }
+                for xi in 0..16 {
+                    let at = (xi * cin + c) * n + first;
+                    for (dst, values) in v[at..at + count].iter_mut().zip(&local) {
+                        *dst = values[xi];
                     }
                 }
             }
@@ -127,8 +138,8 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
             m.resize(16 * cout * n, 0.0);
         }
         for xi in 0..16 {
-            // SAFETY: U_ξ and M_ξ are row-major [cout, cin] and [cout, n]; V_ξ's (c, tile) is
-            // at (tile·cin + c)·16 + ξ, inside its buffer of 16·cin·n values.
+            // SAFETY: U_ξ, V_ξ and M_ξ are row-major [cout, cin], [cin, n] and [cout, n]
+            // inside their buffers.
             unsafe {
                 gemm(
                     cout,
@@ -141,9 +152,9 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
                     u.as_ptr().add(xi * cout * cin),
                     1,
                     cin as isize,
-                    v.as_ptr().add(xi),
-                    (16 * cin) as isize,
-                    16,
+                    v.as_ptr().add(xi * cin * n),
+                    1,
+                    n as isize,
                     0.0,
                     1.0,
                     false,
