@@ -54,6 +54,10 @@ for k in ["text_encode_batch2_s", "unet_step_batch2_64x64_s", "vae_decode_512_s"
     a, b = ours.get(k), ref.get(k)
     if a and b:
         print(f"{k:<32}{a:>12.3f}{b:>12.3f}{a / b:>8.2f}")
+if ours.get("unet_sdxl_params"):
+    same = "the same" if ours["unet_sdxl_params"] == ref.get("unet_sdxl_params") else "DIFFERENT"
+    print(f"SDXL UNet parameters: ours {ours['unet_sdxl_params']:,}, diffusers "
+          f"{ref.get('unet_sdxl_params') or 0:,} ({same})")
 if ours.get("load_peak_rss_mib") and ours.get("weights_mib"):
     print(f"our peak RSS after loading: {ours['load_peak_rss_mib']:.0f} MiB for "
           f"{ours['weights_mib']:.0f} MiB of weights ({ours['load_peak_rss_mib'] / ours['weights_mib']:.2f}×)")

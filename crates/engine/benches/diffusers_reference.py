@@ -139,12 +139,13 @@ def main():
     with torch.inference_mode():
         big = torch.randn(1, 4, 128, 128, device=dev, dtype=dtype)
         decode_1024 = timed(1, lambda: vae.decode(big).sample)
-    sdxl_step = None
+    sdxl_step = sdxl_params = None
     if a.sdxl:
         del clip, unet, vae
         # The same config file the engine ships for SDXL single files.
         config = json.loads((pathlib.Path(__file__).parent.parent / "configs/sdxl/unet/config.json").read_text())
         xl = UNet2DConditionModel.from_config(config).to(dev, dtype).eval()
+        sdxl_params = sum(p.numel() for p in xl.parameters())
         with torch.inference_mode():
             lat = torch.randn(2, 4, 128, 128, device=dev, dtype=dtype)
             ctx = torch.randn(2, 77, 2048, device=dev, dtype=dtype)
@@ -157,6 +158,7 @@ def main():
         "text_encode_batch2_s": text, "unet_step_batch2_64x64_s": step, "vae_decode_512_s": decode,
         "vae_decode_1024_s": decode_1024,
         "unet_step_sdxl_batch2_128x128_s": sdxl_step,
+        "unet_sdxl_params": sdxl_params,
         "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }

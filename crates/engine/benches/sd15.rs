@@ -110,16 +110,23 @@ fn detached(vm: VarMap, dtype: DType, device: &candle_core::Device) -> VarBuilde
     VarBuilder::from_tensors(tensors, dtype, device)
 }
 
-/// Seconds per SDXL base UNet step: batch 2, 128×128 latent, its pooled text and size ids.
+/// Seconds per SDXL base UNet step (batch 2, 128×128 latent, its pooled text and size ids),
+/// and the UNet's parameter count (diffusers' side reports its own: equal counts mean the
+/// same architecture was built from the config).
 fn sdxl_unet_step(
     device: &candle_core::Device,
     dtype: DType,
     steps: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<(f64, usize), Box<dyn std::error::Error>> {
     eprintln!("building the SDXL UNet with random weights…");
     let config: UNetConfig = serde_json::from_str(SDXL_UNET)?;
     let vm = VarMap::new();
     UNet::new(VarBuilder::from_varmap(&vm, dtype, device), &config)?;
+    let params: usize = vm
+        .all_vars()
+        .iter()
+        .map(|v| v.as_tensor().elem_count())
+        .sum();
     let unet = UNet::new(detached(vm, dtype, device), &config)?;
     let latents = Tensor::randn(0f32, 1.0, (2, 4, 128, 128), device)?.to_dtype(dtype)?;
     let context = Tensor::randn(0f32, 1.0, (2, 77, 2048), device)?.to_dtype(dtype)?;
@@ -129,14 +136,15 @@ fn sdxl_unet_step(
             .unsqueeze(0)?
             .repeat((2, 1))?,
     };
-    Ok(time(
+    let step = time(
         steps,
         || {
             unet.forward(&latents, 500.0, &context, Some(&added))
                 .unwrap()
         },
         sync,
-    ))
+    );
+    Ok((step, params))
 }
 
 /// The size of the `.safetensors` files under `dir`, in MiB.
@@ -259,10 +267,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decode_1024 = time(1, || vae.decode(&big).unwrap(), sync);
 
     drop((clip, unet, vae));
-    let sdxl_step = if args.iter().any(|a| a == "--sdxl") {
-        Some(sdxl_unet_step(&device, dtype, steps)?)
+    let (sdxl_step, sdxl_params) = if args.iter().any(|a| a == "--sdxl") {
+        let (step, params) = sdxl_unet_step(&device, dtype, steps)?;
+        (Some(step), Some(params))
     } else {
-        None
+        (None, None)
     };
 
     let peak = [weights_rss, text_rss, unet_rss, vae_rss]
@@ -283,6 +292,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "peak_rss_unet_mib": unet_rss,
         "peak_rss_vae_mib": vae_rss,
         "unet_step_sdxl_batch2_128x128_s": sdxl_step,
+        "unet_sdxl_params": sdxl_params,
         "threads": selfdiffusion_engine::threads(),
         "cpu_model": cpu_model(),
         "simd": simd_flags(),

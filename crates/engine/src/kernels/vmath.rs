@@ -220,6 +220,10 @@ mod tests {
         let mut edge = vec![-1000.0, -87.5, f32::NEG_INFINITY];
         exp_in_place(&mut edge);
         assert_eq!(edge, vec![0.0, 0.0, 0.0]);
+        // The baseline build (what CPUs without AVX2 run) computes the same values.
+        let mut baseline = xs.clone();
+        exp_generic(&mut baseline);
+        assert_eq!(baseline, ys);
     }
 
     #[test]
