@@ -319,7 +319,7 @@ impl StableDiffusion {
 
     /// Loads a single-file checkpoint (the original LDM layout) with the configs and tokenizer
     /// of the diffusers folder `config_dir`, as diffusers' `from_single_file(config=…)` does.
-    /// The weights are read from the mapped file under translated names: no converted copy.
+    /// The weights are read from the file under translated names: no converted copy.
     pub fn load_single_file(
         file: &Path,
         config_dir: &Path,

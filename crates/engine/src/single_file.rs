@@ -2,9 +2,9 @@
 //! and model sites use (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`,
 //! `conditioner.embedders.{0,1}.*`). OpenCLIP text encoders (SD 2.x, SDXL's second) keep q, k and
 //! v in one `in_proj` matrix, which is split as each is asked for.
-//! The family is told from the keys; the weights are read straight from the mapped file, each
-//! diffusers name translated to the file's as the model asks for it, so there is no converted
-//! copy on disk and no second copy in memory.
+//! The family is told from the keys; the weights are read straight from the file a tensor at a
+//! time, each diffusers name translated to the file's as the model asks for it, so there is no
+//! converted copy on disk and no second copy in memory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ impl Family {
     }
 }
 
-/// A checkpoint file, mapped once and shared by the components that read from it.
+/// A checkpoint file, opened once and shared by the components that read from it.
 #[derive(Clone)]
 pub struct Checkpoint {
     file: PathBuf,
@@ -55,7 +55,7 @@ fn refused(file: &Path, reason: impl Into<String>) -> EngineError {
 }
 
 impl Checkpoint {
-    /// Maps `file` and tells its family; anything that is not a Stable Diffusion checkpoint in
+    /// Opens `file` and tells its family; anything that is not a Stable Diffusion checkpoint in
     /// the original layout is refused with what it looks like instead.
     pub fn open(file: &Path) -> Result<Self> {
         if !file.is_file() {
