@@ -149,16 +149,21 @@ fn sdxl_unet_step(
 
 /// The size of the `.safetensors` files under `dir`, in MiB.
 fn weight_files_mib(dir: &std::path::Path) -> std::io::Result<f64> {
-    let mut bytes = 0u64;
+    Ok(weight_file_bytes(dir)? as f64 / 1048576.0)
+}
+
+/// The size of the `.safetensors` files under `dir`, in bytes.
+fn weight_file_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut bytes = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            bytes += (weight_files_mib(&path)? * 1048576.0) as u64;
+            bytes += weight_file_bytes(&path)?;
         } else if path.extension().is_some_and(|e| e == "safetensors") {
             bytes += path.metadata()?.len();
         }
     }
-    Ok(bytes as f64 / 1048576.0)
+    Ok(bytes)
 }
 
 /// Loads the diffusers folder `dir` and makes one 512² image in `steps` steps, as the app

@@ -14,7 +14,7 @@ use candle_nn::var_builder::SimpleBackend;
 
 use crate::config::{UNetConfig, VaeConfig};
 use crate::error::{EngineError, Result};
-use crate::weights_file::WeightsFile;
+use crate::weights_file::{expect_shape, WeightsFile};
 
 /// What a `.safetensors` file holds, told from its tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -296,15 +296,9 @@ impl SimpleBackend for Translated {
         {
             tensor = tensor.reshape(shape.clone())?;
         }
-        if tensor.shape() != &shape {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {key}"),
-                expected: shape,
-                got: tensor.shape().clone(),
-            }
-            .bt());
-        }
-        tensor.contiguous()?.to_dtype(dtype)
+        expect_shape(tensor, shape, &key)?
+            .contiguous()?
+            .to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

@@ -107,6 +107,23 @@ impl WeightsFile {
     }
 }
 
+/// `tensor` if it has `shape`, else candle's shape-mismatch error naming tensor `name`.
+pub(crate) fn expect_shape(
+    tensor: Tensor,
+    shape: Shape,
+    name: &str,
+) -> candle_core::Result<Tensor> {
+    if tensor.shape() != &shape {
+        return Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected: shape,
+            got: tensor.shape().clone(),
+        }
+        .bt());
+    }
+    Ok(tensor)
+}
+
 impl SimpleBackend for WeightsFile {
     fn get(
         &self,
@@ -116,16 +133,7 @@ impl SimpleBackend for WeightsFile {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.get_unchecked(name, dtype, dev)?;
-        if tensor.shape() != &shape {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: shape,
-                got: tensor.shape().clone(),
-            }
-            .bt());
-        }
-        Ok(tensor)
+        expect_shape(self.get_unchecked(name, dtype, dev)?, shape, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
