@@ -49,7 +49,7 @@ pub use single_file::{Checkpoint, Family};
 pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::{AddedCond, UNet};
-pub use vae::VaeDecoder;
+pub use vae::{Posterior, Vae, VaeDecoder, VaeEncoder};
 
 /// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.
 pub use candle_core::{DType, Device, Tensor};

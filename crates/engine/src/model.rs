@@ -21,7 +21,7 @@ use crate::single_file::{Checkpoint, Family};
 use crate::text::{TextEncoders, TextStack};
 use crate::tokenizer::PromptTokenizer;
 use crate::unet::UNet;
-use crate::vae::VaeDecoder;
+use crate::vae::Vae;
 use crate::weights_file::WeightsFile;
 
 /// Pipeline classes this engine runs.
@@ -248,7 +248,7 @@ pub struct StableDiffusion {
     /// The denoising UNet.
     pub unet: UNet,
     /// The autoencoder.
-    pub vae: VaeDecoder,
+    pub vae: Vae,
     /// The VAE's config (scale factor, latent scaling).
     pub vae_config: VaeConfig,
     /// The UNet's config.
@@ -495,7 +495,7 @@ impl StableDiffusion {
         let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
             c.vae(&vae_cfg)
         })?;
-        let vae = in_file(&vae_file, VaeDecoder::new(vae_vb, &vae_cfg))?;
+        let vae = in_file(&vae_file, Vae::new(vae_vb, &vae_cfg))?;
 
         let sched_cfg: SchedulerConfig =
             read_json(&component("scheduler").dir.join("scheduler_config.json"))?;

@@ -529,7 +529,7 @@ impl StableDiffusion {
         scheduler: SchedulerKind,
     ) -> Result<GeneratedImage> {
         let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.dtype)?;
-        let decoded = self.vae.decode(&scaled)?.to_dtype(DType::F32)?;
+        let decoded = self.vae.decoder.decode(&scaled)?.to_dtype(DType::F32)?;
         let image = ((decoded / 2.0)? + 0.5)?
             .clamp(0f32, 1f32)?
             .permute((0, 2, 3, 1))?

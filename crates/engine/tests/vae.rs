@@ -1,5 +1,6 @@
-//! Our VAE decoder against diffusers' `AutoencoderKL` on a tiny random VAE (three levels, a
-//! 20×28 latent), whole and in tiles (`enable_tiling`), made by `data/make_vae_reference.py`.
+//! Our VAE against diffusers' `AutoencoderKL` on a tiny random VAE (three levels): decoding a
+//! 20×28 latent and encoding a 72×88 image, whole and in tiles (`enable_tiling`), made by
+//! `data/make_vae_reference.py`.
 
 mod common;
 
@@ -8,10 +9,10 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use selfdiffusion_engine::config::{read_json, VaeConfig};
-use selfdiffusion_engine::vae::{Tiling, VaeDecoder};
+use selfdiffusion_engine::vae::{Tiling, Vae};
 
 fn tiny_vae() -> (
-    VaeDecoder,
+    Vae,
     VaeConfig,
     std::collections::HashMap<String, candle_core::Tensor>,
 ) {
@@ -21,7 +22,7 @@ fn tiny_vae() -> (
     // SAFETY: test data, not modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
         .unwrap();
-    let vae = VaeDecoder::new(vb, &config).unwrap();
+    let vae = Vae::new(vb, &config).unwrap();
     let io = common::load_tensors(&dir.join("reference.safetensors"));
     (vae, config, io)
 }
@@ -30,14 +31,14 @@ fn tiny_vae() -> (
 fn decode_matches_diffusers() {
     let (vae, _, io) = tiny_vae();
     // Small enough to be decoded whole.
-    let ours = vae.decode(&io["latents"]).unwrap();
+    let ours = vae.decoder.decode(&io["latents"]).unwrap();
     common::check("whole decode", &ours, &io["plain"], 1e-5);
 }
 
 #[test]
 fn tiled_decode_matches_diffusers_tiling() {
     let (vae, config, io) = tiny_vae();
-    let tiling = Tiling::of(&config);
+    let tiling = Tiling::decoding(&config);
     // sample_size 32 over 3 levels: 8-cell tiles every 6 cells, blended over 8 pixels.
     assert_eq!(
         tiling,
@@ -48,7 +49,7 @@ fn tiled_decode_matches_diffusers_tiling() {
             keep: 24
         }
     );
-    let ours = vae.decode_tiled(&io["latents"], tiling).unwrap();
+    let ours = vae.decoder.decode_tiled(&io["latents"], tiling).unwrap();
     common::check("tiled decode", &ours, &io["tiled"], 1e-5);
     // The tiles differ from the whole decode (this is not the same function), so the check
     // above could not pass by decoding whole.
@@ -64,7 +65,37 @@ fn one_tile_covering_the_latent_is_the_whole_decode() {
         blend: 64,
         keep: 192,
     };
-    let tiled = vae.decode_tiled(&io["latents"], whole).unwrap();
-    let plain = vae.decode(&io["latents"]).unwrap();
+    let tiled = vae.decoder.decode_tiled(&io["latents"], whole).unwrap();
+    let plain = vae.decoder.decode(&io["latents"]).unwrap();
     assert_eq!(common::max_diff(&tiled, &plain), 0.0);
+}
+
+#[test]
+fn encode_matches_diffusers() {
+    let (vae, _, io) = tiny_vae();
+    let posterior = vae.encoder.encode(&io["image"]).unwrap();
+    common::check("posterior mean", &posterior.mean, &io["mean"], 1e-5);
+    common::check("posterior std", &posterior.std, &io["std"], 1e-5);
+    let sample = posterior.sample(&io["sample_noise"]).unwrap();
+    common::check("posterior sample", &sample, &io["sample"], 1e-5);
+}
+
+#[test]
+fn tiled_encode_matches_diffusers_tiling() {
+    let (vae, config, io) = tiny_vae();
+    let tiling = Tiling::encoding(&config);
+    // 32-pixel tiles every 24 pixels, blended over 2 of a tile's 8 latent cells.
+    assert_eq!(
+        tiling,
+        Tiling {
+            tile: 32,
+            stride: 24,
+            blend: 2,
+            keep: 6
+        }
+    );
+    let posterior = vae.encoder.encode_tiled(&io["image"], tiling).unwrap();
+    common::check("tiled mean", &posterior.mean, &io["tiled_mean"], 1e-5);
+    common::check("tiled std", &posterior.std, &io["tiled_std"], 1e-5);
+    assert!(common::max_diff(&io["tiled_mean"], &io["mean"]) > 0.1);
 }

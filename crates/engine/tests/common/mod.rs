@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use selfdiffusion_engine::{
     ClipTextEncoder, Control, GeneratedImage, NoiseSource, Observer, Request, StableDiffusion,
-    UNet, VaeDecoder,
+    UNet, Vae,
 };
 
 /// The shared fixture `name` (a folder of `shared/fixtures` holding `model/`), if present.
@@ -280,7 +280,7 @@ pub fn tiny_model(dir: &Path) {
 
     let vm = VarMap::new();
     let va: VaeConfig = serde_json::from_str(VAE).unwrap();
-    VaeDecoder::new(VarBuilder::from_varmap(&vm, DType::F32, &device), &va).unwrap();
+    Vae::new(VarBuilder::from_varmap(&vm, DType::F32, &device), &va).unwrap();
     vm.save(dir.join("vae/diffusion_pytorch_model.safetensors"))
         .unwrap();
 }

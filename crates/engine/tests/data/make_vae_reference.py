@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tiny-vae/: a tiny random AutoencoderKL (3 levels, sample_size 32, so a tile is 8
 latent cells) with one latent of 20×28 cells and diffusers' decodes of it, plain and tiled
-(`enable_tiling`), for tests/vae.rs.
+(`enable_tiling`), and one 72×88 image with diffusers' encodes of it (the posterior's mean and
+std, and a sample from given noise), plain and tiled, for tests/vae.rs.
 
 Run with diffusers installed (recipe in crates/engine/benches/diffusers_reference.py):
     python crates/engine/tests/data/make_vae_reference.py
@@ -29,13 +30,20 @@ def main():
     os.makedirs(HERE, exist_ok=True)
     vae.save_pretrained(HERE, safe_serialization=True)
     latents = torch.randn(1, 4, 20, 28)
+    image = torch.rand(1, 3, 72, 88) * 2 - 1
+    sample_noise = torch.randn(1, 4, 18, 22)
     with torch.inference_mode():
         plain = vae.decode(latents).sample
+        posterior = vae.encode(image).latent_dist
         vae.enable_tiling()
         tiled = vae.decode(latents).sample
-    save_file({"latents": latents.contiguous(), "plain": plain.contiguous(), "tiled": tiled.contiguous()},
-              os.path.join(HERE, "reference.safetensors"))
-    print("plain vs tiled max diff", (plain - tiled).abs().max().item())
+        tiled_posterior = vae.encode(image).latent_dist
+    out = {"latents": latents, "plain": plain, "tiled": tiled, "image": image, "sample_noise": sample_noise,
+           "mean": posterior.mean, "std": posterior.std, "sample": posterior.mean + posterior.std * sample_noise,
+           "tiled_mean": tiled_posterior.mean, "tiled_std": tiled_posterior.std}
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(HERE, "reference.safetensors"))
+    print("plain vs tiled max diff", (plain - tiled).abs().max().item(),
+          "encode", (posterior.mean - tiled_posterior.mean).abs().max().item())
 
 
 if __name__ == "__main__":
