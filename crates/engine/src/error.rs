@@ -44,6 +44,14 @@ pub enum EngineError {
     /// A request field is out of range.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An input image or mask cannot be used (not an image, truncated, empty, too large).
+    #[error("{what}: {reason}")]
+    BadImage {
+        /// Which input: "the image to start from", "the mask", or its file.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The scheduler name is not known.
     #[error("unknown scheduler \"{0}\"; valid schedulers: {valid}", valid = crate::schedulers::SchedulerKind::NAMES.join(", "))]
     UnknownScheduler(String),

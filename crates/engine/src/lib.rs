@@ -13,6 +13,7 @@ pub mod config;
 mod device;
 mod engine;
 mod error;
+mod init_image;
 mod kernels;
 mod lora;
 mod model;
@@ -21,6 +22,7 @@ mod pipeline;
 mod preview;
 pub mod schedulers;
 mod single_file;
+mod start;
 mod text;
 mod tokenizer;
 mod unet;
@@ -32,14 +34,15 @@ pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
+pub use init_image::{ImageInput, Mask, Picture, MAX_INPUT_PIXELS};
 pub use kernels::threads;
 pub use lora::{lora_family, LoraFile, Loras};
 pub use model::{
     family_of_configs, limits_of, model_limits, ModelFacts, ModelPath, ModelSpec, StableDiffusion,
 };
-pub use noise::{GivenLatents, NoiseSource, SeededNoise};
+pub use noise::{load_latents, GivenNoise, NoiseSource, SeededNoise};
 pub use pipeline::{
-    load_latents, Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,
+    Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,
     Observer, Phase, Progress, Request, LIMITS,
 };
 pub use preview::Preview;

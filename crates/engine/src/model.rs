@@ -24,8 +24,21 @@ use crate::unet::UNet;
 use crate::vae::Vae;
 use crate::weights_file::WeightsFile;
 
-/// Pipeline classes this engine runs.
-const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline", "StableDiffusionXLPipeline"];
+/// Pipeline classes this engine runs (the img2img and inpainting classes name the same models;
+/// an inpainting UNet is recognised by its input channels).
+const SUPPORTED_PIPELINES: &[&str] = &[
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+];
+
+/// Whether a pipeline class is one of the SDXL ones.
+fn is_xl(class_name: &str) -> bool {
+    class_name.starts_with("StableDiffusionXL")
+}
 
 /// A model to run: where it is on disk, and the LoRAs merged into it. The engine keeps the last
 /// one loaded; the same spec again reuses it.
@@ -171,7 +184,7 @@ pub struct ModelFacts {
 /// its OpenCLIP text encoder (exact GELU), else SD 1.x.
 pub fn family_of_configs(dir: &Path) -> Result<Family> {
     let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
-    if index.class_name == "StableDiffusionXLPipeline" {
+    if is_xl(&index.class_name) {
         return Ok(Family::Sdxl);
     }
     let te: ClipTextConfig = read_json(&dir.join("text_encoder").join("config.json"))?;
@@ -390,7 +403,7 @@ impl StableDiffusion {
                 dir.display()
             )));
         }
-        let xl = index.class_name == "StableDiffusionXLPipeline";
+        let xl = is_xl(&index.class_name);
         if let Source::Checkpoint(c) = source {
             if (c.family() == Family::Sdxl) != xl {
                 return Err(EngineError::Unsupported(format!(
@@ -492,6 +505,15 @@ impl StableDiffusion {
         }
 
         let vae_cfg: VaeConfig = read_json(&component("vae").dir.join("config.json"))?;
+        let latent = vae_cfg.latent_channels;
+        if unet_cfg.in_channels != latent && unet_cfg.in_channels != 2 * latent + 1 {
+            return Err(EngineError::Unsupported(format!(
+                "{}: a UNet taking {} channels with a VAE of {latent} latent channels (expected {latent}, or {} for inpainting)",
+                dir.display(),
+                unet_cfg.in_channels,
+                2 * latent + 1
+            )));
+        }
         let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
             c.vae(&vae_cfg)
         })?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
-    Control, Engine, EngineError, GivenLatents, LoraFile, Loras, ModelPath, ModelSpec, Observer,
+    Control, Engine, EngineError, GivenNoise, LoraFile, Loras, ModelPath, ModelSpec, Observer,
     SchedulerKind, StableDiffusion,
 };
 
@@ -71,7 +71,7 @@ fn run(dir: &Path, loras: &[(&str, f64)], reference: &str) {
             &req,
             SchedulerKind::Ddim,
             &cond,
-            &mut GivenLatents::new(init, 0),
+            &mut GivenNoise::new(init, 0),
             &Control::default(),
             &mut seen,
         )

@@ -8,7 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IoPath, ModelError, Result};
 
 /// Pipeline classes the engine runs.
-const SUPPORTED: &[&str] = &["StableDiffusionPipeline", "StableDiffusionXLPipeline"];
+const SUPPORTED: &[&str] = &[
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+];
 
 /// An imported model folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +159,7 @@ pub fn check_folder(path: &Path) -> Result<()> {
             SUPPORTED.join(", ")
         )));
     }
-    let xl: &[&str] = if class == "StableDiffusionXLPipeline" {
+    let xl: &[&str] = if class.starts_with("StableDiffusionXL") {
         &["text_encoder_2", "tokenizer_2"]
     } else {
         &[]

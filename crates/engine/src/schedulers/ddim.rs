@@ -31,6 +31,12 @@ impl Ddim {
         }
     }
 
+    /// `x0` noised to the level of step `i`: √ᾱₜ·x₀ + √(1 − ᾱₜ)·ε.
+    pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        let alpha = self.alphas_cumprod[self.timesteps[i] as usize];
+        Ok(((x0 * alpha.sqrt())? + (noise * (1.0 - alpha).sqrt())?)?)
+    }
+
     /// One DDIM update from step `i`'s timestep to the previous one.
     pub fn step(&self, model_output: &Tensor, i: usize, sample: &Tensor) -> Result<Tensor> {
         let t = self.timesteps[i] as usize;

@@ -61,7 +61,7 @@ impl DpmPp2m {
     }
 
     /// (αₜ, σₜ) of the variance-preserving form of σ.
-    fn alpha_sigma(sigma: f64) -> (f64, f64) {
+    pub(super) fn alpha_sigma(sigma: f64) -> (f64, f64) {
         let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
         (alpha, sigma * alpha)
     }

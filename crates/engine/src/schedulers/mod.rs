@@ -272,6 +272,19 @@ impl Scheduler {
         }
     }
 
+    /// `x0` noised to the level of step `i`, as diffusers' `add_noise` at that step's timestep
+    /// (img2img starts there; inpainting re-noises the kept region with it).
+    pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        match self {
+            Scheduler::Ddim(s) => s.add_noise(x0, noise, i),
+            Scheduler::Euler(s) => Ok((x0 + (noise * s.sigmas[i])?)?),
+            Scheduler::DpmPp2m(s) => {
+                let (alpha, sigma) = DpmPp2m::alpha_sigma(s.sigmas[i]);
+                Ok(((x0 * alpha)? + (noise * sigma)?)?)
+            }
+        }
+    }
+
     /// Whether step `i` needs fresh noise (ancestral sampling).
     pub fn needs_noise(&self) -> bool {
         matches!(self, Scheduler::Euler(s) if s.ancestral)

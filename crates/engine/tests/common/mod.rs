@@ -12,7 +12,7 @@ use selfdiffusion_engine::{
     UNet, Vae,
 };
 
-/// The shared fixture `name` (a folder of `shared/fixtures` holding `model/`), if present.
+/// The shared fixture `name` (a folder of `shared/fixtures`), if present.
 /// Under `CI=true` a missing fixture is a failure; elsewhere the caller skips with the returned
 /// message.
 pub fn named_fixture(name: &str) -> Result<PathBuf, String> {
@@ -31,7 +31,7 @@ pub fn named_fixture(name: &str) -> Result<PathBuf, String> {
         );
     for base in candidates {
         let dir = base.join(name);
-        if dir.join("model/model_index.json").is_file() {
+        if dir.join("README.md").is_file() {
             return Ok(dir);
         }
     }
@@ -150,6 +150,8 @@ pub struct Recorder {
     pub guided: Vec<Tensor>,
     pub latents: Vec<Tensor>,
     pub image: Option<Tensor>,
+    /// The latents the loop started from.
+    pub start: Option<Tensor>,
 }
 
 impl Observer for Recorder {
@@ -159,6 +161,9 @@ impl Observer for Recorder {
     fn embeddings(&mut self, cond: &Tensor, uncond: Option<&Tensor>) {
         self.cond = Some(cond.clone());
         self.uncond = uncond.cloned();
+    }
+    fn start(&mut self, latents: &Tensor) {
+        self.start = Some(latents.clone());
     }
     fn unet(&mut self, _i: usize, input: &Tensor, t: f64, output: &Tensor) {
         self.unet.push((input.clone(), t, output.clone()));
@@ -184,6 +189,9 @@ impl NoiseSource for FixtureNoise {
     fn initial(&mut self, shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
         assert_eq!(self.initial.dims(), shape);
         Ok(self.initial.clone())
+    }
+    fn posterior(&mut self, _shape: &[usize]) -> selfdiffusion_engine::Result<Tensor> {
+        panic!("text to image encodes no image")
     }
     fn step(&mut self, _shape: &[usize], i: usize) -> selfdiffusion_engine::Result<Tensor> {
         Ok(self

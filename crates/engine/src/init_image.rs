@@ -1,0 +1,319 @@
+//! The pictures a request can start from: the image (img2img) and the mask of the part to
+//! repaint (inpainting), decoded once, with a cap on their pixels, and prepared for the VAE as
+//! diffusers' `VaeImageProcessor` prepares them.
+
+use std::fmt;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+
+use crate::error::{EngineError, Result};
+
+/// The most pixels an input image or mask may have (64 megapixels, e.g. 8192²), unless the
+/// caller sets its own cap.
+pub const MAX_INPUT_PIXELS: u64 = 8192 * 8192;
+
+/// An 8-bit RGB picture.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// RGB, 8 bits per channel, row-major.
+    pub rgb: Vec<u8>,
+}
+
+/// A greyscale mask: white repaints, black keeps (values at or above 128 count as white).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mask {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// One byte per pixel, row-major.
+    pub luma: Vec<u8>,
+}
+
+impl fmt::Debug for Picture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Picture({}×{})", self.width, self.height)
+    }
+}
+
+impl fmt::Debug for Mask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mask({}×{})", self.width, self.height)
+    }
+}
+
+/// Decodes an image file's bytes (PNG, JPEG or WebP) of at most `max_pixels` pixels.
+fn decode(bytes: &[u8], what: &str, max_pixels: u64) -> Result<DynamicImage> {
+    let bad = |reason: String| EngineError::BadImage {
+        what: what.to_owned(),
+        reason,
+    };
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(bad("not a PNG, JPEG or WebP image".into()));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| bad(format!("unreadable: {e}")))?;
+    if w == 0 || h == 0 {
+        return Err(bad(format!("the image is empty ({w}×{h})")));
+    }
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(bad(format!(
+            "{w}×{h} is more than the {max_pixels} pixels allowed"
+        )));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    reader
+        .decode()
+        .map_err(|e| bad(format!("cannot be decoded (truncated or corrupt?): {e}")))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Picture {
+    /// Decodes an image file's bytes (any alpha is dropped).
+    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Picture> {
+        Ok(Self::from_rgb(
+            decode(bytes, "the image to start from", max_pixels)?.into_rgb8(),
+        ))
+    }
+
+    /// Reads and decodes an image file.
+    pub fn open(path: &Path, max_pixels: u64) -> Result<Picture> {
+        Self::decode(&read(path)?, max_pixels).map_err(|e| named(e, path))
+    }
+
+    fn from_rgb(image: RgbImage) -> Picture {
+        Picture {
+            width: image.width() as usize,
+            height: image.height() as usize,
+            rgb: image.into_raw(),
+        }
+    }
+
+    fn image(&self) -> RgbImage {
+        RgbImage::from_raw(self.width as u32, self.height as u32, self.rgb.clone())
+            .expect("a picture's bytes fit its size")
+    }
+
+    /// This picture at `width`×`height` (Lanczos, as diffusers resizes), or itself.
+    pub fn resized(&self, width: usize, height: usize) -> Picture {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        Self::from_rgb(image::imageops::resize(
+            &self.image(),
+            width as u32,
+            height as u32,
+            FilterType::Lanczos3,
+        ))
+    }
+
+    /// `[1, 3, h, w]` in [−1, 1]: value / 255 · 2 − 1, as diffusers normalises.
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        let values: Vec<f32> = self
+            .rgb
+            .iter()
+            .map(|&v| f32::from(v) / 255.0 * 2.0 - 1.0)
+            .collect();
+        Ok(Tensor::from_vec(values, (1, self.height, self.width, 3), device)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?)
+    }
+}
+
+impl Mask {
+    /// Decodes a mask file's bytes; colour is converted to grey (luma), alpha dropped.
+    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Mask> {
+        let grey: GrayImage = decode(bytes, "the mask", max_pixels)?.into_luma8();
+        Ok(Self::from_grey(grey))
+    }
+
+    /// Reads and decodes a mask file.
+    pub fn open(path: &Path, max_pixels: u64) -> Result<Mask> {
+        Self::decode(&read(path)?, max_pixels).map_err(|e| named(e, path))
+    }
+
+    fn from_grey(image: GrayImage) -> Mask {
+        Mask {
+            width: image.width() as usize,
+            height: image.height() as usize,
+            luma: image.into_raw(),
+        }
+    }
+
+    /// This mask at `width`×`height` (Lanczos, as diffusers resizes), or itself.
+    pub fn resized(&self, width: usize, height: usize) -> Mask {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let image = GrayImage::from_raw(self.width as u32, self.height as u32, self.luma.clone())
+            .expect("a mask's bytes fit its size");
+        Self::from_grey(image::imageops::resize(
+            &image,
+            width as u32,
+            height as u32,
+            FilterType::Lanczos3,
+        ))
+    }
+
+    /// Whether the pixel at `(x, y)` is repainted: value / 255 ≥ 0.5, diffusers' binarisation
+    /// (128 repaints, 127 keeps).
+    pub fn repaints(&self, x: usize, y: usize) -> bool {
+        f32::from(self.luma[y * self.width + x]) / 255.0 >= 0.5
+    }
+
+    /// The binarised mask at `step`-pixel intervals, `[1, 1, h / step, w / step]` of 0 and 1:
+    /// the top-left pixel of each block, as `F.interpolate(mode="nearest")` picks it.
+    pub fn sampled(&self, step: usize, device: &Device) -> Result<Tensor> {
+        let (h, w) = (self.height / step, self.width / step);
+        let values: Vec<f32> = (0..h)
+            .flat_map(|i| (0..w).map(move |j| (i, j)))
+            .map(|(i, j)| f32::from(u8::from(self.repaints(j * step, i * step))))
+            .collect();
+        Ok(Tensor::from_vec(values, (1, 1, h, w), device)?)
+    }
+
+    /// A mask of `width`×`height` that repaints everything.
+    pub fn everything(width: usize, height: usize) -> Mask {
+        Mask {
+            width,
+            height,
+            luma: vec![255; width * height],
+        }
+    }
+}
+
+/// `error`, naming the file it came from.
+fn named(error: EngineError, path: &Path) -> EngineError {
+    match error {
+        EngineError::BadImage { what, reason } => EngineError::BadImage {
+            what: format!("{what} ({})", path.display()),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// What a request starts from instead of pure noise.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// The image (resized to the request's size when it differs).
+    pub image: Arc<Picture>,
+    /// How much of the image is redrawn, 0 to 1: the share of the steps that run (0 returns
+    /// the image through the VAE, 1 starts from noise).
+    pub strength: f64,
+    /// The part to repaint; none redraws the whole image.
+    pub mask: Option<Arc<Mask>>,
+}
+
+impl ImageInput {
+    /// The step the denoising starts at, of `steps`: diffusers' `get_timesteps`
+    /// (`init_timestep = min(int(steps · strength), steps)`, start = steps − init_timestep).
+    pub fn first_step(&self, steps: usize) -> usize {
+        let run = ((steps as f64 * self.strength) as usize).min(steps);
+        steps - run
+    }
+
+    /// Checks the strength.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.strength) {
+            return Err(EngineError::InvalidRequest(format!(
+                "strength {} is outside 0 to 1",
+                self.strength
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(image: DynamicImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn strength_picks_the_first_step_as_diffusers() {
+        let input = |strength| ImageInput {
+            image: Arc::new(Picture {
+                width: 1,
+                height: 1,
+                rgb: vec![0; 3],
+            }),
+            strength,
+            mask: None,
+        };
+        assert_eq!(input(0.6).first_step(5), 2);
+        assert_eq!(input(0.75).first_step(4), 1);
+        assert_eq!(input(1.0).first_step(4), 0);
+        assert_eq!(input(0.0).first_step(4), 4);
+        assert_eq!(input(0.3).first_step(30), 21);
+        assert!(input(1.5).validate().is_err());
+        assert!(input(f64::NAN).validate().is_err());
+    }
+
+    #[test]
+    fn bad_files_get_clear_errors() {
+        let err = |bytes: &[u8]| Picture::decode(bytes, MAX_INPUT_PIXELS).unwrap_err().to_string();
+        assert!(err(b"not an image at all").contains("not a PNG"));
+        let whole = png(DynamicImage::new_rgb8(16, 16));
+        assert!(err(&whole[..whole.len() / 2]).contains("truncated"), "{}", err(&whole[..whole.len() / 2]));
+        let big = png(DynamicImage::new_rgb8(64, 64));
+        let e = Picture::decode(&big, 32 * 32).unwrap_err().to_string();
+        assert!(e.contains("64×64") && e.contains("1024 pixels"), "{e}");
+    }
+
+    #[test]
+    fn colour_masks_become_grey_and_binarise_at_half() {
+        let mut rgb = image::RgbImage::new(2, 1);
+        rgb.put_pixel(0, 0, image::Rgb([128, 128, 128]));
+        rgb.put_pixel(1, 0, image::Rgb([127, 127, 127]));
+        let mask = Mask::decode(&png(DynamicImage::ImageRgb8(rgb)), MAX_INPUT_PIXELS).unwrap();
+        assert_eq!(mask.luma, vec![128, 127]);
+        assert!(mask.repaints(0, 0));
+        assert!(!mask.repaints(1, 0));
+    }
+
+    #[test]
+    fn the_latent_mask_takes_each_blocks_top_left_pixel() {
+        let mut mask = Mask {
+            width: 4,
+            height: 4,
+            luma: vec![0; 16],
+        };
+        mask.luma[0] = 255; // top-left of block (0, 0)
+        mask.luma[3] = 255; // inside block (0, 1), not its top-left
+        mask.luma[2 * 4 + 2] = 200; // top-left of block (1, 1)
+        let sampled = mask.sampled(2, &Device::Cpu).unwrap();
+        assert_eq!(
+            sampled.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0, 0.0, 0.0, 1.0]
+        );
+    }
+}

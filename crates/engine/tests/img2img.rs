@@ -1,0 +1,244 @@
+//! img2img and inpainting against diffusers on the shared `tiny-sd15-img2img` fixture (see its
+//! README): the noise diffusers drew is injected, and every stage is compared.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use common::{check, fixture_request, load_tensors as load, named_fixture, Recorder};
+use selfdiffusion_engine::{
+    Control, GivenNoise, ImageInput, Mask, Picture, Request, SchedulerKind, StableDiffusion,
+    MAX_INPUT_PIXELS,
+};
+
+/// Tolerance on every latent-space tensor (the fixture's README: ≤ 1e-4 on latents).
+const LATENT_TOL: f32 = 1e-4;
+/// Tolerance on the decoded image in 0..1.
+const IMAGE_TOL: f32 = 1e-3;
+
+/// The img2img fixture and the tiny-sd15 one (whose model and start latents it uses).
+fn fixtures() -> Option<(PathBuf, PathBuf)> {
+    match (named_fixture("tiny-sd15-img2img"), named_fixture("tiny-sd15")) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        (Err(msg), _) | (_, Err(msg)) => {
+            eprintln!("skipped: {msg}");
+            None
+        }
+    }
+}
+
+fn input(dir: &Path, strength: f64, masked: bool) -> ImageInput {
+    let inputs = dir.join("inputs");
+    ImageInput {
+        image: Arc::new(Picture::open(&inputs.join("init_image.png"), MAX_INPUT_PIXELS).unwrap()),
+        strength,
+        mask: masked
+            .then(|| Arc::new(Mask::open(&inputs.join("mask.png"), MAX_INPUT_PIXELS).unwrap())),
+    }
+}
+
+/// Runs `req` on `model` with the given noise, recording every stage.
+fn run(model: &StableDiffusion, req: &Request, noise: &mut GivenNoise) -> Recorder {
+    let mut rec = Recorder::default();
+    let cond = model.encode_prompts(req, &mut rec).unwrap();
+    model
+        .run_image(
+            req,
+            SchedulerKind::Ddim,
+            &cond,
+            noise,
+            &Control::default(),
+            &mut rec,
+        )
+        .unwrap();
+    rec
+}
+
+/// Compares a run with the reference `name` stage by stage.
+fn compare(rec: &Recorder, out: &std::collections::HashMap<String, Tensor>) {
+    let timesteps = out["timesteps"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(
+        rec.unet.iter().map(|u| u.1).collect::<Vec<_>>(),
+        timesteps,
+        "timesteps run"
+    );
+    check(
+        "latents_init_scaled",
+        rec.start.as_ref().unwrap(),
+        &out["latents_init_scaled"],
+        LATENT_TOL,
+    );
+    for (i, (input, _, output)) in rec.unet.iter().enumerate() {
+        for (stage, ours) in [
+            ("unet_in", input),
+            ("unet_out", output),
+            ("noise_pred", &rec.guided[i]),
+            ("latents", &rec.latents[i]),
+        ] {
+            let key = format!("{stage}_{i}");
+            check(&key, ours, &out[&key], LATENT_TOL);
+        }
+    }
+    check(
+        "final_latents",
+        rec.latents.last().unwrap(),
+        &out["final_latents"],
+        LATENT_TOL,
+    );
+    check(
+        "image",
+        rec.image.as_ref().unwrap(),
+        &out["image"],
+        IMAGE_TOL,
+    );
+}
+
+fn request(steps: usize, input: ImageInput) -> Request {
+    Request {
+        steps,
+        init: Some(input),
+        ..fixture_request()
+    }
+}
+
+#[test]
+fn img2img_matches_diffusers() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let req = request(5, input(&dir, 0.6, false));
+    assert_eq!(req.steps_run(), 3);
+    let mut noise = GivenNoise::load(
+        None,
+        Some(&dir.join("reference/img2img_noise.safetensors")),
+        0,
+    )
+    .unwrap();
+    let rec = run(&model, &req, &mut noise);
+    compare(&rec, &load(&dir.join("reference/img2img/outputs.safetensors")));
+}
+
+#[test]
+fn inpaint_with_a_4_channel_unet_matches_diffusers_blending() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let req = request(4, input(&dir, 0.75, true));
+    let mut noise = GivenNoise::load(
+        None,
+        Some(&dir.join("reference/inpaint_noise.safetensors")),
+        0,
+    )
+    .unwrap();
+    let rec = run(&model, &req, &mut noise);
+    let out = load(&dir.join("reference/inpaint/outputs.safetensors"));
+    compare(&rec, &out);
+    // After the last step the kept cells are the image's own latents, exactly.
+    let mask = out["mask_latent"].i(0..1).unwrap();
+    let keep = (mask.ones_like().unwrap() - &mask).unwrap();
+    let final_kept = rec.latents.last().unwrap().broadcast_mul(&keep).unwrap();
+    let image_kept = out["image_latents"].broadcast_mul(&keep).unwrap();
+    check("kept latents", &final_kept, &image_kept, LATENT_TOL);
+}
+
+#[test]
+fn inpaint_with_a_9_channel_unet_matches_diffusers() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model =
+        StableDiffusion::load(&dir.join("model-inpaint9"), &Device::Cpu, DType::F32).unwrap();
+    assert!(model.inpainting_unet());
+    let req = request(4, input(&dir, 1.0, true));
+    let mut noise = GivenNoise::load(
+        Some(&sd15.join("reference/init_latents.safetensors")),
+        Some(&dir.join("reference/inpaint9_noise.safetensors")),
+        0,
+    )
+    .unwrap();
+    let rec = run(&model, &req, &mut noise);
+    let out = load(&dir.join("reference/inpaint9/outputs.safetensors"));
+    compare(&rec, &out);
+    // The UNet's extra channels are the latent mask and the masked image's latents.
+    let extra = rec.unet[0].0.narrow(1, 4, 5).unwrap();
+    let expected = Tensor::cat(&[&out["mask_latent"], &out["masked_image_latents"]], 1).unwrap();
+    check("mask and masked image latents", &extra, &expected, LATENT_TOL);
+}
+
+#[test]
+fn strength_0_returns_the_image_through_the_vae() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let req = request(5, input(&dir, 0.0, false));
+    assert_eq!(req.steps_run(), 0);
+    let noise_file = dir.join("reference/img2img_noise.safetensors");
+    let mut noise = GivenNoise::load(None, Some(&noise_file), 0).unwrap();
+    let rec = run(&model, &req, &mut noise);
+    assert!(rec.unet.is_empty(), "no step runs at strength 0");
+    // The reconstruction by hand: encode, sample with the same noise, decode.
+    let picture = Picture::open(&dir.join("inputs/init_image.png"), MAX_INPUT_PIXELS).unwrap();
+    let posterior = model
+        .vae
+        .encoder
+        .encode(&picture.to_tensor(&Device::Cpu).unwrap())
+        .unwrap();
+    let sample = posterior
+        .sample(&load(&noise_file)["vae_sample_noise"])
+        .unwrap();
+    let decoded = model.vae.decoder.decode(&sample).unwrap();
+    let expected = ((decoded / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap()
+        .permute((0, 2, 3, 1))
+        .unwrap();
+    check("strength 0 image", rec.image.as_ref().unwrap(), &expected, 1e-5);
+    check(
+        "strength 0 start",
+        rec.start.as_ref().unwrap(),
+        &(sample * 0.18215).unwrap(),
+        1e-6,
+    );
+}
+
+#[test]
+fn every_scheduler_runs_img2img_from_the_strengths_step() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    for kind in [
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmPp2mKarras,
+    ] {
+        let req = request(10, input(&dir, 0.5, true));
+        let mut rec = Recorder::default();
+        let cond = model.encode_prompts(&req, &mut rec).unwrap();
+        let mut noise = GivenNoise::load(
+            None,
+            Some(&dir.join("reference/img2img_noise.safetensors")),
+            3,
+        )
+        .unwrap();
+        let image = model
+            .run_image(&req, kind, &cond, &mut noise, &Control::default(), &mut rec)
+            .unwrap();
+        assert_eq!(rec.unet.len(), 5, "{kind:?}: half of 10 steps");
+        assert_eq!((image.width, image.height), (64, 64));
+        assert!(
+            rec.latents.iter().all(|l| common::max_abs(l).is_finite()),
+            "{kind:?}"
+        );
+    }
+}
