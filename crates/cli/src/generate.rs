@@ -1,12 +1,15 @@
-//! `selfdiffusion-cli generate`: local text-to-image with a terminal progress bar.
+//! `selfdiffusion-cli generate`: local text to image, img2img, inpainting and outpainting, with a
+//! terminal progress bar.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{
-    default_dtype, Control, DeviceChoice, ModelSpec, Phase, Request, SchedulerKind,
+    default_dtype, Control, DeviceChoice, ImageInput, Mask, ModelSpec, Phase, Picture, Request,
+    SchedulerKind, MAX_INPUT_PIXELS,
 };
 use selfdiffusion_files::{write_atomic, Access};
 use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags, SizeConditions};
@@ -39,12 +42,12 @@ pub struct GenerateArgs {
     /// Seed of the first image (random when absent); image k uses seed + k.
     #[arg(long)]
     seed: Option<u64>,
-    /// Width in pixels (multiple of 8).
-    #[arg(long, default_value_t = 512)]
-    width: usize,
-    /// Height in pixels (multiple of 8).
-    #[arg(long, default_value_t = 512)]
-    height: usize,
+    /// Width in pixels (multiple of 8; default 512, or the size of `--init-image`).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Height in pixels (multiple of 8; default 512, or the size of `--init-image`).
+    #[arg(long)]
+    height: Option<usize>,
     /// Number of images.
     #[arg(long, default_value_t = 1)]
     count: usize,
@@ -61,6 +64,23 @@ pub struct GenerateArgs {
     /// Initial latents (safetensors, key `latents`) instead of seeded noise for the first image.
     #[arg(long)]
     latents: Option<PathBuf>,
+    /// Start from this image (PNG, JPEG or WebP): img2img, or inpainting with `--mask`.
+    #[arg(long, value_name = "FILE")]
+    init_image: Option<PathBuf>,
+    /// How much of the init image is redrawn, 0 to 1 (default 0.75; 1 with `--mask` or
+    /// `--outpaint`).
+    #[arg(long)]
+    strength: Option<f64>,
+    /// The part of the init image to repaint: a greyscale image, white repaints (≥ 128).
+    #[arg(long, value_name = "FILE")]
+    mask: Option<PathBuf>,
+    /// Extend the init image by these pixels left, right, top and bottom and paint them.
+    #[arg(long, value_name = "L,R,T,B", value_parser = parse_margins)]
+    outpaint: Option<[u32; 4]>,
+    /// The noise img2img and inpainting draw (safetensors with diffusers' names
+    /// `add_noise_noise`, `vae_sample_noise`) instead of seeded noise, for parity checks.
+    #[arg(long, value_name = "FILE")]
+    noise: Option<PathBuf>,
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -73,6 +93,51 @@ pub struct GenerateArgs {
     /// SDXL: the target size the model is told of, `HxW` (default: the image's size).
     #[arg(long, value_name = "HxW", value_parser = SizeConditions::parse_pair)]
     target_size: Option<[u32; 2]>,
+}
+
+/// `L,R,T,B` pixel counts.
+fn parse_margins(text: &str) -> std::result::Result<[u32; 4], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let numbers: Vec<u32> = parts
+        .iter()
+        .map(|p| p.parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("{text:?}: give four pixel counts, LEFT,RIGHT,TOP,BOTTOM"))?;
+    <[u32; 4]>::try_from(numbers)
+        .map_err(|_| format!("{text:?}: give four pixel counts, LEFT,RIGHT,TOP,BOTTOM"))
+}
+
+/// The image input `args` describe, if any: decoded, extended for an outpaint.
+fn image_input(args: &GenerateArgs) -> Result<Option<ImageInput>> {
+    let Some(path) = &args.init_image else {
+        for (given, flag) in [
+            (args.strength.is_some(), "--strength"),
+            (args.mask.is_some(), "--mask"),
+            (args.outpaint.is_some(), "--outpaint"),
+        ] {
+            anyhow::ensure!(!given, "{flag} goes with --init-image");
+        }
+        return Ok(None);
+    };
+    let picture = Picture::open(path, MAX_INPUT_PIXELS)?;
+    let (image, mask) = match (args.outpaint, &args.mask) {
+        (Some(_), Some(_)) => anyhow::bail!("give --mask or --outpaint, not both"),
+        (Some(margins), None) => {
+            let (canvas, mask) = picture.extended(margins);
+            (canvas, Some(mask))
+        }
+        (None, Some(mask)) => (picture, Some(Mask::open(mask, MAX_INPUT_PIXELS)?)),
+        (None, None) => (picture, None),
+    };
+    let strength = args
+        .strength
+        .unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
+    Ok(Some(ImageInput {
+        image: Arc::new(image),
+        strength,
+        mask: mask.map(Arc::new),
+        outpaint: args.outpaint,
+    }))
 }
 
 /// One written image.
@@ -91,6 +156,8 @@ struct Report {
     scheduler: &'static str,
     prompt_truncated: bool,
     stopped_early: bool,
+    /// Inputs resized to the request's size.
+    resized: Vec<String>,
 }
 
 /// A `--lora` argument: a file or an imported LoRA's name, and the weight after its last `:`
@@ -139,6 +206,15 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let seed = args.seed.unwrap_or_else(random_seed);
+    let init = image_input(&args)?;
+    // The size of the image to start from, unless given.
+    let (width, height) = match &init {
+        Some(input) => (
+            args.width.unwrap_or(input.image.width),
+            args.height.unwrap_or(input.image.height),
+        ),
+        None => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
+    };
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -194,11 +270,13 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         steps: args.steps,
         guidance: args.guidance,
         seed,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         count: args.count,
         scheduler,
         init_latents: args.latents.clone(),
+        noise: args.noise.clone(),
+        init,
         preview_every: 0,
         size_conditions: SizeConditions {
             original_size: args.original_size,
@@ -216,6 +294,7 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| args.model.display().to_string());
     let mut written = Vec::new();
+    bar.set_length((request.steps_run() * args.count) as u64);
     let generation = model.generate(
         &request,
         &Control::default(),
@@ -252,12 +331,16 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     if generation.prompt_truncated {
         eprintln!("warning: the prompt is longer than the model reads; its end was cut");
     }
+    for note in &generation.resized {
+        eprintln!("note: {note}");
+    }
     if json {
         let report = Report {
             images: written,
             scheduler: generation.scheduler.name(),
             prompt_truncated: generation.prompt_truncated,
             stopped_early: generation.stopped_early,
+            resized: generation.resized,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

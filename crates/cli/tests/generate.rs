@@ -292,3 +292,267 @@ fn a_single_file_checkpoint_with_two_loras_records_them_in_the_recipe() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("is a checkpoint, not a LoRA"));
 }
+
+/// `generate` with the img2img fixture's prompt and settings (DDIM, guidance 7.5, no negative).
+fn generate_fixture(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_selfdiffusion-cli"))
+        .args([
+            "generate",
+            "a photograph of an astronaut riding a horse on mars",
+            "--scheduler",
+            "ddim",
+            "--guidance",
+            "7.5",
+            "--device",
+            "cpu",
+            "--json",
+        ])
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn img2img_and_inpaint_from_the_command_line_match_diffusers() {
+    let (fixture, sd15) = match (
+        common::named_fixture("tiny-sd15-img2img"),
+        common::fixture(),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(msg), _) | (_, Err(msg)) => {
+            eprintln!("skipped: {msg}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = fixture.join("inputs");
+    let reference = fixture.join("reference");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let runs = [
+        (
+            "img2img",
+            sd15.join("model"),
+            vec![
+                "--steps".to_owned(),
+                "5".to_owned(),
+                "--strength".to_owned(),
+                "0.6".to_owned(),
+            ],
+        ),
+        (
+            "inpaint",
+            sd15.join("model"),
+            vec![
+                "--steps".to_owned(),
+                "4".to_owned(),
+                "--strength".to_owned(),
+                "0.75".to_owned(),
+                "--mask".to_owned(),
+                path(&inputs.join("mask.png")),
+            ],
+        ),
+        (
+            "inpaint9",
+            fixture.join("model-inpaint9"),
+            vec![
+                "--steps".to_owned(),
+                "4".to_owned(),
+                "--mask".to_owned(),
+                path(&inputs.join("mask.png")),
+                "--latents".to_owned(),
+                path(&sd15.join("reference/init_latents.safetensors")),
+            ],
+        ),
+    ];
+    for (name, model, args) in runs {
+        let noise = path(&reference.join(format!("{name}_noise.safetensors")));
+        let mut extra = vec![
+            "--init-image".to_owned(),
+            path(&inputs.join("init_image.png")),
+            "--noise".to_owned(),
+            noise,
+        ];
+        extra.extend(args);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let run = generate_fixture(&model, &dir.path().join(name), &extra);
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let written = std::path::PathBuf::from(report["images"][0]["path"].as_str().unwrap());
+        let ours = pixels(&written);
+        // diffusers' image in 0..1, rounded to 8 bits (`image.png` shows it 4× larger).
+        let outputs = common::load_tensors(&reference.join(name).join("outputs.safetensors"));
+        let theirs: Vec<u8> = (&outputs["image"] * 255.0)
+            .unwrap()
+            .round()
+            .unwrap()
+            .to_dtype(candle_core::DType::U8)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "{name}: pixels differ by up to {worst}");
+        let recipe = embedded_recipe(&std::fs::read(&written).unwrap()).unwrap();
+        let source = recipe.source.expect("the recipe records the init image");
+        assert_eq!(source.image_sha256.len(), 64);
+        assert_eq!(source.mask_sha256.is_some(), name != "img2img");
+        let text = String::from_utf8_lossy(&std::fs::read(&written).unwrap()).into_owned();
+        assert!(
+            text.contains(&format!("Denoising strength: {}", source.strength)),
+            "{name}: the A1111 parameters name the strength"
+        );
+    }
+}
+
+#[test]
+fn bad_image_inputs_are_clear_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    common::tiny_model(&model);
+    let out = dir.path().join("out");
+    let not_image = dir.path().join("notes.png");
+    std::fs::write(&not_image, b"these are not pixels").unwrap();
+    let truncated = dir.path().join("half.png");
+    let mut png = Vec::new();
+    image::DynamicImage::new_rgb8(64, 64)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let good = dir.path().join("good.png");
+    std::fs::write(&good, &png).unwrap();
+    let p = |path: &std::path::Path| path.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--init-image".into(), p(&not_image)],
+            "not a PNG, JPEG or WebP image",
+        ),
+        (vec!["--init-image".into(), p(&truncated)], "truncated"),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
+                "--strength".into(),
+                "1.5".into(),
+            ],
+            "strength 1.5 is outside 0 to 1",
+        ),
+        (
+            vec!["--strength".into(), "0.5".into()],
+            "--strength goes with --init-image",
+        ),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
+                "--outpaint".into(),
+                "8,8".into(),
+            ],
+            "give four pixel counts",
+        ),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
+                "--outpaint".into(),
+                "2048,0,0,0".into(),
+            ],
+            "width must be",
+        ),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
+                "--mask".into(),
+                p(&not_image),
+            ],
+            "the mask",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let args: Vec<&str> = [
+            &["--steps", "2"][..],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat();
+        let run = generate(&model, &out, &args);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written for a refused run"
+    );
+
+    // A mask of another size is resized, and the run says so; an outpaint widens the image.
+    let small_mask = dir.path().join("mask.png");
+    image::DynamicImage::new_luma8(32, 32)
+        .save(&small_mask)
+        .unwrap();
+    let run = generate(
+        &model,
+        &out,
+        &[
+            "--steps",
+            "2",
+            "--init-image",
+            &p(&good),
+            "--mask",
+            &p(&small_mask),
+            "--json",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        report["resized"][0],
+        "the mask was resized from 32×32 to 64×64"
+    );
+    let run = generate(
+        &model,
+        &out,
+        &[
+            "--steps",
+            "2",
+            "--init-image",
+            &p(&good),
+            "--outpaint",
+            "8,8,0,16",
+            "--json",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["images"][0]["width"], 80);
+    assert_eq!(report["images"][0]["height"], 80);
+    let recipe =
+        embedded_recipe(&std::fs::read(report["images"][0]["path"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(recipe.source.unwrap().outpaint, Some([8, 8, 0, 16]));
+}

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use selfdiffusion_recipe::SourceImage;
+use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 
@@ -26,6 +28,8 @@ pub struct Picture {
     pub height: usize,
     /// RGB, 8 bits per channel, row-major.
     pub rgb: Vec<u8>,
+    /// SHA-256 (hex) of the file it was decoded from, as recipes name it.
+    pub sha256: String,
 }
 
 /// A greyscale mask: white repaints, black keeps (values at or above 128 count as white).
@@ -37,6 +41,16 @@ pub struct Mask {
     pub height: usize,
     /// One byte per pixel, row-major.
     pub luma: Vec<u8>,
+    /// SHA-256 (hex) of the file it was decoded from (of its pixels when made here).
+    pub sha256: String,
+}
+
+/// SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl fmt::Debug for Picture {
@@ -94,6 +108,7 @@ impl Picture {
     pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Picture> {
         Ok(Self::from_rgb(
             decode(bytes, "the image to start from", max_pixels)?.into_rgb8(),
+            sha256_hex(bytes),
         ))
     }
 
@@ -102,11 +117,22 @@ impl Picture {
         Self::decode(&read(path)?, max_pixels).map_err(|e| named(e, path))
     }
 
-    fn from_rgb(image: RgbImage) -> Picture {
+    fn from_rgb(image: RgbImage, sha256: String) -> Picture {
         Picture {
             width: image.width() as usize,
             height: image.height() as usize,
             rgb: image.into_raw(),
+            sha256,
+        }
+    }
+
+    /// A picture made from pixels here (not decoded from a file).
+    pub fn from_pixels(width: usize, height: usize, rgb: Vec<u8>) -> Picture {
+        Picture {
+            width,
+            height,
+            sha256: sha256_hex(&rgb),
+            rgb,
         }
     }
 
@@ -120,12 +146,42 @@ impl Picture {
         if (width, height) == (self.width, self.height) {
             return self.clone();
         }
-        Self::from_rgb(image::imageops::resize(
-            &self.image(),
-            width as u32,
-            height as u32,
-            FilterType::Lanczos3,
-        ))
+        Self::from_rgb(
+            image::imageops::resize(
+                &self.image(),
+                width as u32,
+                height as u32,
+                FilterType::Lanczos3,
+            ),
+            self.sha256.clone(),
+        )
+    }
+
+    /// Outpainting's canvas: this picture with `[left, right, top, bottom]` pixels added, the
+    /// new pixels copied from the nearest edge, and the mask that repaints exactly them.
+    pub fn extended(&self, margins: [u32; 4]) -> (Picture, Mask) {
+        let [left, right, top, bottom] = margins.map(|m| m as usize);
+        let (width, height) = (self.width + left + right, self.height + top + bottom);
+        let mut rgb = Vec::with_capacity(width * height * 3);
+        let mut luma = Vec::with_capacity(width * height);
+        for y in 0..height {
+            let sy = y.saturating_sub(top).min(self.height - 1);
+            for x in 0..width {
+                let sx = x.saturating_sub(left).min(self.width - 1);
+                let at = (sy * self.width + sx) * 3;
+                rgb.extend_from_slice(&self.rgb[at..at + 3]);
+                let inside =
+                    (left..left + self.width).contains(&x) && (top..top + self.height).contains(&y);
+                luma.push(if inside { 0 } else { 255 });
+            }
+        }
+        let picture = Picture {
+            width,
+            height,
+            rgb,
+            sha256: self.sha256.clone(),
+        };
+        (picture, Mask::from_luma(width, height, luma))
     }
 
     /// `[1, 3, h, w]` in [−1, 1]: value / 255 · 2 − 1, as diffusers normalises.
@@ -135,9 +191,11 @@ impl Picture {
             .iter()
             .map(|&v| f32::from(v) / 255.0 * 2.0 - 1.0)
             .collect();
-        Ok(Tensor::from_vec(values, (1, self.height, self.width, 3), device)?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?)
+        Ok(
+            Tensor::from_vec(values, (1, self.height, self.width, 3), device)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?,
+        )
     }
 }
 
@@ -145,7 +203,7 @@ impl Mask {
     /// Decodes a mask file's bytes; colour is converted to grey (luma), alpha dropped.
     pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Mask> {
         let grey: GrayImage = decode(bytes, "the mask", max_pixels)?.into_luma8();
-        Ok(Self::from_grey(grey))
+        Ok(Self::from_grey(grey, sha256_hex(bytes)))
     }
 
     /// Reads and decodes a mask file.
@@ -153,11 +211,22 @@ impl Mask {
         Self::decode(&read(path)?, max_pixels).map_err(|e| named(e, path))
     }
 
-    fn from_grey(image: GrayImage) -> Mask {
+    fn from_grey(image: GrayImage, sha256: String) -> Mask {
         Mask {
             width: image.width() as usize,
             height: image.height() as usize,
             luma: image.into_raw(),
+            sha256,
+        }
+    }
+
+    /// A mask made from pixels here (not decoded from a file).
+    pub fn from_luma(width: usize, height: usize, luma: Vec<u8>) -> Mask {
+        Mask {
+            width,
+            height,
+            sha256: sha256_hex(&luma),
+            luma,
         }
     }
 
@@ -168,12 +237,10 @@ impl Mask {
         }
         let image = GrayImage::from_raw(self.width as u32, self.height as u32, self.luma.clone())
             .expect("a mask's bytes fit its size");
-        Self::from_grey(image::imageops::resize(
-            &image,
-            width as u32,
-            height as u32,
-            FilterType::Lanczos3,
-        ))
+        Self::from_grey(
+            image::imageops::resize(&image, width as u32, height as u32, FilterType::Lanczos3),
+            self.sha256.clone(),
+        )
     }
 
     /// Whether the pixel at `(x, y)` is repainted: value / 255 ≥ 0.5, diffusers' binarisation
@@ -195,11 +262,7 @@ impl Mask {
 
     /// A mask of `width`×`height` that repaints everything.
     pub fn everything(width: usize, height: usize) -> Mask {
-        Mask {
-            width,
-            height,
-            luma: vec![255; width * height],
-        }
+        Mask::from_luma(width, height, vec![255; width * height])
     }
 }
 
@@ -224,6 +287,9 @@ pub struct ImageInput {
     pub strength: f64,
     /// The part to repaint; none redraws the whole image.
     pub mask: Option<Arc<Mask>>,
+    /// Outpainting: the pixels added left, right, top and bottom of the image the user gave
+    /// (`image` and `mask` are the extended canvas; see [`Picture::extended`]).
+    pub outpaint: Option<[u32; 4]>,
 }
 
 impl ImageInput {
@@ -232,6 +298,20 @@ impl ImageInput {
     pub fn first_step(&self, steps: usize) -> usize {
         let run = ((steps as f64 * self.strength) as usize).min(steps);
         steps - run
+    }
+
+    /// What a recipe records of this input.
+    pub fn recipe(&self) -> SourceImage {
+        SourceImage {
+            image_sha256: self.image.sha256.clone(),
+            strength: self.strength,
+            mask_sha256: match self.outpaint {
+                // The mask of an outpaint follows from its margins.
+                Some(_) => None,
+                None => self.mask.as_ref().map(|m| m.sha256.clone()),
+            },
+            outpaint: self.outpaint,
+        }
     }
 
     /// Checks the strength.
@@ -261,13 +341,10 @@ mod tests {
     #[test]
     fn strength_picks_the_first_step_as_diffusers() {
         let input = |strength| ImageInput {
-            image: Arc::new(Picture {
-                width: 1,
-                height: 1,
-                rgb: vec![0; 3],
-            }),
+            image: Arc::new(Picture::from_pixels(1, 1, vec![0; 3])),
             strength,
             mask: None,
+            outpaint: None,
         };
         assert_eq!(input(0.6).first_step(5), 2);
         assert_eq!(input(0.75).first_step(4), 1);
@@ -280,10 +357,18 @@ mod tests {
 
     #[test]
     fn bad_files_get_clear_errors() {
-        let err = |bytes: &[u8]| Picture::decode(bytes, MAX_INPUT_PIXELS).unwrap_err().to_string();
+        let err = |bytes: &[u8]| {
+            Picture::decode(bytes, MAX_INPUT_PIXELS)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(b"not an image at all").contains("not a PNG"));
         let whole = png(DynamicImage::new_rgb8(16, 16));
-        assert!(err(&whole[..whole.len() / 2]).contains("truncated"), "{}", err(&whole[..whole.len() / 2]));
+        assert!(
+            err(&whole[..whole.len() / 2]).contains("truncated"),
+            "{}",
+            err(&whole[..whole.len() / 2])
+        );
         let big = png(DynamicImage::new_rgb8(64, 64));
         let e = Picture::decode(&big, 32 * 32).unwrap_err().to_string();
         assert!(e.contains("64×64") && e.contains("1024 pixels"), "{e}");
@@ -301,12 +386,25 @@ mod tests {
     }
 
     #[test]
+    fn outpainting_extends_from_the_edges_and_masks_only_the_new_pixels() {
+        let picture = Picture::from_pixels(2, 1, vec![10, 20, 30, 40, 50, 60]);
+        let (canvas, mask) = picture.extended([1, 2, 1, 0]);
+        assert_eq!((canvas.width, canvas.height), (5, 2));
+        assert_eq!(canvas.sha256, picture.sha256);
+        let px = |x: usize, y: usize| &canvas.rgb[(y * 5 + x) * 3..(y * 5 + x) * 3 + 3];
+        assert_eq!(px(0, 0), &[10, 20, 30]);
+        assert_eq!(px(1, 1), &[10, 20, 30]);
+        assert_eq!(px(2, 1), &[40, 50, 60]);
+        assert_eq!(px(4, 0), &[40, 50, 60]);
+        assert_eq!(
+            mask.luma,
+            vec![255, 255, 255, 255, 255, 255, 0, 0, 255, 255]
+        );
+    }
+
+    #[test]
     fn the_latent_mask_takes_each_blocks_top_left_pixel() {
-        let mut mask = Mask {
-            width: 4,
-            height: 4,
-            luma: vec![0; 16],
-        };
+        let mut mask = Mask::from_luma(4, 4, vec![0; 16]);
         mask.luma[0] = 255; // top-left of block (0, 0)
         mask.luma[3] = 255; // inside block (0, 1), not its top-left
         mask.luma[2 * 4 + 2] = 200; // top-left of block (1, 1)

@@ -42,8 +42,8 @@ pub use model::{
 };
 pub use noise::{load_latents, GivenNoise, NoiseSource, SeededNoise};
 pub use pipeline::{
-    Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver,
-    Observer, Phase, Progress, Request, LIMITS,
+    Conditioning, Control, GeneratedImage, Generation, ImageSink, NoObserver, Observer, Phase,
+    Progress, Request, LIMITS,
 };
 pub use preview::Preview;
 pub use schedulers::SchedulerKind;

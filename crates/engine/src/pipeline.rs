@@ -127,6 +127,7 @@ impl Request {
             backend: Some(backend.to_owned()),
             loras: image.loras.clone(),
             size_conditions: self.size_conditions,
+            source: self.init.as_ref().map(ImageInput::recipe),
             ..Recipe::default()
         }
     }
@@ -537,12 +538,11 @@ impl StableDiffusion {
             clock.denoise_time += started.elapsed();
             clock.steps_done += 1;
             let done = run + 1;
-            let preview = (req.preview_every > 0
-                && done % req.preview_every == 0
-                && i + 1 < timesteps.len())
-            .then(|| Preview::from_latents(&latents))
-            .transpose()?
-            .flatten();
+            let preview =
+                (req.preview_every > 0 && done % req.preview_every == 0 && i + 1 < timesteps.len())
+                    .then(|| Preview::from_latents(&latents))
+                    .transpose()?
+                    .flatten();
             on_step(done, preview, clock);
         }
         if control.cancelled() {

@@ -100,11 +100,11 @@ impl StableDiffusion {
         let Some(input) = &req.init else {
             let inpaint = if nine {
                 // Nothing to keep: the whole canvas is masked and the masked image is blank.
-                let blank = Picture {
-                    width: req.width,
-                    height: req.height,
-                    rgb: vec![128; req.width * req.height * 3],
-                };
+                let blank = Picture::from_pixels(
+                    req.width,
+                    req.height,
+                    vec![128; req.width * req.height * 3],
+                );
                 let mask = Mask::everything(req.width, req.height);
                 Some(self.condition(&blank, &mask, noise)?)
             } else {

@@ -20,7 +20,10 @@ const IMAGE_TOL: f32 = 1e-3;
 
 /// The img2img fixture and the tiny-sd15 one (whose model and start latents it uses).
 fn fixtures() -> Option<(PathBuf, PathBuf)> {
-    match (named_fixture("tiny-sd15-img2img"), named_fixture("tiny-sd15")) {
+    match (
+        named_fixture("tiny-sd15-img2img"),
+        named_fixture("tiny-sd15"),
+    ) {
         (Ok(a), Ok(b)) => Some((a, b)),
         (Err(msg), _) | (_, Err(msg)) => {
             eprintln!("skipped: {msg}");
@@ -36,6 +39,7 @@ fn input(dir: &Path, strength: f64, masked: bool) -> ImageInput {
         strength,
         mask: masked
             .then(|| Arc::new(Mask::open(&inputs.join("mask.png"), MAX_INPUT_PIXELS).unwrap())),
+        outpaint: None,
     }
 }
 
@@ -122,7 +126,10 @@ fn img2img_matches_diffusers() {
     )
     .unwrap();
     let rec = run(&model, &req, &mut noise);
-    compare(&rec, &load(&dir.join("reference/img2img/outputs.safetensors")));
+    compare(
+        &rec,
+        &load(&dir.join("reference/img2img/outputs.safetensors")),
+    );
 }
 
 #[test]
@@ -170,7 +177,12 @@ fn inpaint_with_a_9_channel_unet_matches_diffusers() {
     // The UNet's extra channels are the latent mask and the masked image's latents.
     let extra = rec.unet[0].0.narrow(1, 4, 5).unwrap();
     let expected = Tensor::cat(&[&out["mask_latent"], &out["masked_image_latents"]], 1).unwrap();
-    check("mask and masked image latents", &extra, &expected, LATENT_TOL);
+    check(
+        "mask and masked image latents",
+        &extra,
+        &expected,
+        LATENT_TOL,
+    );
 }
 
 #[test]
@@ -202,7 +214,12 @@ fn strength_0_returns_the_image_through_the_vae() {
         .unwrap()
         .permute((0, 2, 3, 1))
         .unwrap();
-    check("strength 0 image", rec.image.as_ref().unwrap(), &expected, 1e-5);
+    check(
+        "strength 0 image",
+        rec.image.as_ref().unwrap(),
+        &expected,
+        1e-5,
+    );
     check(
         "strength 0 start",
         rec.start.as_ref().unwrap(),

@@ -246,6 +246,8 @@ impl Queue {
             count: spec.count,
             scheduler: spec.scheduler,
             init_latents: None,
+            noise: None,
+            init: None,
             preview_every: 5,
             size_conditions: spec.size_conditions,
         };

@@ -47,12 +47,31 @@ pub struct Recipe {
     /// SDXL size conditions the user set (none: the defaults).
     #[serde(default, skip_serializing_if = "SizeConditions::is_default")]
     pub size_conditions: SizeConditions,
+    /// img2img and inpainting: the image it started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceImage>,
     /// Cloud job id, when generated in the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What an img2img or inpainting image started from, by content, so the run can be remade
+/// from the same files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceImage {
+    /// SHA-256 (hex) of the image file it started from.
+    pub image_sha256: String,
+    /// How much of the image was redrawn, 0 to 1 (AUTOMATIC1111's "Denoising strength").
+    pub strength: f64,
+    /// SHA-256 (hex) of the mask file, when inpainting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_sha256: Option<String>,
+    /// Outpainting: the pixels added left, right, top and bottom of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outpaint: Option<[u32; 4]>,
 }
 
 /// A LoRA as a recipe records it.
@@ -108,6 +127,9 @@ impl Recipe {
         }
         if let (Some(w), Some(h)) = (self.width, self.height) {
             settings.push(format!("Size: {w}x{h}"));
+        }
+        if let Some(source) = &self.source {
+            settings.push(format!("Denoising strength: {}", source.strength));
         }
         if let Some(v) = &self.model {
             settings.push(format!("Model: {}", quote_if_needed(v)));

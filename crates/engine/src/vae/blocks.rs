@@ -110,7 +110,6 @@ impl AttentionBlock {
     }
 }
 
-
 /// The middle of the encoder and of the decoder: resnet, attention, resnet.
 pub(super) struct MidBlock {
     first: Resnet,

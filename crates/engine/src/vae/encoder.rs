@@ -49,7 +49,9 @@ impl Posterior {
     /// A sample: mean + std · `noise` (standard normal, the mean's shape), as
     /// `latent_dist.sample()` draws it.
     pub fn sample(&self, noise: &Tensor) -> Result<Tensor> {
-        let noise = noise.to_device(self.mean.device())?.to_dtype(self.mean.dtype())?;
+        let noise = noise
+            .to_device(self.mean.device())?
+            .to_dtype(self.mean.dtype())?;
         Ok((&self.mean + (&self.std * noise)?)?)
     }
 }
@@ -85,7 +87,15 @@ impl VaeEncoder {
                 ..Default::default()
             };
             let downsample = (i + 1 < channels.len())
-                .then(|| conv2d(cout, cout, 3, halve, bvb.pp("downsamplers").pp("0").pp("conv")))
+                .then(|| {
+                    conv2d(
+                        cout,
+                        cout,
+                        3,
+                        halve,
+                        bvb.pp("downsamplers").pp("0").pp("conv"),
+                    )
+                })
                 .transpose()?;
             down.push(DownBlock {
                 resnets,

@@ -63,9 +63,10 @@ impl Tiling {
         for i in (0..h).step_by(stride) {
             let mut row: Vec<Tensor> = Vec::new();
             for j in (0..w).step_by(stride) {
-                let tile = input
-                    .narrow(2, i, self.tile.min(h - i))?
-                    .narrow(3, j, self.tile.min(w - j))?;
+                let tile =
+                    input
+                        .narrow(2, i, self.tile.min(h - i))?
+                        .narrow(3, j, self.tile.min(w - j))?;
                 let mut tile = forward(&tile)?;
                 if let Some(above) = rows.last() {
                     tile = blend(&above[row.len()], &tile, self.blend, 2)?;
