@@ -183,7 +183,7 @@ fn lora_spec(spec: &str) -> Result<(PathBuf, f64)> {
 
 /// Writes `bytes` as `<stem>.png` in `dir` (or `<stem>-2.png`… when taken), atomically, so a
 /// half-written PNG never has the final name.
-fn write_new(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf> {
+pub(crate) fn write_new(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf> {
     let mut path = dir.join(format!("{stem}.png"));
     let mut n = 2;
     while path.exists() {

@@ -2,6 +2,7 @@
 
 mod generate;
 mod models;
+mod upscale;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Generate images locally from a prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Make an image 2 or 4 times larger (ESRGAN, or Lanczos without a model).
+    Upscale(upscale::UpscaleArgs),
     /// List, download, verify or import models.
     Models {
         #[command(subcommand)]
@@ -178,6 +181,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => {
             generate::run(*args, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upscale(args) => {
+            upscale::run(args, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { action } => {

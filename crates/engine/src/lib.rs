@@ -26,6 +26,7 @@ mod start;
 mod text;
 mod tokenizer;
 mod unet;
+mod upscaler;
 pub mod vae;
 mod weights_file;
 
@@ -52,6 +53,7 @@ pub use single_file::{Checkpoint, Family};
 pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::{AddedCond, UNet};
+pub use upscaler::Upscaler;
 pub use vae::{Posterior, Vae, VaeDecoder, VaeEncoder};
 
 /// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.

@@ -50,6 +50,9 @@ pub struct Recipe {
     /// img2img and inpainting: the image it started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceImage>,
+    /// An upscaled image: how, and from which file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscale: Option<Upscale>,
     /// Cloud job id, when generated in the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
@@ -72,6 +75,17 @@ pub struct SourceImage {
     /// Outpainting: the pixels added left, right, top and bottom of the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outpaint: Option<[u32; 4]>,
+}
+
+/// How an image was made larger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upscale {
+    /// How many times wider and taller.
+    pub factor: u32,
+    /// `lanczos`, or the name of the ESRGAN weight file.
+    pub upscaler: String,
+    /// SHA-256 (hex) of the file that was upscaled.
+    pub source_sha256: String,
 }
 
 /// A LoRA as a recipe records it.
@@ -130,6 +144,13 @@ impl Recipe {
         }
         if let Some(source) = &self.source {
             settings.push(format!("Denoising strength: {}", source.strength));
+        }
+        if let Some(upscale) = &self.upscale {
+            settings.push(format!("Postprocess upscale by: {}", upscale.factor));
+            settings.push(format!(
+                "Postprocess upscaler: {}",
+                quote_if_needed(&upscale.upscaler)
+            ));
         }
         if let Some(v) = &self.model {
             settings.push(format!("Model: {}", quote_if_needed(v)));
