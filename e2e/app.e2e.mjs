@@ -469,6 +469,74 @@ try {
       await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
     });
 
+    await step('start from a gallery image: paint a mask, inpaint, upscale ×2; reuse remakes the inpainted file', async () => {
+      await go('library');
+      await wd.exec('document.querySelector("#gallery .tile").click()');
+      await wd.waitFor('#viewer[open] #viewer-use-input');
+      await wd.click('#viewer-use-input');
+      await wd.waitFor('#screen-create');
+      await wd.until(() => wd.exec('return document.getElementById("create-input").dataset.mode === "img2img"'), 'the image chosen to start from');
+      assert.equal(await wd.exec('return document.querySelector(arguments[0]).value', param('width')), '128', 'the size of the image');
+      await wd.exec('document.getElementById("create-input-mask").click()');
+      await wd.waitFor('#mask-dialog[open] #mask-canvas');
+      await wd.until(() => wd.exec('return document.getElementById("mask-image").complete && document.getElementById("mask-canvas").width === 128'), 'the painter at the image size');
+      // A stroke across the middle, as a mouse would draw it.
+      await wd.exec(`
+        const c = document.getElementById('mask-canvas'), r = c.getBoundingClientRect();
+        const at = (type, fx, fy) => c.dispatchEvent(new PointerEvent(type, { clientX: r.left + r.width * fx, clientY: r.top + r.height * fy, pointerId: 1, bubbles: true }));
+        at('pointerdown', 0.3, 0.4); at('pointermove', 0.5, 0.5); at('pointermove', 0.7, 0.6); at('pointerup', 0.7, 0.6);`);
+      const painted = await wd.exec(`
+        const c = document.getElementById('mask-canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let white = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 127) white++; return white;`);
+      assert.ok(painted > 500 && painted < 128 * 128 / 2, `painted pixels: ${painted}`);
+      await shot('mask-painter.png');
+      await wd.click('#mask-save');
+      await wd.until(() => wd.exec('return document.getElementById("create-input").dataset.mode === "inpaint"'), 'the mask in use');
+      assert.equal(await wd.text('#create-strength-value'), '1.00', 'a painted area is redrawn whole');
+      await setValue('#create-strength', 0.8);
+      await setValue(param('steps'), 8);
+      await setValue(param('seed'), 11);
+      await generateEnabled();
+      await shot('create-inpaint.png');
+      await wd.click('#create-submit');
+      await go('library');
+      await wd.until(async () => (await tiles()) === 4, 'the inpainted image', 120000);
+      await go('create');
+      await wd.click('#create-image');
+      await wd.waitFor('#viewer[open] #viewer-recipe');
+      assert.match(await wd.text('#viewer-recipe dd[data-field="started-from"]'), /^inpaint · strength 0\.8 · image [0-9a-f]{12}$/);
+      const inpainted = await wd.text('#viewer-recipe dd[data-field="sha-256"]');
+      await wd.click('#viewer-upscale-2');
+      await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="upscaled"]')) === '×2 (lanczos)', 'the upscaled image in the viewer', 60000);
+      assert.match(await wd.text('#viewer-recipe dd[data-field="pixels"]'), /^256×256 PNG$/);
+      assert.match(await wd.text('#viewer-recipe dd[data-field="started-from"]'), /^inpaint/, 'the recipe carried over');
+      await shot('viewer-upscaled.png');
+      await wd.keys(Keys.ESCAPE);
+      await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
+      await go('library');
+      await wd.until(async () => (await tiles()) === 5, 'the upscaled image in the gallery');
+      // Reuse the inpainted image's parameters: the same image, mask and strength; the same file.
+      await go('create');
+      await wd.exec('document.querySelectorAll("#create-strip .thumb")[1].click()');
+      await wd.until(async () => (await wd.exec('return document.getElementById("create-caption").textContent')).includes("128×128 · seed 11"), "the inpainted image on the stage");
+      await wd.exec('document.querySelector("#create-input-clear").click()');
+      await wd.click('#create-reuse');
+      await wd.until(() => wd.exec('return document.getElementById("create-input").dataset.mode === "inpaint"'), 'the input restored from the recipe');
+      assert.equal(await wd.text('#create-strength-value'), '0.80');
+      assert.equal(await wd.exec('return document.querySelector(arguments[0]).value', param('seed')), '11');
+      await generateEnabled();
+      await wd.click('#create-submit');
+      await go('library');
+      await wd.until(async () => (await tiles()) === 6, 'the remade image', 120000);
+      await go('create');
+      await wd.click('#create-image');
+      await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="sha-256"]')) === inpainted, 'the inpainted file remade bit for bit');
+      await wd.keys(Keys.ESCAPE);
+      await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
+      await wd.exec('document.getElementById("create-input-clear").click()');
+      await wd.until(() => wd.exec('return document.getElementById("create-input").dataset.mode === "none"'), 'back to text to image');
+    });
+
     if (cloud) {
       await step('sign up, confirm and log in on the Account screen', async () => {
         assert.equal(await wd.exec('return document.querySelector(\'#create-backend option[value="cloud"]\').disabled'), true, 'cloud needs a login');

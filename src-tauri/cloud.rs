@@ -319,6 +319,9 @@ pub struct CloudJobParams {
     width: u32,
     height: u32,
     count: u32,
+    /// An image to start from (img2img, inpainting, outpainting), sent with the request.
+    #[serde(default)]
+    init: Option<crate::inputs::InputParams>,
 }
 
 /// A queued cloud job.
@@ -368,7 +371,7 @@ pub async fn submit_cloud_job(app: AppHandle, params: CloudJobParams) -> CmdResu
         let seed = params
             .seed
             .unwrap_or_else(selfdiffusion_recipe::random_seed);
-        let request = GenerateRequest {
+        let mut request = GenerateRequest {
             prompt: params.prompt.trim().to_owned(),
             samples: params.count,
             negative_prompt: Some(params.negative_prompt.trim().to_owned())
@@ -383,7 +386,11 @@ pub async fn submit_cloud_job(app: AppHandle, params: CloudJobParams) -> CmdResu
             // <lora:name:w> tags in the prompt name the server's LoRAs; it reads them itself.
             loras: None,
             lora_scale: None,
+            ..GenerateRequest::default()
         };
+        if let Some(init) = &params.init {
+            init.send_with(&library, &mut request)?;
+        }
         let id = spawn_job(
             &app,
             &cloud,

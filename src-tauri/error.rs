@@ -80,7 +80,8 @@ impl From<LibraryError> for CommandError {
             | LibraryError::CorruptImage { .. } => ErrorKind::Invalid,
             LibraryError::ProjectNotFound(_)
             | LibraryError::ProjectNameNotFound(_)
-            | LibraryError::ImageNotFound(_) => ErrorKind::NotFound,
+            | LibraryError::ImageNotFound(_)
+            | LibraryError::InputNotFound(_) => ErrorKind::NotFound,
             LibraryError::DuplicateName(_) | LibraryError::ProjectBusy { .. } => {
                 ErrorKind::Conflict
             }
@@ -137,7 +138,9 @@ impl From<CloudError> for CommandError {
 impl From<EngineError> for CommandError {
     fn from(e: EngineError) -> Self {
         let kind = match e {
-            EngineError::InvalidRequest(_) | EngineError::UnknownScheduler(_) => ErrorKind::Invalid,
+            EngineError::InvalidRequest(_)
+            | EngineError::UnknownScheduler(_)
+            | EngineError::BadImage { .. } => ErrorKind::Invalid,
             EngineError::Cancelled => ErrorKind::Cancelled,
             _ => ErrorKind::Failed,
         };

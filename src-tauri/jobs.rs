@@ -125,6 +125,9 @@ pub struct JobParams {
     /// SDXL's size conditions (advanced parameters); absent = the defaults.
     #[serde(default)]
     size_conditions: SizeConditions,
+    /// An image to start from (img2img, inpainting, outpainting).
+    #[serde(default)]
+    init: Option<crate::inputs::InputParams>,
 }
 
 /// A queued job and the seed it will use.
@@ -160,6 +163,10 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
             .seed
             .unwrap_or_else(selfdiffusion_recipe::random_seed);
         let library = app.state::<AppState>().library()?;
+        let init = params
+            .init
+            .map(|input| crate::inputs::job_input(&library, input))
+            .transpose()?;
         let queue = app.state::<LocalJobs>().queue(&app, library)?;
         let id = queue.submit(JobSpec {
             project_id: params.project_id,
@@ -176,6 +183,7 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
             count: params.count,
             scheduler,
             size_conditions: params.size_conditions,
+            init,
         })?;
         Ok(Submitted { id, seed })
     })

@@ -7,6 +7,7 @@ mod commands;
 mod dialogs;
 mod error;
 mod events;
+mod inputs;
 mod jobs;
 mod logging;
 mod models;
@@ -68,6 +69,9 @@ fn main() {
             jobs::cancel_job,
             jobs::stop_job,
             jobs::list_jobs,
+            inputs::keep_input,
+            inputs::input_info,
+            inputs::upscale_image,
             cloud::account_status,
             cloud::set_cloud_settings,
             cloud::account_sign_up,

@@ -24,6 +24,7 @@
 /** @typedef {import('./types.js').CloudJobParams} CloudJobParams */
 /** @typedef {import('./types.js').Submitted} Submitted */
 /** @typedef {import('./types.js').Backend} Backend */
+/** @typedef {import('./types.js').InputInfo} InputInfo */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
 /** @typedef {import('./types.js').CloudSettings} CloudSettings */
 /** @typedef {import('./events.js').TauriEventMap} TauriEventMap */
@@ -142,6 +143,17 @@ export const api = {
   stopJob: (id) => invoke('stop_job', { id }),
   /** @returns {Promise<Job[]>} */
   listJobs: () => invoke('list_jobs'),
+  /**
+   * Keeps an image to start from (or a painted mask) in the library, by content: a library
+   * image, a file, or PNG bytes in base64.
+   * @param {{ imageId?: number, path?: string, dataBase64?: string }} source
+   * @returns {Promise<InputInfo>}
+   */
+  keepInput: (source) => invoke('keep_input', source),
+  /** @param {string} sha256 @returns {Promise<InputInfo>} */
+  inputInfo: (sha256) => invoke('input_info', { sha256 }),
+  /** @param {number} imageId @param {number} factor 2 or 4 @returns {Promise<ImageDetail>} the new image */
+  upscaleImage: (imageId, factor) => invoke('upscale_image', { imageId, factor }),
   /** @param {string} id @returns {Promise<ModelEntry[]>} the model list afterwards */
   downloadModel: (id) => invoke('download_model', { id }),
   /** @returns {Promise<void>} */
@@ -219,4 +231,12 @@ export function setLibraryRoot(root) {
 export function fileUrl(relative) {
   const sep = libraryRoot.includes('\\') && !libraryRoot.includes('/') ? '\\' : '/';
   return window.__TAURI__.core.convertFileSrc(libraryRoot + sep + relative.split('/').join(sep));
+}
+
+/**
+ * The asset-protocol URL of an absolute path inside the library folder (a kept input).
+ * @param {string} path
+ */
+export function convertFile(path) {
+  return window.__TAURI__.core.convertFileSrc(path);
 }

@@ -68,6 +68,8 @@ export const APP_EVENTS = Object.freeze({
   MODEL_DOWNLOAD: 'model-download',
   /** Signed in, out, or the cloud service changed. */
   ACCOUNT_CHANGED: 'account-changed',
+  /** Start the next Create job from a library image ("use as input"). */
+  USE_AS_INPUT: 'use-as-input',
   /** Fill the Create form from a recipe ("reuse parameters"). */
   REUSE_RECIPE: 'reuse-recipe',
   /** Show an image in the library. */
@@ -101,6 +103,7 @@ export const APP_EVENTS = Object.freeze({
  * @property {LoraEntry[]} loras-changed
  * @property {DownloadState} model-download
  * @property {AccountStatus} account-changed
+ * @property {{ imageId: number }} use-as-input
  * @property {Recipe} reuse-recipe
  * @property {{ imageId: number, projectId: number }} show-in-library
  * @property {null} library-changed

@@ -7,6 +7,7 @@ import { toast } from './dom.js';
 import { initNav, showScreen } from './nav.js';
 import { loadProjects, loadEngineLimits, loadModels, loadLoras, selectProject, startTracking } from './store.js';
 import { initViewer } from './components/viewer.js';
+import { initMaskPainter } from './components/mask-painter.js';
 import { initProjectDialog } from './components/project-dialog.js';
 import { initProgressDialog } from './components/progress-dialog.js';
 import { initCreate, focusPrompt } from './screens/create.js';
@@ -41,6 +42,7 @@ async function attempt(step) {
 async function start() {
   initNav();
   initViewer();
+  initMaskPainter();
   initProjectDialog();
   initProgressDialog();
   initSettings();

@@ -255,6 +255,14 @@ async function jobChanged(job) {
       // Deleted or moved meanwhile: nothing to show.
     }
   }
+  imagesAdded(images);
+}
+
+/**
+ * Announces images saved into a project (by a job, or an upscale): counted, then shown.
+ * @param {ImageDetail[]} images of one project
+ */
+export function imagesAdded(images) {
   if (!images.length) return;
   const projectId = images[0].project_id;
   countAdded(projectId, images);

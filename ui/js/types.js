@@ -57,6 +57,42 @@
  * @property {string} [user_negative_prompt]
  * @property {RecipeLora[]} [loras] the LoRAs merged into the model
  * @property {SizeConditions} [size_conditions] SDXL's, when the user set them
+ * @property {SourceImage} [source] img2img / inpainting: the image it started from
+ * @property {Upscale} [upscale] an upscaled image: how
+ */
+
+/**
+ * What an img2img or inpainting image started from (kept inputs, by hash).
+ * @typedef {object} SourceImage
+ * @property {string} image_sha256
+ * @property {number} strength
+ * @property {string} [mask_sha256]
+ * @property {[number, number, number, number]} [outpaint] left, right, top, bottom
+ */
+
+/**
+ * @typedef {object} Upscale
+ * @property {number} factor
+ * @property {string} upscaler
+ * @property {string} source_sha256
+ */
+
+/**
+ * An image or mask kept in the library as a run's input.
+ * @typedef {object} InputInfo
+ * @property {string} sha256
+ * @property {string} path absolute
+ * @property {number} width
+ * @property {number} height
+ */
+
+/**
+ * Start from an image: the kept image and mask, the strength, an outpaint's margins.
+ * @typedef {object} InputParams
+ * @property {string} image_sha256
+ * @property {number} strength
+ * @property {string | null} mask_sha256
+ * @property {[number, number, number, number] | null} outpaint
  */
 
 /**
@@ -242,6 +278,7 @@
  * @property {number} width
  * @property {number} height
  * @property {number} count
+ * @property {InputParams | null} init an image to start from
  */
 /**
  * SDXL's size conditioning: (height, width) pairs and a (top, left) crop; absent = the default

@@ -30,7 +30,7 @@ pub struct SubmittedJob {
 #[derive(Debug, Clone)]
 pub enum CloudJobEvent {
     /// The server accepted the job.
-    Submitted(SubmittedJob),
+    Submitted(Box<SubmittedJob>),
     /// The server's latest answer about the job.
     Status(JobStatus),
     /// An image was saved into the library.
@@ -127,7 +127,7 @@ pub async fn run_cloud_job(
         .begin_job(project_id)
         .map_err(|e| CloudError::Library(e.to_string()))?;
     let job = submit_cloud_job(client, request, project_id).await?;
-    on_event(CloudJobEvent::Submitted(job.clone()));
+    on_event(CloudJobEvent::Submitted(Box::new(job.clone())));
     follow_cloud_job(client, &job, library, timeout, cancel, on_event).await
 }
 

@@ -65,6 +65,9 @@ pub enum Error {
         /// Its path inside the library.
         path: String,
     },
+    /// No img2img or inpainting input with this hash is kept in the library.
+    #[error("no kept input with SHA-256 \"{0}\"; choose the image (or paint the mask) again")]
+    InputNotFound(String),
     /// The caller cancelled the operation; nothing was changed.
     #[error("cancelled; nothing was changed")]
     Cancelled,

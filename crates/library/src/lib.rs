@@ -11,6 +11,7 @@ mod export;
 mod files;
 mod images;
 mod import;
+mod inputs;
 mod jobs;
 mod location;
 mod projects;

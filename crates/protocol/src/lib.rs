@@ -69,6 +69,19 @@ pub struct GenerateRequest {
     /// A scale applied to every LoRA's weight (diffusers' `lora_scale`; 1 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_scale: Option<f64>,
+    /// img2img: the image to start from, a PNG, JPEG or WebP file in base64 (the size defaults
+    /// to its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    /// Inpainting: the mask over `init_image` (white repaints), an image file in base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// How much of `init_image` is redrawn, 0 to 1 (0.75 when absent; 1 with a mask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Outpainting: pixels added to `init_image` left, right, top and bottom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outpaint: Option<[u32; 4]>,
 }
 
 /// A LoRA asked for by name.

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfdiffusion_engine::{
-    Control, Engine, EngineError, ModelSpec, Phase, Request, SchedulerKind,
+    Control, Engine, EngineError, ImageInput, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_library::{JobGuard, Library, Pixels};
 use selfdiffusion_recipe::{take_lora_tags, SizeConditions};
@@ -52,6 +52,8 @@ pub struct JobSpec {
     pub scheduler: Option<SchedulerKind>,
     /// SDXL's size conditions.
     pub size_conditions: SizeConditions,
+    /// An image to start from (img2img), with an optional mask (inpainting, outpainting).
+    pub init: Option<ImageInput>,
 }
 
 /// Where a job is.
@@ -247,7 +249,7 @@ impl Queue {
             scheduler: spec.scheduler,
             init_latents: None,
             noise: None,
-            init: None,
+            init: spec.init.clone(),
             preview_every: 5,
             size_conditions: spec.size_conditions,
         };

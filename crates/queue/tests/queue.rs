@@ -59,6 +59,7 @@ fn spec(s: &Setup, prompt: &str, count: usize, steps: usize) -> JobSpec {
         count,
         scheduler: None,
         size_conditions: Default::default(),
+        init: None,
     }
 }
 
@@ -318,4 +319,48 @@ fn lora_tags_leave_the_prompt_and_the_loras_reach_the_recipe() {
         ("glow", 0.5)
     );
     assert_eq!(recipe.loras[0].hash.as_ref().map(String::len), Some(12));
+}
+
+#[test]
+fn an_inpaint_job_saves_its_image_with_the_source_in_the_recipe() {
+    use selfdiffusion_engine::{ImageInput, Mask, Picture};
+    let s = setup();
+    let (q, _rx) = queue(&s);
+    let rgb: Vec<u8> = (0..64 * 64 * 3).map(|i| (i % 251) as u8).collect();
+    let luma: Vec<u8> = (0..64 * 64)
+        .map(|i| if i % 64 < 32 { 255 } else { 0 })
+        .collect();
+    let input = ImageInput {
+        image: Arc::new(Picture::from_pixels(64, 64, rgb)),
+        strength: 0.5,
+        mask: Some(Arc::new(Mask::from_luma(64, 64, luma))),
+        outpaint: None,
+    };
+    let bad = q
+        .submit(JobSpec {
+            init: Some(ImageInput {
+                strength: 2.0,
+                ..input.clone()
+            }),
+            ..spec(&s, "a cat", 1, 4)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("strength 2 is outside 0 to 1"), "{bad}");
+    let id = q
+        .submit(JobSpec {
+            init: Some(input.clone()),
+            ..spec(&s, "a cat", 1, 4)
+        })
+        .unwrap();
+    assert!(q.wait_idle(Duration::from_secs(60)));
+    assert_eq!(state(&q, id), JobState::Done);
+    let image = q.jobs().into_iter().find(|j| j.id == id).unwrap().images[0];
+    let source = s.library.image(image).unwrap().recipe.source.unwrap();
+    assert_eq!(source.image_sha256, input.image.sha256);
+    assert_eq!(
+        source.mask_sha256.as_deref(),
+        Some(input.mask.unwrap().sha256.as_str())
+    );
+    assert_eq!(source.strength, 0.5);
 }

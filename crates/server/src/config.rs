@@ -73,6 +73,20 @@ pub struct Limits {
     pub max_steps: usize,
     /// Most jobs one user may have queued or running.
     pub max_jobs_per_user: usize,
+    /// Largest image file (an img2img image or a mask) a request may carry, in bytes.
+    pub max_input_bytes: usize,
+    /// Most pixels of an image a request carries (it is resized to the request's size).
+    pub max_input_pixels: usize,
+}
+
+/// The text part of a request (prompt, styles, settings) is far below this.
+const TEXT_BODY_BYTES: usize = 64 * 1024;
+
+impl Limits {
+    /// The largest request body: the text, and an image and a mask in base64.
+    pub fn max_body_bytes(&self) -> usize {
+        TEXT_BODY_BYTES + 2 * self.max_input_bytes.div_ceil(3) * 4
+    }
 }
 
 impl Limits {
@@ -99,6 +113,8 @@ impl Default for Limits {
             max_side: 1024,
             max_steps: 100,
             max_jobs_per_user: 4,
+            max_input_bytes: 16 * 1024 * 1024,
+            max_input_pixels: 2048 * 2048,
         }
     }
 }
@@ -224,6 +240,8 @@ impl Config {
             ("MAX_SIDE", &mut limits.max_side),
             ("MAX_STEPS", &mut limits.max_steps),
             ("MAX_JOBS_PER_USER", &mut limits.max_jobs_per_user),
+            ("MAX_INPUT_BYTES", &mut limits.max_input_bytes),
+            ("MAX_INPUT_PIXELS", &mut limits.max_input_pixels),
         ] {
             if let Some(v) = var(name) {
                 *slot = number(name, &v)?;
@@ -293,7 +311,12 @@ impl Config {
         if l.max_samples == 0 || l.max_samples > 4 {
             return bad("limits.max_samples must be between 1 and 4");
         }
-        if l.max_prompt_chars == 0 || l.max_steps == 0 || l.max_jobs_per_user == 0 {
+        if l.max_prompt_chars == 0
+            || l.max_steps == 0
+            || l.max_jobs_per_user == 0
+            || l.max_input_bytes == 0
+            || l.max_input_pixels == 0
+        {
             return bad("limits must be at least 1");
         }
         let engine = selfdiffusion_engine::LIMITS;

@@ -299,9 +299,10 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
         width: job.width,
         height: job.height,
         count: job.samples,
+        init: job.init.clone(),
         ..Request::default()
     };
-    let total = (job.samples * job.steps) as f64;
+    let total = (job.samples * request.steps_run()).max(1) as f64;
     let mut written = 0;
     config
         .engine

@@ -1,7 +1,10 @@
 //! The `generate` body checked against the server's limits, styles applied.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use base64::Engine as _;
+use selfdiffusion_engine::{ImageInput, Mask, Picture};
 use selfdiffusion_models::LoraEntry;
 use selfdiffusion_protocol::{GenerateRequest, Limits, StyleRef};
 use selfdiffusion_recipe::take_lora_tags;
@@ -34,6 +37,83 @@ pub struct JobRequest {
     pub height: usize,
     /// LoRA files and their weights (the request's `loras`, then its prompt's tags).
     pub loras: Vec<(PathBuf, f64)>,
+    /// The image to start from, with its mask (img2img, inpainting, outpainting).
+    pub init: Option<ImageInput>,
+}
+
+/// What an image a request carries may be: at most `bytes` long and `pixels` large.
+#[derive(Debug, Clone, Copy)]
+pub struct InputCaps {
+    /// Largest file, in bytes.
+    pub bytes: usize,
+    /// Most pixels.
+    pub pixels: u64,
+}
+
+/// Decodes a request's base64 image file `field` under `caps`.
+fn image_bytes(field: &str, data: &str, caps: InputCaps) -> Result<Vec<u8>, String> {
+    if data.len() > caps.bytes.div_ceil(3) * 4 + 4 {
+        return Err(format!(
+            "{field}: the image is larger than {} bytes",
+            caps.bytes
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("{field}: not base64 ({e})"))
+}
+
+/// The request's image input, if any, and the size it asks for by default (the image's own,
+/// with any outpaint margins, rounded down to `step`).
+fn image_input(
+    body: &GenerateRequest,
+    caps: InputCaps,
+    step: u32,
+) -> Result<Option<(ImageInput, u32, u32)>, String> {
+    let Some(data) = &body.init_image else {
+        for (given, field) in [
+            (body.mask.is_some(), "mask"),
+            (body.strength.is_some(), "strength"),
+            (body.outpaint.is_some(), "outpaint"),
+        ] {
+            if given {
+                return Err(format!("{field} goes with init_image"));
+            }
+        }
+        return Ok(None);
+    };
+    let picture = Picture::decode(&image_bytes("init_image", data, caps)?, caps.pixels)
+        .map_err(|e| format!("init_image: {e}"))?;
+    let (image, mask) = match (body.outpaint, &body.mask) {
+        (Some(_), Some(_)) => return Err("give mask or outpaint, not both".into()),
+        (Some(margins), None) => {
+            let extended = margins.iter().map(|&m| u64::from(m)).sum::<u64>();
+            if extended > 2 * u64::from(u16::MAX) {
+                return Err("outpaint: the margins are too large".into());
+            }
+            let (canvas, mask) = picture.extended(margins);
+            (canvas, Some(mask))
+        }
+        (None, Some(mask)) => {
+            let mask = Mask::decode(&image_bytes("mask", mask, caps)?, caps.pixels)
+                .map_err(|e| format!("mask: {e}"))?;
+            (picture, Some(mask))
+        }
+        (None, None) => (picture, None),
+    };
+    let strength = body
+        .strength
+        .unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
+    let round = |side: usize| (side as u32 / step.max(1)) * step.max(1);
+    let (width, height) = (round(image.width), round(image.height));
+    let input = ImageInput {
+        image: Arc::new(image),
+        strength,
+        mask: mask.map(Arc::new),
+        outpaint: body.outpaint,
+    };
+    input.validate().map_err(|e| e.to_string())?;
+    Ok(Some((input, width, height)))
 }
 
 /// Largest |weight| of a LoRA: far past any useful value, short of overflowing the weights.
@@ -52,6 +132,7 @@ pub fn validate(
     model_name: &str,
     styles: &[Style],
     loras: &[LoraEntry],
+    caps: InputCaps,
 ) -> Result<JobRequest, String> {
     let (untagged, tags) = take_lora_tags(&body.prompt);
     let prompt = untagged.trim();
@@ -70,8 +151,12 @@ pub fn validate(
     }
     let steps = body.steps.unwrap_or(DEFAULT_STEPS);
     let guidance = body.guidance.unwrap_or(DEFAULT_GUIDANCE);
-    let width = body.width.unwrap_or(DEFAULT_SIDE);
-    let height = body.height.unwrap_or(DEFAULT_SIDE);
+    let input = image_input(&body, caps, limits.side_step)?;
+    let (default_width, default_height) = input
+        .as_ref()
+        .map_or((DEFAULT_SIDE, DEFAULT_SIDE), |(_, w, h)| (*w, *h));
+    let width = body.width.unwrap_or(default_width);
+    let height = body.height.unwrap_or(default_height);
     limits.check(width, height, steps, samples, guidance)?;
     if let Some(model) = body.model.as_deref() {
         if model != model_name {
@@ -145,6 +230,7 @@ pub fn validate(
         width: width as usize,
         height: height as usize,
         loras: merged,
+        init: input.map(|(input, _, _)| input),
     })
 }
 
@@ -168,7 +254,89 @@ mod tests {
             "sd-1.5",
             &selfdiffusion_styles::builtin(),
             &served,
+            InputCaps {
+                bytes: 4096,
+                pixels: 128 * 128,
+            },
         )
+    }
+
+    fn png_base64(width: u32, height: u32) -> String {
+        let rgb = vec![90; (width * height * 3) as usize];
+        let png =
+            selfdiffusion_recipe::encode_png(width, height, &rgb, &Default::default()).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(png)
+    }
+
+    #[test]
+    fn an_image_to_start_from_sets_the_size_and_the_strength() {
+        let plain = check(serde_json::json!({
+            "prompt": "a lighthouse", "samples": 1, "init_image": png_base64(100, 72)
+        }))
+        .unwrap();
+        assert_eq!((plain.width, plain.height), (96, 72), "rounded down to 8");
+        let init = plain.init.unwrap();
+        assert_eq!((init.strength, init.mask.is_none()), (0.75, true));
+        let masked = check(serde_json::json!({
+            "prompt": "a lighthouse", "samples": 1, "init_image": png_base64(64, 64),
+            "mask": png_base64(64, 64), "width": 128, "height": 64
+        }))
+        .unwrap();
+        assert_eq!((masked.width, masked.height), (128, 64));
+        assert_eq!(masked.init.unwrap().strength, 1.0);
+        let outpaint = check(serde_json::json!({
+            "prompt": "a lighthouse", "samples": 1, "init_image": png_base64(64, 64),
+            "outpaint": [8, 8, 0, 16], "strength": 0.9
+        }))
+        .unwrap();
+        assert_eq!((outpaint.width, outpaint.height), (80, 80));
+        assert_eq!(outpaint.init.unwrap().outpaint, Some([8, 8, 0, 16]));
+    }
+
+    #[test]
+    fn bad_images_are_refused_with_the_reason() {
+        let cases = [
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": "%%%"}),
+                "init_image: not base64",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": base64::engine::general_purpose::STANDARD.encode(b"text")}),
+                "init_image: the image to start from: not a PNG, JPEG or WebP image",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(256, 256)}),
+                "more than the 16384 pixels allowed",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": "A".repeat(10_000)}),
+                "larger than 4096 bytes",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(64, 64), "strength": 1.5}),
+                "strength 1.5 is outside 0 to 1",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "mask": png_base64(64, 64)}),
+                "mask goes with init_image",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(64, 64), "mask": "%%%"}),
+                "mask: not base64",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(64, 64), "mask": png_base64(8, 8), "outpaint": [8, 0, 0, 0]}),
+                "give mask or outpaint, not both",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(120, 120), "outpaint": [1024, 0, 0, 0]}),
+                "width must be",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = check(json.clone()).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 
     #[test]

@@ -22,9 +22,6 @@ use crate::config::Config;
 use crate::jobs::{Jobs, Status, SubmitError};
 use crate::signed_url::UrlSigner;
 
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
 /// What the handlers share.
 pub struct AppState {
     /// The job queue.
@@ -45,6 +42,10 @@ pub struct AppState {
     pub styles: Vec<selfdiffusion_styles::Style>,
     /// The LoRAs clients may name.
     pub loras: LoraLibrary,
+    /// The largest image file a request may carry, and its most pixels.
+    pub input_caps: crate::request::InputCaps,
+    /// The largest request body.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -66,6 +67,11 @@ impl AppState {
             signed_url_ttl_s: config.signed_url_ttl_s,
             styles: selfdiffusion_styles::builtin(),
             loras: LoraLibrary::new(config.loras_dir()),
+            input_caps: crate::request::InputCaps {
+                bytes: config.limits.max_input_bytes,
+                pixels: config.limits.max_input_pixels as u64,
+            },
+            max_body_bytes: config.limits.max_body_bytes(),
         }
     }
 }
@@ -96,15 +102,16 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
+impl ApiError {
+    /// A body that could not be read as JSON, or was over `max_body_bytes`.
+    fn rejected(e: JsonRejection, max_body_bytes: usize) -> Self {
         let status = match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+            format!("the request body is larger than {max_body_bytes} bytes")
         } else {
             format!("invalid request body: {}", e.body_text())
         };
@@ -130,12 +137,13 @@ impl IntoResponse for ApiError {
 
 /// The routes over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/generate", post(generate))
         .route("/result", post(result))
         .route("/images/{job}/{file}", get(image))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
@@ -183,18 +191,23 @@ async fn generate(
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    let Json(body) = body?;
+    let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
     let loras = state
         .loras
         .list()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let request = crate::request::validate(
-        body,
-        &state.limits,
-        &state.model_name,
-        &state.styles,
-        &loras,
-    )
+    let caps = state.input_caps;
+    let (limits, model_name, styles) = (
+        state.limits,
+        state.model_name.clone(),
+        state.styles.clone(),
+    );
+    // Decoding an image to start from is CPU work: off the async threads.
+    let request = tokio::task::spawn_blocking(move || {
+        crate::request::validate(body, &limits, &model_name, &styles, &loras, caps)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
         SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
@@ -209,7 +222,7 @@ async fn result(
     body: Result<Json<ResultRequest>, JsonRejection>,
 ) -> Result<Json<JobStatus>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    let Json(body) = body?;
+    let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
     let view = state
         .jobs
         .view(&caller.sub, &body.job_id)

@@ -61,6 +61,17 @@ fn brass() -> selfdiffusion_styles::Style {
     }
 }
 
+/// A PNG of `width`×`height` (a gradient), and the same in base64.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let rgb: Vec<u8> = (0..width * height * 3).map(|i| (i % 253) as u8).collect();
+    selfdiffusion_recipe::encode_png(width, height, &rgb, &Default::default()).unwrap()
+}
+
+fn png_base64(width: u32, height: u32) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(png(width, height))
+}
+
 fn request(samples: u32, steps: u32) -> GenerateRequest {
     GenerateRequest {
         prompt: "a lighthouse at dusk".into(),
@@ -75,9 +86,7 @@ fn request(samples: u32, steps: u32) -> GenerateRequest {
         seed: Some(7),
         width: Some(64),
         height: Some(64),
-        model: None,
-        loras: None,
-        lora_scale: None,
+        ..GenerateRequest::default()
     }
 }
 
@@ -309,6 +318,8 @@ async fn a_job_submitted_before_a_restart_is_followed_after_it() {
 async fn bad_requests_get_clear_errors() {
     let limits = Limits {
         max_jobs_per_user: 2,
+        max_input_bytes: 32 * 1024,
+        max_input_pixels: 128 * 128,
         ..Limits::default()
     };
     let Some(cloud) = cloud(limits).await else {
@@ -339,9 +350,32 @@ async fn bad_requests_get_clear_errors() {
             "limit is 2000",
         ),
         (
-            serde_json::json!({"prompt": "p".repeat(100_000), "samples": 1}).to_string(),
+            serde_json::json!({"prompt": "p".repeat(400_000), "samples": 1}).to_string(),
             413,
             "larger than",
+        ),
+        (
+            serde_json::json!({"prompt": "a", "samples": 1, "init_image": "bm90IGFuIGltYWdl"})
+                .to_string(),
+            400,
+            "init_image: the image to start from: not a PNG, JPEG or WebP image",
+        ),
+        (
+            serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(256, 256)})
+                .to_string(),
+            400,
+            "more than the 16384 pixels allowed",
+        ),
+        (
+            serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(64, 64), "strength": -0.5})
+                .to_string(),
+            400,
+            "strength -0.5 is outside 0 to 1",
+        ),
+        (
+            serde_json::json!({"prompt": "a", "samples": 1, "mask": png_base64(64, 64)}).to_string(),
+            400,
+            "mask goes with init_image",
         ),
         (
             r#"{"prompt": "a", "samples": 1, "width": 4000}"#.into(),
@@ -384,4 +418,54 @@ async fn bad_requests_get_clear_errors() {
         common::post(&generate, Some(dee.id_token()), long).await.0,
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inpaint_request_makes_an_image_that_names_its_source() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let Some(cloud) = cloud(Limits::default()).await else {
+        return;
+    };
+    let tokens = user(&cloud.accounts, "ines").await;
+    let client = CloudClient::new(&cloud.server.base, cloud.accounts.clone(), tokens);
+    let dir = tempfile::tempdir().unwrap();
+    let library = Arc::new(Library::open(dir.path()).unwrap());
+    let project = library.create_project("Inpaint", None).unwrap();
+    let (image, mask) = (png(64, 48), png(32, 24));
+    let request = GenerateRequest {
+        init_image: Some(base64::engine::general_purpose::STANDARD.encode(&image)),
+        mask: Some(base64::engine::general_purpose::STANDARD.encode(&mask)),
+        strength: Some(0.6),
+        width: None,
+        height: None,
+        ..request(1, 5)
+    };
+    let saved = run_cloud_job(
+        &client,
+        &request,
+        library.clone(),
+        project.id,
+        Duration::from_secs(120),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let made = library.image(saved[0]).unwrap();
+    assert_eq!(
+        (made.summary.width, made.summary.height),
+        (64, 48),
+        "the size of the image it started from"
+    );
+    let hex = |bytes: &[u8]| {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let source = made.recipe.source.clone().unwrap();
+    assert_eq!(source.image_sha256, hex(&image));
+    assert_eq!(source.mask_sha256, Some(hex(&mask)));
+    assert_eq!(source.strength, 0.6);
 }

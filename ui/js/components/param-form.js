@@ -39,6 +39,7 @@ const XL_SIZES = [['1024x1024', 'Square'], ['1152x896', 'Landscape'], ['896x1152
  * @property {(xl: boolean) => void} setXl SDXL's sizes and size conditioning, or the aspect presets
  * @property {() => ParamValues} values
  * @property {(recipe: Recipe) => void} fill from an image's recipe, seed included, count 1
+ * @property {(width: number, height: number) => void} setSize the size of an image to start from
  * @property {(opts: { cloud: boolean }) => string[]} problems what is wrong, for the user
  * @property {(seed: number) => void} setLastSeed
  */
@@ -234,6 +235,12 @@ export function createParamForm(host, onChange) {
         b.value = pair ? String(pair[1]) : '';
       }
       if (r.size_conditions && Object.keys(r.size_conditions).length) conditions.open = true;
+    },
+    setSize(w, h) {
+      width.value = String(w);
+      height.value = String(h);
+      matchAspect();
+      onChange();
     },
     problems({ cloud }) {
       if (!limits) return ['The generation limits are not known yet.'];

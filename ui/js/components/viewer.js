@@ -5,6 +5,7 @@
 import { api, fileUrl } from '../api.js';
 import { APP_EVENTS, emit, on } from '../events.js';
 import { byId, el, formatBytes, openModal, scoped, toast } from '../dom.js';
+import { imagesAdded } from '../store.js';
 
 /** @typedef {import('../types.js').ImageDetail} ImageDetail */
 /** @typedef {import('../types.js').Recipe} Recipe */
@@ -27,6 +28,8 @@ const FIELDS = [
   ['Guidance', (r) => r.guidance],
   ['Seed', (r) => r.seed],
   ['Size', (r) => (r.width && r.height ? `${r.width}×${r.height}` : null)],
+  ['Started from', (r) => (r.source ? `${r.source.mask_sha256 ? 'inpaint' : r.source.outpaint ? `outpaint ${r.source.outpaint.join(', ')}` : 'img2img'} · strength ${r.source.strength} · image ${r.source.image_sha256.slice(0, 12)}` : null)],
+  ['Upscaled', (r) => (r.upscale ? `×${r.upscale.factor} (${r.upscale.upscaler})` : null)],
   ['SDXL size conditions', (r) => sizeConditions(r.size_conditions)],
   ['Backend', (r) => r.backend],
   ['Cloud job', (r) => r.job_id],
@@ -137,6 +140,27 @@ async function toggleFavorite() {
   } catch (e) { toast(e, 'error'); }
 }
 
+/**
+ * Adds a larger copy of the shown image to its project and shows it.
+ * @param {number} factor
+ */
+async function upscale(factor) {
+  const image = view.image;
+  if (!image) return;
+  const buttons = [2, 4].map((f) => q(`#viewer-upscale-${f}`, HTMLButtonElement));
+  for (const b of buttons) b.disabled = true;
+  try {
+    const larger = await api.upscaleImage(image.id, factor);
+    imagesAdded([larger]);
+    toast(`Upscaled ×${factor}: ${larger.width}×${larger.height}, added to the project`);
+    if (dialog.open) openViewer(larger.id);
+  } catch (e) {
+    toast(e, 'error');
+  } finally {
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
 /** Wires the viewer's buttons and keys. */
 export function initViewer() {
   q('#viewer-close').addEventListener('click', () => dialog.close());
@@ -144,6 +168,15 @@ export function initViewer() {
   q('#viewer-next').addEventListener('click', () => move(1));
   q('#viewer-copy-prompt').addEventListener('click', copyPrompt);
   q('#viewer-favorite').addEventListener('click', toggleFavorite);
+  q('#viewer-use-input').addEventListener('click', () => {
+    if (!view.image) return;
+    const imageId = view.image.id;
+    dialog.close();
+    emit(APP_EVENTS.USE_AS_INPUT, { imageId });
+  });
+  for (const factor of [2, 4]) {
+    q(`#viewer-upscale-${factor}`).addEventListener('click', () => upscale(factor));
+  }
   q('#viewer-reuse').addEventListener('click', () => {
     if (!view.image) return;
     const recipe = view.image.recipe;

@@ -3,8 +3,8 @@
 // large in the middle (the live preview while a job runs, the result when done) with its actions;
 // the recent results in a strip below; the job list on the right. Ctrl/Cmd+Enter generates, Esc
 // cancels the running job.
-import { api, fileUrl, listen, toCommandError } from '../api.js';
-import { APP_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
+import { api, fileUrl, listen, listenDrag, toCommandError } from '../api.js';
+import { APP_EVENTS, DRAG_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
 import { byId, el, formatEta, formatGigabytes, modalOpen, scoped, toast } from '../dom.js';
 import {
   state, currentProject, selectProject, loadProjects, loadCloudLimits, downloadModel, cancelDownload,
@@ -13,6 +13,7 @@ import {
 import { createParamForm } from '../components/param-form.js';
 import { openViewer } from '../components/viewer.js';
 import { projectDialog } from '../components/project-dialog.js';
+import { createImageInput } from '../components/image-input.js';
 
 /** @typedef {import('../types.js').Style} Style */
 /** @typedef {import('../types.js').Job} Job */
@@ -73,6 +74,27 @@ const loraSelect = q('#create-lora', HTMLSelectElement);
 const loraWeight = q('#create-lora-weight', HTMLInputElement);
 const loraAdd = q('#create-lora-add', HTMLButtonElement);
 const form = createParamForm(q('#create-params'), () => validate());
+const imageInput = createImageInput(q('#create-input'), () => { fitSizeToInput(); validate(); });
+
+/** Image files a drop on Create can start from. */
+const IMAGE_FILE = /\.(png|jpe?g|webp)$/i;
+
+/**
+ * The form's size for the image to start from: its own (with any outpaint margins), scaled down
+ * to fit the limits and rounded down to the size step, as diffusers rounds it.
+ */
+function fitSizeToInput() {
+  const size = imageInput.size();
+  const limits = activeLimits();
+  if (!size || !limits) return;
+  let [w, h] = size;
+  const scale = Math.min(1, limits.max_side / Math.max(w, h));
+  const fit = (/** @type {number} */ v) => Math.max(limits.min_side, Math.floor((v * scale) / limits.side_step) * limits.side_step);
+  w = fit(w);
+  h = fit(h);
+  const now = form.values();
+  if (now.width !== w || now.height !== h) form.setSize(w, h);
+}
 
 const isCloud = () => backend.value === 'cloud';
 
@@ -318,6 +340,8 @@ function validate() {
   if (!isCloud() && !currentModel()) problems.push('Pick an installed model.');
   if (isCloud() && !state.cloudLimits) problems.push(view.cloudProblem || 'Asking the cloud service for its limits…');
   problems.push(...form.problems({ cloud: isCloud() }));
+  const inputProblem = imageInput.problem();
+  if (inputProblem) problems.push(inputProblem);
   q('#create-error').textContent = problems[0] || '';
   submitButton.disabled = problems.length > 0 || view.submitting;
   return problems[0] || null;
@@ -339,13 +363,16 @@ async function submit() {
     width: v.width,
     height: v.height,
     count: v.count,
+    init: imageInput.params(),
   };
   view.submitting = true;
   submitButton.disabled = true;
   try {
     const job = isCloud()
       ? await api.submitCloudJob(common)
-      : await api.submitJob({ ...common, model_id: modelSelect.value, scheduler: v.scheduler, size_conditions: v.size_conditions });
+      : await api.submitJob({
+        ...common, model_id: modelSelect.value, scheduler: v.scheduler, size_conditions: v.size_conditions,
+      });
     form.setLastSeed(job.seed);
   } catch (e) {
     const err = toCommandError(e);
@@ -380,6 +407,8 @@ function reuseRecipe(recipe) {
   form.fill(recipe);
   renderStyles();
   refreshFinal();
+  // The image it started from, its mask and strength (or none); the size stays the recipe's.
+  imageInput.restore(recipe.source ?? null).then(() => { form.fill(recipe); validate(); });
 }
 
 // --- the stage, the strip and the jobs --------------------------------------------------------
@@ -442,7 +471,7 @@ function renderStage() {
   q('#create-spinner').hidden = !cloud;
 
   const current = view.current;
-  for (const id of ['#create-favorite', '#create-reuse', '#create-open']) q(id, HTMLButtonElement).disabled = !current;
+  for (const id of ['#create-favorite', '#create-reuse', '#create-open', '#create-use-input']) q(id, HTMLButtonElement).disabled = !current;
   q('#create-favorite').textContent = current?.favorite ? '★ Favorite' : '☆ Favorite';
   q('#create-favorite').setAttribute('aria-pressed', String(Boolean(current?.favorite)));
   q('#create-caption').textContent = current
@@ -652,6 +681,9 @@ export async function initCreate() {
   q('#create-reuse').addEventListener('click', () => {
     if (view.current) { reuseRecipe(view.current.recipe); toast('Parameters copied into the form'); }
   });
+  q('#create-use-input').addEventListener('click', () => {
+    if (view.current) useAsInput(view.current.id);
+  });
   q('#create-open').addEventListener('click', () => {
     if (!view.current) return;
     emit(APP_EVENTS.NAVIGATE, 'library');
@@ -679,7 +711,21 @@ export async function initCreate() {
     toast('Parameters copied into the form');
   });
   on(APP_EVENTS.SCREEN_SHOWN, (name) => { if (name === 'create') renderStage(); });
+  on(APP_EVENTS.USE_AS_INPUT, ({ imageId }) => {
+    emit(APP_EVENTS.NAVIGATE, 'create');
+    useAsInput(imageId);
+  });
   await listen(TAURI_EVENTS.JOB_PROGRESS, onProgress);
+  // A file dropped on Create is the image to start from (elsewhere drops import).
+  await listenDrag(DRAG_EVENTS.ENTER, () => { if (state.screen === 'create') root.classList.add('dropping'); });
+  await listenDrag(DRAG_EVENTS.LEAVE, () => root.classList.remove('dropping'));
+  await listenDrag(DRAG_EVENTS.DROP, (payload) => {
+    root.classList.remove('dropping');
+    if (state.screen !== 'create') return;
+    const file = (payload.paths || []).find((p) => IMAGE_FILE.test(p));
+    if (file) useAsInput(file);
+    else if ((payload.paths || []).length) toast('Drop a PNG, JPEG or WebP image to start from it', 'error');
+  });
 
   renderProjects();
   renderModels();
@@ -688,6 +734,18 @@ export async function initCreate() {
   renderJobs();
   await loadRecent();
   refreshFinal();
+}
+
+/**
+ * Starts the next job from a library image (by id) or an image file (by path).
+ * @param {number | string} source
+ */
+async function useAsInput(source) {
+  const ok = await imageInput.choose(typeof source === 'number' ? { imageId: source } : { path: source });
+  if (!ok) return;
+  fitSizeToInput();
+  validate();
+  toast('The next image starts from this one: set the strength, paint a mask or outpaint');
 }
 
 /** Puts the caret in the prompt (first run: type at once). */

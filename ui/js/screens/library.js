@@ -282,11 +282,12 @@ export async function initLibrary() {
   const overlay = byId('drop-overlay');
   await listen(TAURI_EVENTS.IMPORT_PROGRESS, updateProgress);
   await listen(TAURI_EVENTS.EXPORT_PROGRESS, updateProgress);
-  await listenDrag(DRAG_EVENTS.ENTER, () => { if (currentProject()) overlay.hidden = false; });
+  // On Create a dropped image is the one to start from (create.js); elsewhere drops import.
+  await listenDrag(DRAG_EVENTS.ENTER, () => { if (currentProject() && state.screen !== 'create') overlay.hidden = false; });
   await listenDrag(DRAG_EVENTS.LEAVE, () => { overlay.hidden = true; });
   await listenDrag(DRAG_EVENTS.DROP, (payload) => {
     overlay.hidden = true;
-    importPaths(payload.paths || []);
+    if (state.screen !== 'create') importPaths(payload.paths || []);
   });
   renderProjects();
 }

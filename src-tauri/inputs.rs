@@ -1,0 +1,201 @@
+//! img2img, inpainting and upscaling in the app: the image a run starts from and the mask
+//! painted over it are kept in the library by content (`keep_input`, `input_info`), a job's
+//! input is made from them (`job_input`), and any image can be made larger (`upscale_image`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use selfdiffusion_cloud::GenerateRequest;
+use selfdiffusion_engine::{ImageInput, Mask, Picture, MAX_INPUT_PIXELS};
+use selfdiffusion_library::{ImageDetail, Library, Pixels};
+use selfdiffusion_recipe::Upscale;
+use serde::{Deserialize, Serialize};
+use tauri::State;
+
+use crate::error::{blocking, CmdResult, CommandError};
+use crate::state::AppState;
+
+/// A kept input as the UI shows it.
+#[derive(Serialize)]
+pub struct InputInfo {
+    /// Its SHA-256, as recipes name it.
+    sha256: String,
+    /// The file (for the asset protocol).
+    path: PathBuf,
+    /// Width in pixels.
+    width: usize,
+    /// Height in pixels.
+    height: usize,
+}
+
+fn read(path: &std::path::Path) -> CmdResult<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| CommandError::failed(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Where the bytes of an input come from.
+fn info(library: &Library, sha256: String) -> CmdResult<InputInfo> {
+    let path = library.input_path(&sha256)?;
+    let picture = Picture::decode(&read(&path)?, MAX_INPUT_PIXELS)?;
+    Ok(InputInfo {
+        sha256,
+        path,
+        width: picture.width,
+        height: picture.height,
+    })
+}
+
+/// Keeps an image to start from, or a painted mask: a library image (`image_id`), a file
+/// (`path`, e.g. one dropped on the window) or the bytes of a PNG (`data_base64`, the mask
+/// painter's). The bytes must decode as an image; nothing is kept otherwise.
+#[tauri::command]
+pub async fn keep_input(
+    state: State<'_, AppState>,
+    image_id: Option<i64>,
+    path: Option<PathBuf>,
+    data_base64: Option<String>,
+) -> CmdResult<InputInfo> {
+    let library = state.library()?;
+    blocking(move || {
+        let bytes = match (image_id, path, data_base64) {
+            (Some(id), None, None) => read(&library.path_of(&library.image(id)?.summary.file))?,
+            (None, Some(path), None) => read(&path)?,
+            (None, None, Some(data)) => base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| CommandError::invalid(format!("the image data is not base64: {e}")))?,
+            _ => {
+                return Err(CommandError::invalid(
+                    "give one of an image id, a file or image data",
+                ))
+            }
+        };
+        // Decoded once to refuse what is not an image before anything is kept.
+        Picture::decode(&bytes, MAX_INPUT_PIXELS)?;
+        let sha256 = library.keep_input(&bytes)?;
+        info(&library, sha256)
+    })
+    .await
+}
+
+/// The kept input `sha256` (reuse parameters shows the image a recipe started from).
+#[tauri::command]
+pub async fn input_info(state: State<'_, AppState>, sha256: String) -> CmdResult<InputInfo> {
+    let library = state.library()?;
+    blocking(move || info(&library, sha256)).await
+}
+
+/// What the generate form sends to start from an image.
+#[derive(Deserialize)]
+pub struct InputParams {
+    /// The kept image to start from.
+    image_sha256: String,
+    /// How much of it is redrawn, 0 to 1.
+    strength: f64,
+    /// The kept mask (white repaints), for inpainting.
+    mask_sha256: Option<String>,
+    /// Outpainting: pixels added left, right, top and bottom.
+    outpaint: Option<[u32; 4]>,
+}
+
+impl InputParams {
+    /// Puts the kept image (and mask), the strength and the margins into a cloud request.
+    pub fn send_with(&self, library: &Library, request: &mut GenerateRequest) -> CmdResult<()> {
+        let encode = |sha: &str| -> CmdResult<String> {
+            Ok(base64::engine::general_purpose::STANDARD.encode(read(&library.input_path(sha)?)?))
+        };
+        request.init_image = Some(encode(&self.image_sha256)?);
+        request.mask = self.mask_sha256.as_deref().map(encode).transpose()?;
+        request.strength = Some(self.strength);
+        request.outpaint = self.outpaint;
+        Ok(())
+    }
+}
+
+/// The engine's input for a job, read from the kept files.
+pub fn job_input(library: &Library, params: InputParams) -> CmdResult<ImageInput> {
+    let picture = Picture::decode(
+        &read(&library.input_path(&params.image_sha256)?)?,
+        MAX_INPUT_PIXELS,
+    )?;
+    let (image, mask) = match (params.outpaint, params.mask_sha256) {
+        (Some(_), Some(_)) => {
+            return Err(CommandError::invalid(
+                "a job either paints a mask or outpaints, not both",
+            ))
+        }
+        (Some(margins), None) => {
+            let (canvas, mask) = picture.extended(margins);
+            (canvas, Some(mask))
+        }
+        (None, Some(sha)) => (
+            picture,
+            Some(Mask::decode(
+                &read(&library.input_path(&sha)?)?,
+                MAX_INPUT_PIXELS,
+            )?),
+        ),
+        (None, None) => (picture, None),
+    };
+    Ok(ImageInput {
+        image: Arc::new(image),
+        strength: params.strength,
+        mask: mask.map(Arc::new),
+        outpaint: params.outpaint,
+    })
+}
+
+/// Makes a library image 2 or 4 times larger (Lanczos) and adds the result to its project,
+/// with its recipe and how it was upscaled.
+#[tauri::command]
+pub async fn upscale_image(
+    state: State<'_, AppState>,
+    image_id: i64,
+    factor: u32,
+) -> CmdResult<ImageDetail> {
+    let library = state.library()?;
+    blocking(move || {
+        if factor != 2 && factor != 4 {
+            return Err(CommandError::invalid(format!(
+                "upscale by 2 or 4, not {factor}"
+            )));
+        }
+        let source = library.image(image_id)?;
+        // The project stays while the upscaled image is written into it.
+        let _guard = library.begin_job(source.summary.project_id)?;
+        let picture = Picture::decode(
+            &read(&library.path_of(&source.summary.file))?,
+            MAX_INPUT_PIXELS,
+        )?;
+        let f = factor as usize;
+        let (width, height) = (picture.width * f, picture.height * f);
+        if (width * height) as u64 > MAX_INPUT_PIXELS {
+            return Err(CommandError::invalid(format!(
+                "{}×{} upscaled {factor}× would be {width}×{height}, more than the {MAX_INPUT_PIXELS} pixels allowed",
+                picture.width, picture.height
+            )));
+        }
+        let larger = picture.resized(width, height);
+        let mut recipe = source.recipe.clone();
+        recipe.width = Some(width as u32);
+        recipe.height = Some(height as u32);
+        recipe.upscale = Some(Upscale {
+            factor,
+            upscaler: "lanczos".into(),
+            source_sha256: source.sha256.clone(),
+        });
+        let stem = source
+            .summary
+            .original_name
+            .rsplit_once('.')
+            .map_or(source.summary.original_name.as_str(), |(stem, _)| stem);
+        let name = format!("{stem}-x{factor}.png");
+        let pixels = Pixels {
+            width: width as u32,
+            height: height as u32,
+            rgb: &larger.rgb,
+        };
+        Ok(library.add_generated(source.summary.project_id, pixels, &recipe, Some(&name))?)
+    })
+    .await
+}
