@@ -504,7 +504,7 @@ try {
       await go('create');
       await wd.click('#create-image');
       await wd.waitFor('#viewer[open] #viewer-recipe');
-      assert.match(await wd.text('#viewer-recipe dd[data-field="started-from"]'), /^inpaint · strength 0\.8 · image [0-9a-f]{12}$/);
+      assert.match(await wd.text('#viewer-recipe dd[data-field="started-from"]'), /^inpaint · strength 0\.8 · kept pixels pasted back · image [0-9a-f]{12}$/);
       const inpainted = await wd.text('#viewer-recipe dd[data-field="sha-256"]');
       await wd.click('#viewer-upscale-2');
       await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="upscaled"]')) === '×2 (lanczos)', 'the upscaled image in the viewer', 60000);

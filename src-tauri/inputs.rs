@@ -96,6 +96,10 @@ pub struct InputParams {
     mask_sha256: Option<String>,
     /// Outpainting: pixels added left, right, top and bottom.
     outpaint: Option<[u32; 4]>,
+    /// Put the image's own pixels back outside the mask, across an edge blurred by this many
+    /// pixels.
+    #[serde(default)]
+    paste_back: Option<u32>,
 }
 
 impl InputParams {
@@ -108,6 +112,7 @@ impl InputParams {
         request.mask = self.mask_sha256.as_deref().map(encode).transpose()?;
         request.strength = Some(self.strength);
         request.outpaint = self.outpaint;
+        request.paste_back = self.paste_back;
         Ok(())
     }
 }
@@ -142,6 +147,7 @@ pub fn job_input(library: &Library, params: InputParams) -> CmdResult<ImageInput
         strength: params.strength,
         mask: mask.map(Arc::new),
         outpaint: params.outpaint,
+        paste_back: params.paste_back,
     })
 }
 

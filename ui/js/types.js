@@ -68,6 +68,7 @@
  * @property {number} strength
  * @property {string} [mask_sha256]
  * @property {[number, number, number, number]} [outpaint] left, right, top, bottom
+ * @property {number} [paste_back] the kept pixels pasted back, edges blurred by this many px
  */
 
 /**
@@ -93,6 +94,7 @@
  * @property {number} strength
  * @property {string | null} mask_sha256
  * @property {[number, number, number, number] | null} outpaint
+ * @property {number | null} paste_back keep the unmasked pixels, edges blended over this many px
  */
 
 /**

@@ -77,6 +77,10 @@ pub struct GenerateArgs {
     /// Extend the init image by these pixels left, right, top and bottom and paint them.
     #[arg(long, value_name = "L,R,T,B", value_parser = parse_margins)]
     outpaint: Option<[u32; 4]>,
+    /// With `--mask` or `--outpaint`: put the image's own pixels back outside the mask after
+    /// decoding, across an edge blurred by BLUR pixels (4 when no number is given).
+    #[arg(long, value_name = "BLUR", num_args = 0..=1, default_missing_value = "4")]
+    paste_back: Option<u32>,
     /// The noise img2img and inpainting draw (safetensors with diffusers' names
     /// `add_noise_noise`, `vae_sample_noise`) instead of seeded noise, for parity checks.
     #[arg(long, value_name = "FILE")]
@@ -114,6 +118,7 @@ fn image_input(args: &GenerateArgs) -> Result<Option<ImageInput>> {
             (args.strength.is_some(), "--strength"),
             (args.mask.is_some(), "--mask"),
             (args.outpaint.is_some(), "--outpaint"),
+            (args.paste_back.is_some(), "--paste-back"),
         ] {
             anyhow::ensure!(!given, "{flag} goes with --init-image");
         }
@@ -137,6 +142,7 @@ fn image_input(args: &GenerateArgs) -> Result<Option<ImageInput>> {
         strength,
         mask: mask.map(Arc::new),
         outpaint: args.outpaint,
+        paste_back: args.paste_back,
     }))
 }
 

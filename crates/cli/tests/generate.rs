@@ -459,6 +459,21 @@ fn bad_image_inputs_are_clear_errors_and_write_nothing() {
             "--strength goes with --init-image",
         ),
         (
+            vec!["--init-image".into(), p(&good), "--paste-back".into()],
+            "pasting the image back needs a mask",
+        ),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
+                "--outpaint".into(),
+                "8,8,0,0".into(),
+                "--paste-back".into(),
+                "99".into(),
+            ],
+            "at most 64 are allowed",
+        ),
+        (
             vec![
                 "--init-image".into(),
                 p(&good),

@@ -290,6 +290,49 @@ pub struct ImageInput {
     /// Outpainting: the pixels added left, right, top and bottom of the image the user gave
     /// (`image` and `mask` are the extended canvas; see [`Picture::extended`]).
     pub outpaint: Option<[u32; 4]>,
+    /// With a mask: after decoding, put the image's own pixels back where the mask keeps them,
+    /// blended across the mask's edge blurred by this many pixels (AUTOMATIC1111's overlay and
+    /// "mask blur"; diffusers does not, so `None` matches it).
+    pub paste_back: Option<u32>,
+}
+
+/// The largest mask blur of a paste-back, in pixels.
+pub const MAX_MASK_BLUR: u32 = 64;
+
+impl Mask {
+    /// How much of the generated image each pixel takes when pasting back, 0 to 1: the
+    /// binarised mask, blurred (Gaussian, σ = `blur` / 2) when `blur` > 0.
+    pub fn overlay_weights(&self, blur: u32) -> Vec<f32> {
+        let binary: Vec<u8> = (0..self.height)
+            .flat_map(|y| (0..self.width).map(move |x| (x, y)))
+            .map(|(x, y)| if self.repaints(x, y) { 255 } else { 0 })
+            .collect();
+        let binary = GrayImage::from_raw(self.width as u32, self.height as u32, binary)
+            .expect("a mask's bytes fit its size");
+        let soft = if blur > 0 {
+            image::imageops::blur(&binary, blur as f32 / 2.0)
+        } else {
+            binary
+        };
+        soft.into_raw()
+            .into_iter()
+            .map(|v| f32::from(v) / 255.0)
+            .collect()
+    }
+}
+
+impl Picture {
+    /// `generated` with this picture's pixels put back by `weights` (1 takes the generated
+    /// pixel, 0 this picture's); both are the same size.
+    pub fn pasted_under(&self, generated: &mut [u8], weights: &[f32]) {
+        for (p, &w) in weights.iter().enumerate() {
+            for c in 0..3 {
+                let i = p * 3 + c;
+                let mixed = f32::from(self.rgb[i]) * (1.0 - w) + f32::from(generated[i]) * w;
+                generated[i] = mixed.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
 }
 
 impl ImageInput {
@@ -311,16 +354,29 @@ impl ImageInput {
                 None => self.mask.as_ref().map(|m| m.sha256.clone()),
             },
             outpaint: self.outpaint,
+            paste_back: self.paste_back,
         }
     }
 
-    /// Checks the strength.
+    /// Checks the strength and the paste-back's blur.
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.strength) {
             return Err(EngineError::InvalidRequest(format!(
                 "strength {} is outside 0 to 1",
                 self.strength
             )));
+        }
+        if let Some(blur) = self.paste_back {
+            if blur > MAX_MASK_BLUR {
+                return Err(EngineError::InvalidRequest(format!(
+                    "the mask blur is {blur} pixels; at most {MAX_MASK_BLUR} are allowed"
+                )));
+            }
+            if self.mask.is_none() {
+                return Err(EngineError::InvalidRequest(
+                    "pasting the image back needs a mask (or an outpaint)".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -345,6 +401,7 @@ mod tests {
             strength,
             mask: None,
             outpaint: None,
+            paste_back: None,
         };
         assert_eq!(input(0.6).first_step(5), 2);
         assert_eq!(input(0.75).first_step(4), 1);
@@ -399,6 +456,22 @@ mod tests {
         assert_eq!(
             mask.luma,
             vec![255, 255, 255, 255, 255, 255, 0, 0, 255, 255]
+        );
+    }
+
+    #[test]
+    fn paste_back_keeps_the_unmasked_pixels_and_feathers_the_edge() {
+        let mask = Mask::from_luma(4, 1, vec![0, 0, 255, 255]);
+        assert_eq!(mask.overlay_weights(0), vec![0.0, 0.0, 1.0, 1.0]);
+        let original = Picture::from_pixels(4, 1, vec![10; 12]);
+        let mut generated = vec![200; 12];
+        original.pasted_under(&mut generated, &mask.overlay_weights(0));
+        assert_eq!(generated, [vec![10; 6], vec![200; 6]].concat());
+        let soft = Mask::from_luma(16, 1, [vec![0; 8], vec![255; 8]].concat()).overlay_weights(4);
+        assert!(soft[0] < 0.05 && soft[15] > 0.95, "{soft:?}");
+        assert!(
+            soft[7] > 0.1 && soft[8] < 0.9,
+            "the edge is blended: {soft:?}"
         );
     }
 

@@ -548,7 +548,8 @@ impl StableDiffusion {
         if control.cancelled() {
             return Err(EngineError::Cancelled);
         }
-        let image = self.decode(&latents, observer, req.seed, kind)?;
+        let mut image = self.decode(&latents, observer, req.seed, kind)?;
+        start.finish(&mut image.rgb);
         Ok((image, start.resized))
     }
 

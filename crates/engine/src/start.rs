@@ -23,6 +23,18 @@ pub(crate) struct Start {
     pub inpaint: Option<Inpaint>,
     /// The inputs that were resized to the request's size, for the caller to report.
     pub resized: Vec<String>,
+    /// The image's own pixels and how much of the result each pixel takes, when they are
+    /// pasted back after decoding.
+    pub paste_back: Option<(Picture, Vec<f32>)>,
+}
+
+impl Start {
+    /// `rgb` (the decoded result) with the kept pixels pasted back, when asked.
+    pub fn finish(&self, rgb: &mut [u8]) {
+        if let Some((image, weights)) = &self.paste_back {
+            image.pasted_under(rgb, weights);
+        }
+    }
 }
 
 /// Inpainting's work at each step.
@@ -115,6 +127,7 @@ impl StableDiffusion {
                 first: 0,
                 inpaint,
                 resized: Vec::new(),
+                paste_back: None,
             });
         };
         input.validate()?;
@@ -124,6 +137,10 @@ impl StableDiffusion {
             Some(mask) => Some(fitted_mask(mask, req, &mut resized)),
             None if nine => Some(Mask::everything(req.width, req.height)),
             None => None,
+        };
+        let paste_back = match (input.paste_back, &mask) {
+            (Some(blur), Some(mask)) => Some((image.clone(), mask.overlay_weights(blur))),
+            _ => None,
         };
         let first = input.first_step(steps);
         let strength_max = first == 0 && mask.is_some();
@@ -153,6 +170,7 @@ impl StableDiffusion {
             first,
             inpaint,
             resized,
+            paste_back,
         })
     }
 

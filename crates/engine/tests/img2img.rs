@@ -40,6 +40,7 @@ fn input(dir: &Path, strength: f64, masked: bool) -> ImageInput {
         mask: masked
             .then(|| Arc::new(Mask::open(&inputs.join("mask.png"), MAX_INPUT_PIXELS).unwrap())),
         outpaint: None,
+        paste_back: None,
     }
 }
 
@@ -258,4 +259,56 @@ fn every_scheduler_runs_img2img_from_the_strengths_step() {
             "{kind:?}"
         );
     }
+}
+
+#[test]
+fn paste_back_keeps_every_unmasked_pixel_of_the_image() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let plain = request(4, input(&dir, 0.75, true));
+    let pasted = Request {
+        init: Some(ImageInput {
+            paste_back: Some(0),
+            ..input(&dir, 0.75, true)
+        }),
+        ..plain.clone()
+    };
+    let run = |req: &Request| {
+        let cond = model.encode_prompts(req, &mut Recorder::default()).unwrap();
+        let mut noise = GivenNoise::load(
+            None,
+            Some(&dir.join("reference/inpaint_noise.safetensors")),
+            0,
+        )
+        .unwrap();
+        model
+            .run_image(
+                req,
+                SchedulerKind::Ddim,
+                &cond,
+                &mut noise,
+                &Control::default(),
+                &mut Recorder::default(),
+            )
+            .unwrap()
+    };
+    let (without, with) = (run(&plain), run(&pasted));
+    let source = Picture::open(&dir.join("inputs/init_image.png"), MAX_INPUT_PIXELS).unwrap();
+    let mask = Mask::open(&dir.join("inputs/mask.png"), MAX_INPUT_PIXELS).unwrap();
+    let mut kept_changed = 0;
+    for p in 0..64 * 64 {
+        let px = |rgb: &[u8]| rgb[p * 3..p * 3 + 3].to_vec();
+        if mask.repaints(p % 64, p / 64) {
+            assert_eq!(px(&with.rgb), px(&without.rgb), "repainted pixel {p}");
+        } else {
+            assert_eq!(px(&with.rgb), px(&source.rgb), "kept pixel {p}");
+            kept_changed += usize::from(px(&without.rgb) != px(&source.rgb));
+        }
+    }
+    assert!(
+        kept_changed > 100,
+        "without paste-back the VAE changes kept pixels"
+    );
 }

@@ -82,6 +82,10 @@ pub struct GenerateRequest {
     /// Outpainting: pixels added to `init_image` left, right, top and bottom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outpaint: Option<[u32; 4]>,
+    /// With a mask or an outpaint: put the image's own pixels back outside it, across an edge
+    /// blurred by this many pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paste_back: Option<u32>,
 }
 
 /// A LoRA asked for by name.

@@ -335,6 +335,7 @@ fn an_inpaint_job_saves_its_image_with_the_source_in_the_recipe() {
         strength: 0.5,
         mask: Some(Arc::new(Mask::from_luma(64, 64, luma))),
         outpaint: None,
+        paste_back: None,
     };
     let bad = q
         .submit(JobSpec {

@@ -75,6 +75,10 @@ pub struct SourceImage {
     /// Outpainting: the pixels added left, right, top and bottom of the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outpaint: Option<[u32; 4]>,
+    /// The kept pixels were pasted back over the result, across a mask edge blurred by this
+    /// many pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paste_back: Option<u32>,
 }
 
 /// How an image was made larger.
@@ -144,6 +148,9 @@ impl Recipe {
         }
         if let Some(source) = &self.source {
             settings.push(format!("Denoising strength: {}", source.strength));
+            if let Some(blur) = source.paste_back {
+                settings.push(format!("Mask blur: {blur}"));
+            }
         }
         if let Some(upscale) = &self.upscale {
             settings.push(format!("Postprocess upscale by: {}", upscale.factor));

@@ -111,6 +111,7 @@ fn image_input(
         strength,
         mask: mask.map(Arc::new),
         outpaint: body.outpaint,
+        paste_back: body.paste_back,
     };
     input.validate().map_err(|e| e.to_string())?;
     Ok(Some((input, width, height)))

@@ -197,11 +197,8 @@ async fn generate(
         .list()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let caps = state.input_caps;
-    let (limits, model_name, styles) = (
-        state.limits,
-        state.model_name.clone(),
-        state.styles.clone(),
-    );
+    let (limits, model_name, styles) =
+        (state.limits, state.model_name.clone(), state.styles.clone());
     // Decoding an image to start from is CPU work: off the async threads.
     let request = tokio::task::spawn_blocking(move || {
         crate::request::validate(body, &limits, &model_name, &styles, &loras, caps)

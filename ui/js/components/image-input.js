@@ -13,6 +13,8 @@ import { paintMask } from './mask-painter.js';
 
 /** Strength when an image is picked: A1111's default for img2img; 1 repaints a mask fully. */
 const DEFAULT_STRENGTH = 0.75;
+/** The edge, in pixels, over which pasted-back pixels blend into the result (A1111's mask blur). */
+const MASK_BLUR = 4;
 
 /**
  * @typedef {object} ImageInputPanel
@@ -32,6 +34,7 @@ const DEFAULT_STRENGTH = 0.75;
 export function createImageInput(root, onChange) {
   const { q } = scoped(root);
   const strength = q('#create-strength', HTMLInputElement);
+  const pasteBack = q('#create-paste-back', HTMLInputElement);
   const margins = ['left', 'right', 'top', 'bottom'].map((side) => q(`#create-outpaint-${side}`, HTMLInputElement));
   /** @type {{ image: InputInfo | null, mask: InputInfo | null }} */
   const input = { image: null, mask: null };
@@ -49,6 +52,7 @@ export function createImageInput(root, onChange) {
     for (const id of ['#create-input-mask', '#create-input-clear']) q(id, HTMLButtonElement).disabled = !chosen;
     q('#create-input-clear-mask', HTMLButtonElement).disabled = !input.mask;
     strength.disabled = !chosen;
+    pasteBack.disabled = !input.mask && !outpaint();
     for (const m of margins) m.disabled = !chosen;
     q('#create-strength-value').textContent = Number(strength.value).toFixed(2);
     if (chosen) {
@@ -88,6 +92,7 @@ export function createImageInput(root, onChange) {
   q('#create-input-clear-mask').addEventListener('click', () => { input.mask = null; changed(); });
   q('#create-input-clear').addEventListener('click', () => { input.image = null; input.mask = null; changed(); });
   strength.addEventListener('input', changed);
+  pasteBack.addEventListener('change', changed);
   for (const m of margins) {
     m.addEventListener('input', () => {
       if (outpaint()) input.mask = null;
@@ -119,6 +124,7 @@ export function createImageInput(root, onChange) {
         input.image = image;
         input.mask = mask;
         strength.value = String(source.strength);
+        pasteBack.checked = source.paste_back !== undefined && source.paste_back !== null;
         const m = source.outpaint || [0, 0, 0, 0];
         margins.forEach((node, i) => { node.value = String(m[i]); });
         /** @type {HTMLDetailsElement} */ (root).open = true;
@@ -137,6 +143,7 @@ export function createImageInput(root, onChange) {
         strength: Number(strength.value),
         mask_sha256: input.mask?.sha256 ?? null,
         outpaint: outpaint(),
+        paste_back: (input.mask || outpaint()) && pasteBack.checked ? MASK_BLUR : null,
       };
     },
     size() {
