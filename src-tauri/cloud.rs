@@ -322,6 +322,9 @@ pub struct CloudJobParams {
     /// An image to start from (img2img, inpainting, outpainting), sent with the request.
     #[serde(default)]
     init: Option<crate::inputs::InputParams>,
+    /// A second pass at a larger size ("hires fix").
+    #[serde(default)]
+    hires: Option<selfdiffusion_recipe::HiresFix>,
 }
 
 /// A queued cloud job.
@@ -386,6 +389,7 @@ pub async fn submit_cloud_job(app: AppHandle, params: CloudJobParams) -> CmdResu
             // <lora:name:w> tags in the prompt name the server's LoRAs; it reads them itself.
             loras: None,
             lora_scale: None,
+            hires: params.hires,
             ..GenerateRequest::default()
         };
         if let Some(init) = &params.init {

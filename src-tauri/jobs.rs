@@ -8,7 +8,7 @@ use base64::Engine as _;
 use selfdiffusion_engine::{default_dtype, DeviceChoice, Engine, SchedulerKind};
 use selfdiffusion_library::Library;
 use selfdiffusion_queue::{JobId, JobInfo, JobProgress, JobSpec, Queue, QueueEvent};
-use selfdiffusion_recipe::{take_lora_tags, SizeConditions};
+use selfdiffusion_recipe::{take_lora_tags, HiresFix, SizeConditions};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
 
@@ -128,6 +128,9 @@ pub struct JobParams {
     /// An image to start from (img2img, inpainting, outpainting).
     #[serde(default)]
     init: Option<crate::inputs::InputParams>,
+    /// A second pass at a larger size ("hires fix").
+    #[serde(default)]
+    hires: Option<HiresFix>,
 }
 
 /// A queued job and the seed it will use.
@@ -184,6 +187,7 @@ pub async fn submit_job(app: AppHandle, params: JobParams) -> CmdResult<Submitte
             scheduler,
             size_conditions: params.size_conditions,
             init,
+            hires: params.hires,
         })?;
         Ok(Submitted { id, seed })
     })

@@ -58,6 +58,7 @@
  * @property {RecipeLora[]} [loras] the LoRAs merged into the model
  * @property {SizeConditions} [size_conditions] SDXL's, when the user set them
  * @property {SourceImage} [source] img2img / inpainting: the image it started from
+ * @property {HiresFix} [hires] a second, larger pass (width and height are the first's)
  * @property {Upscale} [upscale] an upscaled image: how
  */
 
@@ -76,6 +77,13 @@
  * @property {number} factor
  * @property {string} upscaler
  * @property {string} source_sha256
+ */
+
+/**
+ * A second pass at a larger size: the first image enlarged `factor` times, redrawn at `strength`.
+ * @typedef {object} HiresFix
+ * @property {number} factor
+ * @property {number} strength
  */
 
 /**
@@ -281,6 +289,7 @@
  * @property {number} height
  * @property {number} count
  * @property {InputParams | null} init an image to start from
+ * @property {HiresFix | null} hires a second, larger pass
  */
 /**
  * SDXL's size conditioning: (height, width) pairs and a (top, left) crop; absent = the default

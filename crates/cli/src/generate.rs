@@ -12,7 +12,7 @@ use selfdiffusion_engine::{
     SchedulerKind, MAX_INPUT_PIXELS,
 };
 use selfdiffusion_files::{write_atomic, Access};
-use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags, SizeConditions};
+use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags, HiresFix, SizeConditions};
 use serde::Serialize;
 
 /// Options of `generate`.
@@ -81,6 +81,13 @@ pub struct GenerateArgs {
     /// decoding, across an edge blurred by BLUR pixels (4 when no number is given).
     #[arg(long, value_name = "BLUR", num_args = 0..=1, default_missing_value = "4")]
     paste_back: Option<u32>,
+    /// Hires fix: a second pass this many times larger (1 to 4, Lanczos), redrawn at
+    /// `--hires-strength`.
+    #[arg(long, value_name = "FACTOR")]
+    hires: Option<f64>,
+    /// How much the hires pass redraws, 0 to 1.
+    #[arg(long, default_value_t = 0.4, requires = "hires")]
+    hires_strength: f64,
     /// The noise img2img and inpainting draw (safetensors with diffusers' names
     /// `add_noise_noise`, `vae_sample_noise`) instead of seeded noise, for parity checks.
     #[arg(long, value_name = "FILE")]
@@ -283,6 +290,10 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         init_latents: args.latents.clone(),
         noise: args.noise.clone(),
         init,
+        hires: args.hires.map(|factor| HiresFix {
+            factor,
+            strength: args.hires_strength,
+        }),
         preview_every: 0,
         size_conditions: SizeConditions {
             original_size: args.original_size,

@@ -570,4 +570,46 @@ fn bad_image_inputs_are_clear_errors_and_write_nothing() {
         embedded_recipe(&std::fs::read(report["images"][0]["path"].as_str().unwrap()).unwrap())
             .unwrap();
     assert_eq!(recipe.source.unwrap().outpaint, Some([8, 8, 0, 16]));
+
+    // A hires fix: a second pass twice as large; the recipe keeps the first pass's size.
+    let run = generate(
+        &model,
+        &out,
+        &[
+            "--steps",
+            "2",
+            "--width",
+            "32",
+            "--height",
+            "48",
+            "--hires",
+            "2",
+            "--hires-strength",
+            "0.5",
+            "--json",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        (
+            report["images"][0]["width"].as_u64(),
+            report["images"][0]["height"].as_u64()
+        ),
+        (Some(64), Some(96))
+    );
+    let bytes = std::fs::read(report["images"][0]["path"].as_str().unwrap()).unwrap();
+    let recipe = embedded_recipe(&bytes).unwrap();
+    assert_eq!((recipe.width, recipe.height), (Some(32), Some(48)));
+    assert_eq!(
+        recipe.hires.map(|h| (h.factor, h.strength)),
+        Some((2.0, 0.5))
+    );
+    assert!(String::from_utf8_lossy(&bytes).contains("Hires upscale: 2"));
+    let refused = generate(&model, &out, &["--steps", "2", "--hires", "5"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("the hires factor is 5; give 1 to 4"));
 }

@@ -48,7 +48,7 @@ pub use pipeline::{
 };
 pub use preview::Preview;
 pub use schedulers::SchedulerKind;
-pub use selfdiffusion_recipe::{Limits, Recipe};
+pub use selfdiffusion_recipe::{HiresFix, Limits, Recipe};
 pub use single_file::{Checkpoint, Family};
 pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};

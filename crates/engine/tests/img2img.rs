@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{check, fixture_request, load_tensors as load, named_fixture, Recorder};
 use selfdiffusion_engine::{
-    Control, GivenNoise, ImageInput, Mask, Picture, Request, SchedulerKind, StableDiffusion,
-    MAX_INPUT_PIXELS,
+    Control, GivenNoise, HiresFix, ImageInput, Mask, Picture, Request, SchedulerKind, SeededNoise,
+    StableDiffusion, MAX_INPUT_PIXELS,
 };
 
 /// Tolerance on every latent-space tensor (the fixture's README: ≤ 1e-4 on latents).
@@ -311,4 +311,87 @@ fn paste_back_keeps_every_unmasked_pixel_of_the_image() {
         kept_changed > 100,
         "without paste-back the VAE changes kept pixels"
     );
+}
+
+#[test]
+fn a_hires_fix_is_img2img_of_the_enlarged_first_image_with_the_seeds_next_draws() {
+    let Some((_, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let hires = HiresFix {
+        factor: 2.0,
+        strength: 0.5,
+    };
+    let req = Request {
+        seed: 5,
+        scheduler: Some(SchedulerKind::Ddim),
+        hires: Some(hires),
+        ..fixture_request()
+    };
+    assert_eq!(req.steps_run(), 4 + 2);
+    let mut steps = Vec::new();
+    let mut images = Vec::new();
+    model
+        .generate(
+            &req,
+            &Control::default(),
+            &mut |p| {
+                if p.phase == selfdiffusion_engine::Phase::Denoising {
+                    steps.push((p.step, p.steps));
+                }
+            },
+            &mut |image| {
+                images.push(image);
+                Ok(())
+            },
+        )
+        .unwrap();
+    let made = &images[0];
+    assert_eq!((made.width, made.height), (128, 128));
+    assert_eq!(steps.last(), Some(&(6, 6)));
+    assert!(steps.windows(2).all(|w| w[0].0 <= w[1].0), "{steps:?}");
+    let recipe = req.recipe(made, "tiny", "local");
+    assert_eq!((recipe.width, recipe.height), (Some(64), Some(64)));
+    assert_eq!(recipe.hires, Some(hires));
+
+    // By hand: the first pass, Lanczos to 128², img2img at 0.5 with the same noise stream.
+    let first_req = Request {
+        hires: None,
+        ..req.clone()
+    };
+    let cond = model
+        .encode_prompts(&first_req, &mut Recorder::default())
+        .unwrap();
+    let mut noise = SeededNoise::new(5);
+    let run = |r: &Request, noise: &mut SeededNoise| {
+        let cond = model.encode_prompts(r, &mut Recorder::default()).unwrap();
+        model
+            .run_image(
+                r,
+                SchedulerKind::Ddim,
+                &cond,
+                noise,
+                &Control::default(),
+                &mut Recorder::default(),
+            )
+            .unwrap()
+    };
+    drop(cond);
+    let first = run(&first_req, &mut noise);
+    let enlarged = Picture::from_pixels(64, 64, first.rgb).resized(128, 128);
+    let second_req = Request {
+        width: 128,
+        height: 128,
+        init: Some(ImageInput {
+            image: std::sync::Arc::new(enlarged),
+            strength: 0.5,
+            mask: None,
+            outpaint: None,
+            paste_back: None,
+        }),
+        ..first_req
+    };
+    let second = run(&second_req, &mut noise);
+    assert_eq!(second.rgb, made.rgb);
 }

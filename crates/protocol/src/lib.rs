@@ -86,6 +86,9 @@ pub struct GenerateRequest {
     /// blurred by this many pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paste_back: Option<u32>,
+    /// Hires fix: a second pass `factor` times larger, redrawn at `strength`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<selfdiffusion_recipe::HiresFix>,
 }
 
 /// A LoRA asked for by name.

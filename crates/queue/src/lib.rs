@@ -13,7 +13,7 @@ use selfdiffusion_engine::{
     Control, Engine, EngineError, ImageInput, ModelSpec, Phase, Request, SchedulerKind,
 };
 use selfdiffusion_library::{JobGuard, Library, Pixels};
-use selfdiffusion_recipe::{take_lora_tags, SizeConditions};
+use selfdiffusion_recipe::{take_lora_tags, HiresFix, SizeConditions};
 use selfdiffusion_styles::Style;
 use serde::Serialize;
 
@@ -54,6 +54,8 @@ pub struct JobSpec {
     pub size_conditions: SizeConditions,
     /// An image to start from (img2img), with an optional mask (inpainting, outpainting).
     pub init: Option<ImageInput>,
+    /// A second pass at a larger size ("hires fix").
+    pub hires: Option<HiresFix>,
 }
 
 /// Where a job is.
@@ -250,6 +252,7 @@ impl Queue {
             init_latents: None,
             noise: None,
             init: spec.init.clone(),
+            hires: spec.hires,
             preview_every: 5,
             size_conditions: spec.size_conditions,
         };

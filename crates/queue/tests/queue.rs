@@ -60,6 +60,7 @@ fn spec(s: &Setup, prompt: &str, count: usize, steps: usize) -> JobSpec {
         scheduler: None,
         size_conditions: Default::default(),
         init: None,
+        hires: None,
     }
 }
 

@@ -14,6 +14,6 @@ mod size;
 pub use encode::{embed_recipe, encode_png, EncodeError};
 pub use limits::Limits;
 pub use metadata::{embedded_recipe, own_recipe};
-pub use recipe::{take_lora_tags, LoraUse, Recipe, SourceImage, Upscale};
+pub use recipe::{take_lora_tags, HiresFix, LoraUse, Recipe, SourceImage, Upscale};
 pub use seed::random_seed;
 pub use size::SizeConditions;

@@ -50,6 +50,9 @@ pub struct Recipe {
     /// img2img and inpainting: the image it started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceImage>,
+    /// Text to image with a second, larger pass; `width` and `height` are the first pass's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<HiresFix>,
     /// An upscaled image: how, and from which file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscale: Option<Upscale>,
@@ -79,6 +82,46 @@ pub struct SourceImage {
     /// many pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paste_back: Option<u32>,
+}
+
+/// A second pass at a larger size ("hires fix"): the first image made `factor` times larger
+/// (Lanczos), then redrawn at `strength` as img2img.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HiresFix {
+    /// How many times wider and taller the second pass is (1 to 4).
+    pub factor: f64,
+    /// How much of the enlarged image is redrawn, 0 to 1.
+    pub strength: f64,
+}
+
+impl HiresFix {
+    /// The least and most factor.
+    pub const FACTORS: (f64, f64) = (1.0, 4.0);
+
+    /// The second pass's size for a first pass of `width` × `height`, rounded down to `step`.
+    pub fn size(&self, width: u32, height: u32, step: u32) -> (u32, u32) {
+        let step = step.max(1);
+        let scale = |side: u32| ((f64::from(side) * self.factor) as u32 / step) * step;
+        (scale(width), scale(height))
+    }
+
+    /// Checks the factor and the strength.
+    pub fn check(&self) -> Result<(), String> {
+        let (least, most) = Self::FACTORS;
+        if !(least..=most).contains(&self.factor) {
+            return Err(format!(
+                "the hires factor is {}; give {least} to {most}",
+                self.factor
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.strength) {
+            return Err(format!(
+                "the hires strength {} is outside 0 to 1",
+                self.strength
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How an image was made larger.
@@ -150,6 +193,13 @@ impl Recipe {
             settings.push(format!("Denoising strength: {}", source.strength));
             if let Some(blur) = source.paste_back {
                 settings.push(format!("Mask blur: {blur}"));
+            }
+        }
+        if let Some(hires) = &self.hires {
+            settings.push(format!("Hires upscale: {}", hires.factor));
+            settings.push("Hires upscaler: Lanczos".to_owned());
+            if self.source.is_none() {
+                settings.push(format!("Denoising strength: {}", hires.strength));
             }
         }
         if let Some(upscale) = &self.upscale {

@@ -300,6 +300,7 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
         height: job.height,
         count: job.samples,
         init: job.init.clone(),
+        hires: job.hires,
         ..Request::default()
     };
     let total = (job.samples * request.steps_run()).max(1) as f64;

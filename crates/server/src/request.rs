@@ -39,6 +39,8 @@ pub struct JobRequest {
     pub loras: Vec<(PathBuf, f64)>,
     /// The image to start from, with its mask (img2img, inpainting, outpainting).
     pub init: Option<ImageInput>,
+    /// A second pass at a larger size ("hires fix").
+    pub hires: Option<selfdiffusion_recipe::HiresFix>,
 }
 
 /// What an image a request carries may be: at most `bytes` long and `pixels` large.
@@ -159,6 +161,13 @@ pub fn validate(
     let width = body.width.unwrap_or(default_width);
     let height = body.height.unwrap_or(default_height);
     limits.check(width, height, steps, samples, guidance)?;
+    if let Some(hires) = &body.hires {
+        hires.check()?;
+        let (w, h) = hires.size(width, height, limits.side_step);
+        limits
+            .check(w, h, steps, samples, guidance)
+            .map_err(|e| format!("hires: {e}"))?;
+    }
     if let Some(model) = body.model.as_deref() {
         if model != model_name {
             return Err(format!(
@@ -232,6 +241,7 @@ pub fn validate(
         height: height as usize,
         loras: merged,
         init: input.map(|(input, _, _)| input),
+        hires: body.hires,
     })
 }
 
@@ -332,6 +342,14 @@ mod tests {
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(120, 120), "outpaint": [1024, 0, 0, 0]}),
                 "width must be",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "width": 768, "hires": {"factor": 2.0, "strength": 0.4}}),
+                "hires: width must be",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "hires": {"factor": 2.0, "strength": 2.0}}),
+                "the hires strength 2 is outside 0 to 1",
             ),
         ];
         for (json, expected) in cases {

@@ -10,6 +10,8 @@ import { el, scoped } from '../dom.js';
 
 /** Scheduler names the engine knows ('' = the model's own). */
 const SCHEDULERS = [['', 'Model default'], ['ddim', 'DDIM'], ['euler', 'Euler'], ['euler_a', 'Euler ancestral'], ['dpmpp_2m_karras', 'DPM++ 2M Karras']];
+/** Hires-fix factors ('' = off). */
+const HIRES = [['', 'Off'], ['1.5', '×1.5'], ['2', '×2']];
 /** Aspect presets: width and height ratios. */
 const ASPECTS = /** @type {Record<string, [number, number]>} */ ({ '1:1': [1, 1], '3:2': [3, 2], '2:3': [2, 3], '16:9': [16, 9], '9:16': [9, 16] });
 const ASPECT_LABELS = [['1:1', 'Square 1:1'], ['3:2', 'Landscape 3:2'], ['2:3', 'Portrait 2:3'], ['16:9', 'Wide 16:9'], ['9:16', 'Tall 9:16'], ['custom', 'Custom']];
@@ -27,7 +29,9 @@ const XL_SIZES = [['1024x1024', 'Square'], ['1152x896', 'Landscape'], ['896x1152
  * @property {number} count
  * @property {string | null} scheduler null: the model's own
  * @property {SizeConditions} size_conditions SDXL's; empty for other models
+ * @property {HiresFix | null} hires a second, larger pass
  */
+/** @typedef {import('../types.js').HiresFix} HiresFix */
 /** @typedef {import('../types.js').SizeConditions} SizeConditions */
 
 /**
@@ -73,6 +77,10 @@ export function createParamForm(host, onChange) {
       el('button', { type: 'button', name: 'last-seed', title: 'Reuse the last seed', disabled: true }, 'Last seed')),
     el('label', {}, 'Scheduler', el('select', { name: 'scheduler' },
       ...SCHEDULERS.map(([value, text]) => el('option', { value }, text)))),
+    el('div', { className: 'pair', title: 'Hires fix: a second pass at a larger size (Lanczos), redrawn at this strength' },
+      el('label', {}, 'Hires fix', el('select', { name: 'hires' },
+        ...HIRES.map(([value, text]) => el('option', { value }, text)))),
+      numberField('Hires strength', 'hires-strength', { min: 0, max: 1, step: 0.05, value: '0.4', inputMode: 'decimal' })),
     el('details', { className: 'size-conditions', hidden: true },
       el('summary', {}, 'SDXL size conditioning'),
       el('p', { className: 'muted' }, 'What the model is told about the picture; empty fields use the image size and no crop.'),
@@ -88,6 +96,8 @@ export function createParamForm(host, onChange) {
   const input = (/** @type {string} */ name) => q(`input[name="${name}"]`, HTMLInputElement);
   const aspect = q('select[name="aspect"]', HTMLSelectElement);
   const scheduler = q('select[name="scheduler"]', HTMLSelectElement);
+  const hires = q('select[name="hires"]', HTMLSelectElement);
+  const hiresStrength = input('hires-strength');
   const lastSeedButton = q('button[name="last-seed"]', HTMLButtonElement);
   const [width, height, steps, guidance, seed, count] = ['width', 'height', 'steps', 'guidance', 'seed', 'count'].map(input);
   const conditions = q('details.size-conditions', HTMLDetailsElement);
@@ -169,6 +179,9 @@ export function createParamForm(host, onChange) {
   for (const node of [width, height]) node.addEventListener('input', () => { matchAspect(); onChange(); });
   for (const node of [steps, guidance, seed, count, ...conditionInputs]) node.addEventListener('input', onChange);
   scheduler.addEventListener('change', onChange);
+  hires.addEventListener('change', () => { hiresStrength.disabled = !hires.value; onChange(); });
+  hiresStrength.addEventListener('input', onChange);
+  hiresStrength.disabled = true;
   q('button[name="random-seed"]').addEventListener('click', () => { seed.value = ''; onChange(); });
   lastSeedButton.addEventListener('click', () => {
     if (lastSeed !== null) seed.value = String(lastSeed);
@@ -218,6 +231,7 @@ export function createParamForm(host, onChange) {
         count: Number(count.value),
         scheduler: scheduler.value || null,
         size_conditions: xl ? sizeConditions() : {},
+        hires: hires.value ? { factor: Number(hires.value), strength: Number(hiresStrength.value) } : null,
       };
     },
     fill(r) {
@@ -235,6 +249,12 @@ export function createParamForm(host, onChange) {
         b.value = pair ? String(pair[1]) : '';
       }
       if (r.size_conditions && Object.keys(r.size_conditions).length) conditions.open = true;
+      if (r.hires && !HIRES.some(([v]) => v === String(r.hires?.factor))) {
+        hires.append(el('option', { value: String(r.hires.factor) }, `×${r.hires.factor}`));
+      }
+      hires.value = r.hires ? String(r.hires.factor) : '';
+      if (r.hires) hiresStrength.value = String(r.hires.strength);
+      hiresStrength.disabled = !hires.value;
     },
     setSize(w, h) {
       width.value = String(w);
@@ -261,6 +281,11 @@ export function createParamForm(host, onChange) {
         bad.push([count, `Count must be between 1 and ${l.max_count}${cloud ? ' in the cloud' : ''}.`]);
       }
       if (v.seed !== null && (!Number.isSafeInteger(v.seed) || v.seed < 0)) bad.push([seed, 'The seed must be a whole number, 0 or more.']);
+      if (v.hires) {
+        if (hiresStrength.value === '' || !(v.hires.strength >= 0 && v.hires.strength <= 1)) bad.push([hiresStrength, 'The hires strength must be between 0 and 1.']);
+        const [w2, h2] = [v.width, v.height].map((side) => Math.floor((side * (v.hires?.factor ?? 1)) / l.side_step) * l.side_step);
+        if (w2 > l.max_side || h2 > l.max_side) bad.push([width, `With the hires fix the image would be ${w2}×${h2}; at most ${l.max_side} a side.`]);
+      }
       if (xl) {
         for (const node of conditionInputs) {
           const n = Number(node.value);
@@ -273,7 +298,7 @@ export function createParamForm(host, onChange) {
           if ((a.value === '') !== (b.value === '')) bad.push([a.value === '' ? a : b, 'Give both numbers of a size condition, or neither.']);
         }
       }
-      for (const node of [width, height, steps, guidance, seed, count, ...conditionInputs]) {
+      for (const node of [width, height, steps, guidance, seed, count, hiresStrength, ...conditionInputs]) {
         if (bad.some(([b]) => b === node)) node.setAttribute('aria-invalid', 'true');
         else node.removeAttribute('aria-invalid');
       }

@@ -29,6 +29,7 @@ const FIELDS = [
   ['Seed', (r) => r.seed],
   ['Size', (r) => (r.width && r.height ? `${r.width}×${r.height}` : null)],
   ['Started from', (r) => (r.source ? `${r.source.mask_sha256 ? 'inpaint' : r.source.outpaint ? `outpaint ${r.source.outpaint.join(', ')}` : 'img2img'} · strength ${r.source.strength}${r.source.paste_back !== undefined && r.source.paste_back !== null ? ' · kept pixels pasted back' : ''} · image ${r.source.image_sha256.slice(0, 12)}` : null)],
+  ['Hires fix', (r) => (r.hires ? `×${r.hires.factor} · strength ${r.hires.strength}` : null)],
   ['Upscaled', (r) => (r.upscale ? `×${r.upscale.factor} (${r.upscale.upscaler})` : null)],
   ['SDXL size conditions', (r) => sizeConditions(r.size_conditions)],
   ['Backend', (r) => r.backend],

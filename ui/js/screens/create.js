@@ -364,6 +364,7 @@ async function submit() {
     height: v.height,
     count: v.count,
     init: imageInput.params(),
+    hires: v.hires,
   };
   view.submitting = true;
   submitButton.disabled = true;
