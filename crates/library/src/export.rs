@@ -18,6 +18,8 @@ use selfdiffusion_recipe::Recipe;
 
 /// Name of the manifest entry in an exported zip.
 pub const MANIFEST_NAME: &str = "manifest.json";
+/// The folder of kept inputs inside an exported zip.
+pub(crate) const INPUTS_ENTRY: &str = "inputs/";
 /// Value of the manifest's `format` field.
 const MANIFEST_FORMAT: &str = "selfdiffusion-export";
 /// Manifest version this build writes and reads.
@@ -36,6 +38,10 @@ pub struct Manifest {
     pub project: ManifestProject,
     /// The images, in the order they were added.
     pub images: Vec<ManifestImage>,
+    /// The entries of the img2img and inpainting inputs the images' recipes name
+    /// (`inputs/<sha256>.<ext>`), so the recipes can be remade where the zip is imported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
 }
 
 impl Manifest {
@@ -221,6 +227,7 @@ impl Library {
                 description: project.description.clone(),
             },
             images: Vec::with_capacity(images.len()),
+            inputs: Vec::new(),
         };
         for (done, image) in images.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
@@ -257,6 +264,31 @@ impl Library {
                 done: done + 1,
                 total: images.len(),
             });
+        }
+        // The inputs the recipes name and this library keeps, once each.
+        let named = images
+            .iter()
+            .filter_map(|i| i.recipe.source.as_ref())
+            .flat_map(|s| std::iter::once(s.image_sha256.clone()).chain(s.mask_sha256.clone()));
+        let mut seen = HashSet::new();
+        for sha in named {
+            if !seen.insert(sha.clone()) {
+                continue;
+            }
+            let Ok(path) = self.input_path(&sha) else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).ctx("read", &path)?;
+            let ext = path
+                .extension()
+                .map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+            let name = format!("{INPUTS_ENTRY}{sha}.{ext}");
+            zip.start_file(name.as_str(), stored).map_err(zip_err)?;
+            zip.write_all(&bytes).map_err(|e| Error::Io {
+                context: "cannot write the export archive".into(),
+                source: e,
+            })?;
+            manifest.inputs.push(name);
         }
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         zip.start_file(MANIFEST_NAME, SimpleFileOptions::default())

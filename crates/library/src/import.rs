@@ -1,6 +1,6 @@
 //! Importing image files, folders and zip archives (including this app's exports).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::export::{Manifest, ManifestImage, MANIFEST_NAME};
-use crate::images::{Origin, Prepared};
+use crate::export::{Manifest, ManifestImage, INPUTS_ENTRY, MANIFEST_NAME};
+use crate::images::{sha256_hex, Origin, Prepared};
 use crate::Library;
 use selfdiffusion_recipe::embedded_recipe;
 
@@ -163,6 +163,39 @@ fn collect_folder(dir: &Path, out: &mut Vec<Candidate>) -> Result<()> {
 }
 
 impl Library {
+    /// Keeps the img2img and inpainting inputs an exported zip carries (its manifest's
+    /// `inputs`), each only when its content matches the hash in its name.
+    fn restore_inputs(
+        &self,
+        archive: &mut zip::ZipArchive<File>,
+        inputs: &HashSet<String>,
+        path: &Path,
+    ) -> Result<()> {
+        for name in inputs {
+            let Some(sha) = name
+                .strip_prefix(INPUTS_ENTRY)
+                .and_then(|file| file.split_once('.'))
+                .map(|(sha, _)| sha)
+            else {
+                continue;
+            };
+            let Ok(mut entry) = archive.by_name(name) else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| Error::BadArchive {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if sha256_hex(&bytes) == sha {
+                self.keep_input(&bytes)?;
+            } else {
+                tracing::warn!(entry = %name, "a kept input in the archive does not match its hash; skipped");
+            }
+        }
+        Ok(())
+    }
+
     /// Imports files, folders (recursively) and zip archives into a project.
     ///
     /// An archive with an entry that has an absolute path or `..` is refused whole before
@@ -189,6 +222,11 @@ impl Library {
             {
                 let mut archive = open_archive(path)?;
                 let manifest = read_manifest(&mut archive);
+                let inputs: HashSet<String> = manifest
+                    .as_ref()
+                    .map(|m| m.inputs.iter().cloned().collect())
+                    .unwrap_or_default();
+                self.restore_inputs(&mut archive, &inputs, path)?;
                 let by_path: HashMap<String, ManifestImage> = manifest
                     .map(|m| m.images.into_iter().map(|i| (i.path.clone(), i)).collect())
                     .unwrap_or_default();
@@ -198,7 +236,8 @@ impl Library {
                         reason: e.to_string(),
                     })?;
                     let entry_name = entry.name().to_owned();
-                    if entry.is_dir() || entry_name == MANIFEST_NAME {
+                    if entry.is_dir() || entry_name == MANIFEST_NAME || inputs.contains(&entry_name)
+                    {
                         continue;
                     }
                     let name = match by_path.get(&entry_name) {

@@ -411,3 +411,51 @@ fn write_failure_midway_leaves_the_library_as_it_was() {
     assert!(repaired.remaining.is_clean());
     assert!(lib.image(kept.summary.id).is_ok());
 }
+
+#[test]
+fn a_zip_carries_the_inputs_its_recipes_name_to_another_library() {
+    let (d, lib) = library();
+    let p = lib.create_project("Inpainted", None).unwrap();
+    let (source, mask) = (png(40), png(41));
+    let image_sha = lib.keep_input(&source).unwrap();
+    let mask_sha = lib.keep_input(&mask).unwrap();
+    let mut made = recipe("a door", 3);
+    made.source = Some(selfdiffusion_recipe::SourceImage {
+        image_sha256: image_sha.clone(),
+        strength: 0.7,
+        mask_sha256: Some(mask_sha.clone()),
+        outpaint: None,
+        paste_back: Some(4),
+    });
+    lib.add_image(p.id, &png(42), &made, Some("door.png"))
+        .unwrap();
+    // An image whose recipe names an input this library does not keep: exported without it.
+    let mut orphan = recipe("a window", 4);
+    orphan.source = Some(selfdiffusion_recipe::SourceImage {
+        image_sha256: "0".repeat(64),
+        strength: 0.5,
+        mask_sha256: None,
+        outpaint: None,
+        paste_back: None,
+    });
+    lib.add_image(p.id, &png(43), &orphan, Some("window.png"))
+        .unwrap();
+    let zip_path = d.path().join("inpainted.zip");
+    lib.export_zip(p.id, None, &zip_path, &AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+
+    let (_d2, other) = library();
+    let q = other.create_project("Elsewhere", None).unwrap();
+    let back = import(&other, q.id, &[&zip_path], OnDuplicate::Skip);
+    assert_eq!(
+        back.imported.len(),
+        2,
+        "inputs are not imported as images: {back:?}"
+    );
+    assert!(back.rejected.is_empty(), "{back:?}");
+    for (sha, bytes) in [(&image_sha, &source), (&mask_sha, &mask)] {
+        let kept = other.input_path(sha).unwrap();
+        assert_eq!(&std::fs::read(kept).unwrap(), bytes);
+    }
+    assert!(other.input_path(&"0".repeat(64)).is_err());
+}
