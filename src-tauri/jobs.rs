@@ -32,7 +32,10 @@ impl LocalJobs {
             return Ok(e.clone());
         }
         let device = DeviceChoice::Auto.open()?;
-        let made = Arc::new(Engine::new(device.clone(), default_dtype(&device)));
+        let made = Arc::new(
+            Engine::new(device.clone(), default_dtype(&device))
+                .with_low_memory(selfdiffusion_engine::low_memory_requested()),
+        );
         *engine = Some(made.clone());
         Ok(made)
     }

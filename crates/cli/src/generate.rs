@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{
-    default_dtype, Control, DeviceChoice, ImageInput, Mask, ModelSpec, Phase, Picture, Request,
-    SchedulerKind, MAX_INPUT_PIXELS,
+    default_dtype, low_memory_requested, Control, DeviceChoice, ImageInput, Mask, ModelSpec, Phase,
+    Picture, Request, SchedulerKind, MAX_INPUT_PIXELS,
 };
 use selfdiffusion_files::{write_atomic, Access};
 use selfdiffusion_recipe::{encode_png, random_seed, take_lora_tags, HiresFix, SizeConditions};
@@ -95,6 +95,10 @@ pub struct GenerateArgs {
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Free the text encoders once the prompts are encoded, so denoising holds only the UNet
+    /// and the VAE (also `SELFDIFFUSION_LOW_MEMORY=1`).
+    #[arg(long)]
+    low_memory: bool,
     /// SDXL: the original size the model is told of, `HxW` (default: the image's size).
     #[arg(long, value_name = "HxW", value_parser = SizeConditions::parse_pair)]
     original_size: Option<[u32; 2]>,
@@ -277,6 +281,7 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         ),
         _ => format!("cannot load {}", args.model.display()),
     })?;
+    model.set_free_text_after_encoding(args.low_memory || low_memory_requested());
     let request = Request {
         prompt,
         negative_prompt: args.negative.clone(),

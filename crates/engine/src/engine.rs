@@ -17,7 +17,17 @@ use crate::pipeline::{Control, Generation, ImageSink, Phase, Progress, Request};
 pub struct Engine {
     device: Device,
     dtype: DType,
+    low_memory: bool,
     loaded: Mutex<Option<Loaded>>,
+}
+
+/// The environment variable that turns low-memory runs on (`1`, `true`).
+pub const LOW_MEMORY_ENV: &str = "SELFDIFFUSION_LOW_MEMORY";
+
+/// Whether [`LOW_MEMORY_ENV`] asks for low-memory runs.
+pub fn low_memory_requested() -> bool {
+    std::env::var(LOW_MEMORY_ENV)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 /// The cached model, and its base weights for a change of LoRAs.
@@ -33,8 +43,17 @@ impl Engine {
         Engine {
             device,
             dtype,
+            low_memory: false,
             loaded: Mutex::new(None),
         }
+    }
+
+    /// Low-memory runs: the text encoders are freed once a request's prompts are encoded (and
+    /// read again for the next), and no base weights are kept for a change of LoRAs (it reads
+    /// them from disk), so the denoising holds only the UNet and the VAE.
+    pub fn with_low_memory(mut self, low_memory: bool) -> Self {
+        self.low_memory = low_memory;
+        self
     }
 
     /// The model `spec` names, loading it (and dropping the previous one) if it is not the
@@ -68,12 +87,17 @@ impl Engine {
             preview: None,
         });
         let (model, base) = match base {
+            _ if self.low_memory => (
+                spec.load(&self.device, self.dtype)?,
+                Arc::new(BaseWeights::default()),
+            ),
             Some(base) => (spec.load_replaying(&base, &self.device, self.dtype)?, base),
             None => {
                 let base = Arc::new(BaseWeights::default());
                 (spec.load_recording(&base, &self.device, self.dtype)?, base)
             }
         };
+        model.set_free_text_after_encoding(self.low_memory);
         let model = Arc::new(model);
         *loaded = Some(Loaded {
             spec: spec.clone(),

@@ -33,7 +33,7 @@ mod weights_file;
 pub use builtin_configs::BuiltinConfig;
 pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
-pub use engine::Engine;
+pub use engine::{low_memory_requested, Engine, LOW_MEMORY_ENV};
 pub use error::{EngineError, Result};
 pub use init_image::{ImageInput, Mask, Picture, MAX_INPUT_PIXELS};
 pub use kernels::threads;

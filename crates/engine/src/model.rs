@@ -1,7 +1,8 @@
 //! Loading a diffusers-layout Stable Diffusion folder: every size comes from the configs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device};
 use candle_nn::var_builder::SimpleBackend;
@@ -252,12 +253,117 @@ enum Keep<'a> {
     Replay(&'a BaseWeights),
 }
 
+/// The weights of one component (LoRAs merged in by `merge`).
+type Wrap<'w> = &'w dyn Fn(Box<dyn SimpleBackend>) -> Box<dyn SimpleBackend>;
+
+/// Reads a model's components: from its folder or its checkpoint, kept for (or replayed from)
+/// a change of LoRAs as `keep` says.
+struct Reader<'a> {
+    dir: &'a Path,
+    source: Source<'a>,
+    keep: Keep<'a>,
+    device: &'a Device,
+    dtype: DType,
+}
+
+impl Reader<'_> {
+    fn component(&self, name: &str) -> Component {
+        Component {
+            dir: self.dir.join(name),
+        }
+    }
+
+    /// The weights of the component `name` (file `stem` in a folder), and the file errors name.
+    fn load(
+        &self,
+        name: &str,
+        stem: &str,
+        merge: Wrap<'_>,
+        from_checkpoint: &dyn Fn(&Checkpoint) -> Box<dyn SimpleBackend>,
+    ) -> Result<(VarBuilder<'static>, PathBuf)> {
+        let read = || -> Result<(Box<dyn SimpleBackend>, PathBuf)> {
+            match self.source {
+                Source::Folder => {
+                    let file = self.component(name).weights(stem)?;
+                    Ok((weights_of(&file)?, file))
+                }
+                Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
+            }
+        };
+        let (backend, file) = match self.keep {
+            Keep::No => read()?,
+            Keep::Record(base) => {
+                let (backend, file) = read()?;
+                (base.record(name, &file, backend), file)
+            }
+            Keep::Replay(base) => match base.replay(name) {
+                Some(kept) => kept,
+                None => read()?,
+            },
+        };
+        let backend = merge(backend);
+        Ok((
+            VarBuilder::from_backend(backend, self.dtype, self.device.clone()),
+            file,
+        ))
+    }
+
+    /// The tokenizers and text encoders (LoRAs merged), and the width of their context.
+    fn text_encoders(&self, index: &ModelIndex, loras: &Loras) -> Result<(TextEncoders, usize)> {
+        let te_config: ClipTextConfig =
+            read_json(&self.component("text_encoder").dir.join("config.json"))?;
+        let (te_vb, te_file) = self.load(
+            "text_encoder",
+            "model",
+            &|b| loras.wrap(Part::TextEncoder, b),
+            &|c| c.text_encoder(),
+        )?;
+        let first = TextStack {
+            tokenizer: PromptTokenizer::load(&self.component("tokenizer").dir)?,
+            encoder: in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?,
+        };
+        if !is_xl(&index.class_name) {
+            return Ok((TextEncoders::Single(first), te_config.hidden_size));
+        }
+        let te2_config: ClipTextConfig =
+            read_json(&self.component("text_encoder_2").dir.join("config.json"))?;
+        let (vb, file) = self.load(
+            "text_encoder_2",
+            "model",
+            &|b| loras.wrap(Part::TextEncoder2, b),
+            &|c| c.text_encoder_2(),
+        )?;
+        let second = TextStack {
+            tokenizer: PromptTokenizer::load(&self.component("tokenizer_2").dir)?,
+            encoder: in_file(&file, ClipTextEncoder::with_projection(vb, &te2_config))?,
+        };
+        let width = te_config.hidden_size + te2_config.hidden_size;
+        let text = TextEncoders::Xl {
+            first,
+            second: Box::new(second),
+            force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(true),
+        };
+        Ok((text, width))
+    }
+}
+
+/// How the text encoders are read again after a low-memory run freed them.
+type TextReload = Box<dyn Fn() -> Result<TextEncoders> + Send + Sync>;
+
+/// The text encoders: loaded with the model, freed after encoding in low-memory runs, and read
+/// again (LoRAs merged) when next needed.
+struct TextSlot {
+    loaded: Mutex<Option<Arc<TextEncoders>>>,
+    reload: TextReload,
+    free_after_encoding: AtomicBool,
+}
+
 /// A loaded Stable Diffusion 1.x / 2.x / XL / Turbo model.
 pub struct StableDiffusion {
     /// The model folder, or the checkpoint file it was read from.
     pub dir: PathBuf,
-    /// The tokenizer(s) and text encoder(s).
-    pub text: TextEncoders,
+    /// The tokenizer(s) and text encoder(s) ([`StableDiffusion::text`]).
+    text: TextSlot,
     /// The denoising UNet.
     pub unet: UNet,
     /// The autoencoder.
@@ -320,6 +426,40 @@ pub fn model_limits(dir: &Path) -> Result<Limits> {
 }
 
 impl StableDiffusion {
+    /// The tokenizer(s) and text encoder(s), read again if a low-memory run freed them.
+    pub fn text(&self) -> Result<Arc<TextEncoders>> {
+        let mut loaded = self.text.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(text) = loaded.as_ref() {
+            return Ok(text.clone());
+        }
+        let text = Arc::new((self.text.reload)()?);
+        *loaded = Some(text.clone());
+        Ok(text)
+    }
+
+    /// Whether the text encoders are in memory now.
+    pub fn text_loaded(&self) -> bool {
+        self.text
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Low-memory runs: free the text encoders once a request's prompts are encoded (they are
+    /// read again, from disk, for the next request).
+    pub fn set_free_text_after_encoding(&self, free: bool) {
+        self.text.free_after_encoding.store(free, Ordering::Relaxed);
+    }
+
+    /// Frees the text encoders if low-memory runs are asked for.
+    pub(crate) fn after_encoding(&self) {
+        if self.text.free_after_encoding.load(Ordering::Relaxed) {
+            *self.text.loaded.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::debug!("text encoders freed until the next request");
+        }
+    }
+
     /// What requests this model takes.
     pub fn limits(&self) -> Limits {
         limits_of(&self.unet_config, &self.vae_config)
@@ -418,78 +558,43 @@ impl StableDiffusion {
         let component = |name: &str| Component {
             dir: dir.join(name),
         };
-        // The weights of one component (LoRAs merged in by `merge`), and the file errors name.
-        type Wrap<'w> = &'w dyn Fn(Box<dyn SimpleBackend>) -> Box<dyn SimpleBackend>;
-        let load = |name: &str,
-                    stem: &str,
-                    merge: Wrap<'_>,
-                    from_checkpoint: &dyn Fn(&Checkpoint) -> Box<dyn SimpleBackend>|
-         -> Result<(VarBuilder<'static>, PathBuf)> {
-            let read = || -> Result<(Box<dyn SimpleBackend>, PathBuf)> {
+        let reader = Reader {
+            dir,
+            source,
+            keep,
+            device,
+            dtype,
+        };
+        let (text, context_width) = reader.text_encoders(&index, loras)?;
+        // Read again from disk when a low-memory run freed them.
+        let reload: TextReload = {
+            let (dir, checkpoint, index, loras, device) = (
+                dir.to_path_buf(),
                 match source {
-                    Source::Folder => {
-                        let file = component(name).weights(stem)?;
-                        Ok((weights_of(&file)?, file))
-                    }
-                    Source::Checkpoint(c) => Ok((from_checkpoint(c), c.file().to_path_buf())),
-                }
-            };
-            let (backend, file) = match keep {
-                Keep::No => read()?,
-                Keep::Record(base) => {
-                    let (backend, file) = read()?;
-                    (base.record(name, &file, backend), file)
-                }
-                Keep::Replay(base) => match base.replay(name) {
-                    Some(kept) => kept,
-                    None => read()?,
+                    Source::Checkpoint(c) => Some(c.clone()),
+                    Source::Folder => None,
                 },
-            };
-            let backend = merge(backend);
-            Ok((
-                VarBuilder::from_backend(backend, dtype, device.clone()),
-                file,
-            ))
-        };
-
-        let te_config: ClipTextConfig =
-            read_json(&component("text_encoder").dir.join("config.json"))?;
-        let (te_vb, te_file) = load(
-            "text_encoder",
-            "model",
-            &|b| loras.wrap(Part::TextEncoder, b),
-            &|c| c.text_encoder(),
-        )?;
-        let first = TextStack {
-            tokenizer: PromptTokenizer::load(&component("tokenizer").dir)?,
-            encoder: in_file(&te_file, ClipTextEncoder::new(te_vb, &te_config))?,
-        };
-        let (text, context_width) = if xl {
-            let te2_config: ClipTextConfig =
-                read_json(&component("text_encoder_2").dir.join("config.json"))?;
-            let (vb, file) = load(
-                "text_encoder_2",
-                "model",
-                &|b| loras.wrap(Part::TextEncoder2, b),
-                &|c| c.text_encoder_2(),
-            )?;
-            let second = TextStack {
-                tokenizer: PromptTokenizer::load(&component("tokenizer_2").dir)?,
-                encoder: in_file(&file, ClipTextEncoder::with_projection(vb, &te2_config))?,
-            };
-            let width = te_config.hidden_size + te2_config.hidden_size;
-            let text = TextEncoders::Xl {
-                first,
-                second: Box::new(second),
-                force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(true),
-            };
-            (text, width)
-        } else {
-            (TextEncoders::Single(first), te_config.hidden_size)
+                index.clone(),
+                loras.clone(),
+                device.clone(),
+            );
+            Box::new(move || {
+                let reader = Reader {
+                    dir: &dir,
+                    source: checkpoint
+                        .as_ref()
+                        .map_or(Source::Folder, Source::Checkpoint),
+                    keep: Keep::No,
+                    device: &device,
+                    dtype,
+                };
+                tracing::info!(dir = %dir.display(), "reading the text encoders again");
+                Ok(reader.text_encoders(&index, &loras)?.0)
+            })
         };
 
         let unet_cfg: UNetConfig = read_json(&component("unet").dir.join("config.json"))?;
-        let (unet_vb, unet_file) = load(
+        let (unet_vb, unet_file) = reader.load(
             "unet",
             "diffusion_pytorch_model",
             &|b| loras.wrap_unet(b, &unet_cfg),
@@ -514,7 +619,7 @@ impl StableDiffusion {
                 2 * latent + 1
             )));
         }
-        let (vae_vb, vae_file) = load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
+        let (vae_vb, vae_file) = reader.load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
             c.vae(&vae_cfg)
         })?;
         let vae = in_file(&vae_file, Vae::new(vae_vb, &vae_cfg))?;
@@ -530,7 +635,11 @@ impl StableDiffusion {
         tracing::info!(dir = %dir.display(), ?dtype, "model loaded");
         Ok(StableDiffusion {
             dir: dir.to_path_buf(),
-            text,
+            text: TextSlot {
+                loaded: Mutex::new(Some(Arc::new(text))),
+                reload,
+                free_after_encoding: AtomicBool::new(false),
+            },
             unet,
             vae,
             vae_config: vae_cfg,

@@ -347,13 +347,14 @@ impl StableDiffusion {
         req: &Request,
         observer: &mut dyn Observer,
     ) -> Result<Conditioning> {
-        let cond = self.text.encode(&req.prompt, &self.device)?;
+        let text = self.text()?;
+        let cond = text.encode(&req.prompt, &self.device)?;
         let guided = req.guidance > 1.0;
-        let zeros = req.negative_prompt.is_empty() && self.text.zeros_for_missing_negative();
+        let zeros = req.negative_prompt.is_empty() && text.zeros_for_missing_negative();
         let uncond = match (guided, zeros) {
             (false, _) => None,
             (true, true) => Some(TextEncoders::zeros_like(&cond)?),
-            (true, false) => Some(self.text.encode(&req.negative_prompt, &self.device)?),
+            (true, false) => Some(text.encode(&req.negative_prompt, &self.device)?),
         };
         observer.tokens(
             &cond.ids,
@@ -366,7 +367,7 @@ impl StableDiffusion {
         if cond.truncated {
             tracing::warn!(
                 "prompt is longer than {} tokens; the end was cut",
-                self.text.max_len()
+                text.max_len()
             );
         }
         // [uncond; cond] with guidance, else cond alone.
@@ -484,6 +485,7 @@ impl StableDiffusion {
             };
         report(Phase::EncodingPrompt, 0, 0, &clock, None, progress);
         let cond = self.encode_prompts(req, &mut NoObserver)?;
+        self.after_encoding();
         let mut images = 0;
         let mut stopped_early = false;
         let mut resized = Vec::new();

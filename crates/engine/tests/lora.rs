@@ -303,6 +303,55 @@ fn changing_loras_rebuilds_the_model_from_memory_not_from_disk() {
     assert_eq!(run(&spec(Vec::new())), expected_none);
 }
 
+/// Low-memory runs free the text encoders after encoding and read them again, LoRAs merged,
+/// for the next request: the images are those of an ordinary engine.
+#[test]
+fn low_memory_runs_read_the_text_encoders_again_with_their_loras() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    let lora = |name: &str| dir.parent().unwrap().join("tiny-sd15-lora/lora").join(name);
+    let spec = ModelSpec {
+        path: dir.join("model"),
+        config: None,
+        loras: vec![(lora("kohya_style.safetensors"), 0.7)],
+    };
+    let request = selfdiffusion_engine::Request {
+        scheduler: Some(SchedulerKind::Ddim),
+        init_latents: Some(dir.join("reference/init_latents.safetensors")),
+        ..fixture_request()
+    };
+    let run = |engine: &Engine, prompt: &str| {
+        let mut rgb = Vec::new();
+        let request = selfdiffusion_engine::Request {
+            prompt: prompt.into(),
+            ..request.clone()
+        };
+        engine
+            .generate(
+                &spec,
+                &request,
+                &Control::default(),
+                &mut |_| {},
+                &mut |image| {
+                    rgb = image.rgb;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        rgb
+    };
+    let ordinary = Engine::new(Device::Cpu, DType::F32);
+    let low = Engine::new(Device::Cpu, DType::F32).with_low_memory(true);
+    let prompts = ["a red fox", "a blue bird"];
+    for prompt in prompts {
+        assert_eq!(run(&low, prompt), run(&ordinary, prompt), "{prompt}");
+        let model = low.model(&spec, &mut |_| {}).unwrap();
+        assert!(!model.text_loaded(), "freed after encoding");
+        assert!(ordinary.model(&spec, &mut |_| {}).unwrap().text_loaded());
+    }
+}
+
 /// An SDXL LoRA on the tiny-sdxl model (`tiny-sdxl`'s README): the same modules written the
 /// kohya way (UNet layers under their original names, `lora_te1_` / `lora_te2_`) and the PEFT
 /// way (diffusers names) change the model identically, and every one of them is used.

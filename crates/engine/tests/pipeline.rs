@@ -298,7 +298,13 @@ fn guidance_at_most_one_runs_without_cfg() {
 #[test]
 fn long_prompts_are_truncated_and_reported() {
     let long = "a red cat ".repeat(20);
-    let tokens = tiny().text.first().tokenizer.encode(&long).unwrap();
+    let tokens = tiny()
+        .text()
+        .unwrap()
+        .first()
+        .tokenizer
+        .encode(&long)
+        .unwrap();
     assert!(tokens.truncated);
     assert_eq!(tokens.ids.len(), 16);
     assert_eq!(
@@ -306,7 +312,13 @@ fn long_prompts_are_truncated_and_reported() {
         (0, 1),
         "start and end tokens kept"
     );
-    let short = tiny().text.first().tokenizer.encode("A Cat").unwrap();
+    let short = tiny()
+        .text()
+        .unwrap()
+        .first()
+        .tokenizer
+        .encode("A Cat")
+        .unwrap();
     assert_eq!(
         short.ids[..5],
         [0, 3, 4, 1, 1],

@@ -55,7 +55,8 @@ fn run(run: &str, scheduler_dir: &str, kind: SchedulerKind, req: Request) {
     model.schedule = Schedule::from_config(&config).unwrap();
 
     // Both tokenizers: the second pads with "!" (id 0).
-    let TextEncoders::Xl { second, .. } = &model.text else {
+    let text = model.text().unwrap();
+    let TextEncoders::Xl { second, .. } = &*text else {
         panic!("an SDXL folder loads two text encoders");
     };
     assert_eq!(

@@ -422,8 +422,8 @@ fn an_sdxl_single_file_gives_the_folder_pipeline() {
     assert_eq!(single.dir, file);
 
     // Both text encoders read the same weights: the context and the pooled vector are equal.
-    let a = folder.text.encode(PROMPT, &Device::Cpu).unwrap();
-    let b = single.text.encode(PROMPT, &Device::Cpu).unwrap();
+    let a = folder.text().unwrap().encode(PROMPT, &Device::Cpu).unwrap();
+    let b = single.text().unwrap().encode(PROMPT, &Device::Cpu).unwrap();
     assert_eq!(max_diff(&a.context, &b.context), 0.0, "context");
     let (a, b) = (a.pooled.expect("SDXL pools"), b.pooled.expect("SDXL pools"));
     assert_eq!(max_diff(&a, &b), 0.0, "pooled");

@@ -58,8 +58,14 @@ fn a_single_file_checkpoint_gives_the_folder_pipeline() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let a = folder.text.first().encoder.forward(&ids).unwrap();
-    let b = single.text.first().encoder.forward(&ids).unwrap();
+    let a = folder.text().unwrap().first().encoder.forward(&ids).unwrap();
+    let b = single
+        .text()
+        .unwrap()
+        .first()
+        .encoder
+        .forward(&ids)
+        .unwrap();
     assert_eq!(max_diff(&a, &b), 0.0, "text encoder");
 
     // The whole DDIM run is bit-identical to the folder's (diffusers finds the same).

@@ -31,6 +31,9 @@ pub struct Config {
     pub device: String,
     /// Generation workers sharing the one loaded model.
     pub workers: usize,
+    /// Free the text encoders after each request's prompts are encoded (read again for the
+    /// next): less memory while denoising, a little more time per request.
+    pub low_memory: bool,
     /// How long a signed image URL stays valid, in seconds.
     pub signed_url_ttl_s: u64,
     /// How long finished jobs (and their images) are kept, in seconds.
@@ -130,6 +133,7 @@ impl Default for Config {
             loras_dir: None,
             device: "auto".into(),
             workers: 1,
+            low_memory: false,
             signed_url_ttl_s: 900,
             job_retention_s: 24 * 3600,
             auth: AuthConfig::default(),
@@ -204,6 +208,17 @@ impl Config {
         }
         if let Some(v) = var("WORKERS") {
             self.workers = number("WORKERS", &v)?;
+        }
+        if let Some(v) = var("LOW_MEMORY") {
+            self.low_memory = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "SELFDIFFUSION_SERVER_LOW_MEMORY={v:?}: give true or false"
+                    )))
+                }
+            };
         }
         if let Some(v) = var("SIGNED_URL_TTL_S") {
             self.signed_url_ttl_s = number("SIGNED_URL_TTL_S", &v)?;

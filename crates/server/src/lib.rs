@@ -54,7 +54,7 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         .map_err(data_error)?;
     tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
-        engine: Arc::new(Engine::new(device, dtype)),
+        engine: Arc::new(Engine::new(device, dtype).with_low_memory(config.low_memory)),
         model: ModelSpec::folder(model_dir),
         model_name: config.model_name.clone(),
         images_dir,
