@@ -58,7 +58,13 @@ fn a_single_file_checkpoint_gives_the_folder_pipeline() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let a = folder.text().unwrap().first().encoder.forward(&ids).unwrap();
+    let a = folder
+        .text()
+        .unwrap()
+        .first()
+        .encoder
+        .forward(&ids)
+        .unwrap();
     let b = single
         .text()
         .unwrap()
