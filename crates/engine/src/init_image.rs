@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
 use selfdiffusion_recipe::SourceImage;
 use sha2::{Digest, Sha256};
 
@@ -91,9 +91,16 @@ fn decode(bytes: &[u8], what: &str, max_pixels: u64) -> Result<DynamicImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
-    reader
-        .decode()
-        .map_err(|e| bad(format!("cannot be decoded (truncated or corrupt?): {e}")))
+    let corrupt =
+        |e: image::ImageError| bad(format!("cannot be decoded (truncated or corrupt?): {e}"));
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    // A camera's EXIF orientation: the picture as it is meant to be seen.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    image.apply_orientation(orientation);
+    Ok(image)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -429,6 +436,31 @@ mod tests {
         let big = png(DynamicImage::new_rgb8(64, 64));
         let e = Picture::decode(&big, 32 * 32).unwrap_err().to_string();
         assert!(e.contains("64×64") && e.contains("1024 pixels"), "{e}");
+    }
+
+    #[test]
+    fn a_cameras_exif_orientation_is_applied() {
+        use image::ImageEncoder;
+        // A minimal little-endian TIFF header with one IFD entry: Orientation (0x0112) = 6,
+        // "rotate 90° clockwise to view".
+        let exif = [
+            0x49, 0x49, 0x2A, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0,
+            0, 0,
+        ];
+        let mut bytes = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+        encoder.set_exif_metadata(exif.to_vec()).unwrap();
+        encoder
+            .write_image(
+                &[255, 0, 0, 0, 0, 255],
+                2,
+                1,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        let picture = Picture::decode(&bytes, MAX_INPUT_PIXELS).unwrap();
+        assert_eq!((picture.width, picture.height), (1, 2));
+        assert_eq!(picture.rgb, vec![255, 0, 0, 0, 0, 255]);
     }
 
     #[test]
