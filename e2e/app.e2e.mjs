@@ -69,6 +69,8 @@ const env = {
   SELFDIFFUSION_E2E_SAVE_PATH: exportPath,
   SELFDIFFUSION_E2E_CHECKPOINT_PATH: checkpointFile,
   SELFDIFFUSION_E2E_LORA_PATH: loraFile,
+  // A tiny random Real-ESRGAN ×4 net the engine's tests compare with PyTorch.
+  SELFDIFFUSION_E2E_UPSCALER_PATH: resolve('crates/engine/tests/data/tiny-esrgan/x4.safetensors'),
   XDG_CONFIG_HOME: join(work, 'config'),
   XDG_DATA_HOME: join(work, 'data'),
   XDG_CACHE_HOME: join(work, 'cache'),
@@ -535,6 +537,27 @@ try {
       await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
       await wd.exec('document.getElementById("create-input-clear").click()');
       await wd.until(() => wd.exec('return document.getElementById("create-input").dataset.mode === "none"'), 'back to text to image');
+    });
+
+    await step('choose an ESRGAN upscaler in Settings; Upscale ×4 uses it', async () => {
+      await go('settings');
+      assert.equal(await wd.text('#upscaler-name'), 'Lanczos');
+      await wd.click('#upscaler-choose');
+      await wd.until(async () => (await wd.text('#upscaler-name')) === 'x4', 'the upscaler chosen');
+      assert.match(await wd.text('#upscaler-detail'), /^\(ESRGAN ×4, .*x4\.safetensors\)$/);
+      await go('library');
+      const before = await tiles();
+      await wd.exec('document.querySelector("#gallery .tile").click()');
+      await wd.waitFor('#viewer[open] #viewer-upscale-4');
+      await wd.click('#viewer-upscale-4');
+      await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="upscaled"]')) === '×4 (x4)', 'the ESRGAN-upscaled image', 120000);
+      assert.match(await wd.text('#viewer-recipe dd[data-field="pixels"]'), /^512×512 PNG$/);
+      await wd.keys(Keys.ESCAPE);
+      await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
+      await wd.until(async () => (await tiles()) === before + 1, 'the upscaled image in the gallery');
+      await go('settings');
+      await wd.click('#upscaler-clear');
+      await wd.until(async () => (await wd.text('#upscaler-name')) === 'Lanczos', 'back to Lanczos');
     });
 
     if (cloud) {

@@ -39,6 +39,8 @@ const COMMANDS: &[&str] = &[
     "keep_input",
     "input_info",
     "upscale_image",
+    "upscaler_info",
+    "choose_upscaler",
     "account_status",
     "set_cloud_settings",
     "account_sign_up",

@@ -1,7 +1,7 @@
 //! Native file dialogs (rfd). End-to-end tests cannot click a native dialog, so environment
 //! variables answer in its place: `SELFDIFFUSION_E2E_OPEN_PATHS` (a path list, as `PATH` is
-//! written), `SELFDIFFUSION_E2E_SAVE_PATH`, `SELFDIFFUSION_E2E_CHECKPOINT_PATH` and
-//! `SELFDIFFUSION_E2E_LORA_PATH`. Nothing else reads them.
+//! written), `SELFDIFFUSION_E2E_SAVE_PATH`, `SELFDIFFUSION_E2E_CHECKPOINT_PATH`,
+//! `SELFDIFFUSION_E2E_LORA_PATH` and `SELFDIFFUSION_E2E_UPSCALER_PATH`. Nothing else reads them.
 
 use std::path::PathBuf;
 
@@ -55,6 +55,8 @@ pub enum WeightsKind {
     Checkpoint,
     /// A LoRA.
     Lora,
+    /// An ESRGAN upscaler (`.safetensors` or a PyTorch `.pth`).
+    Upscaler,
 }
 
 /// Asks for a `.safetensors` weights file; `None` when the user cancels.
@@ -68,13 +70,21 @@ pub fn pick_weights(kind: WeightsKind) -> Option<PathBuf> {
             "SELFDIFFUSION_E2E_LORA_PATH",
             "Import a LoRA (.safetensors)",
         ),
+        WeightsKind::Upscaler => (
+            "SELFDIFFUSION_E2E_UPSCALER_PATH",
+            "Choose an ESRGAN upscaler (.safetensors or .pth)",
+        ),
     };
     if let Some(path) = std::env::var_os(env) {
         return Some(PathBuf::from(path));
     }
+    let extensions: &[&str] = match kind {
+        WeightsKind::Upscaler => &["safetensors", "pth"],
+        _ => &["safetensors"],
+    };
     rfd::FileDialog::new()
         .set_title(title)
-        .add_filter("Safetensors", &["safetensors"])
+        .add_filter("Weights", extensions)
         .pick_file()
 }
 

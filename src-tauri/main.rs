@@ -72,6 +72,8 @@ fn main() {
             inputs::keep_input,
             inputs::input_info,
             inputs::upscale_image,
+            inputs::upscaler_info,
+            inputs::choose_upscaler,
             cloud::account_status,
             cloud::set_cloud_settings,
             cloud::account_sign_up,

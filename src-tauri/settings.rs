@@ -28,6 +28,31 @@ pub fn set_library_folder(app: &AppHandle, folder: &std::path::Path) -> anyhow::
     Ok(())
 }
 
+const UPSCALER: &str = "upscaler";
+
+/// The ESRGAN upscaler file the user chose, if any (else images are upscaled by Lanczos).
+pub fn upscaler(app: &AppHandle) -> Option<PathBuf> {
+    let store = app.store(STORE_FILE).ok()?;
+    store
+        .get(UPSCALER)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Remembers the ESRGAN upscaler file, or forgets it (`None`: Lanczos).
+pub fn set_upscaler(app: &AppHandle, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let store = app.store(STORE_FILE)?;
+    match file {
+        Some(file) => store.set(UPSCALER, file.to_string_lossy().into_owned()),
+        None => {
+            store.delete(UPSCALER);
+        }
+    }
+    store.save()?;
+    Ok(())
+}
+
 const CLOUD: &str = "cloud";
 
 /// Where the cloud service is: the generation API and the Cognito user pool. Environment

@@ -25,6 +25,7 @@
 /** @typedef {import('./types.js').Submitted} Submitted */
 /** @typedef {import('./types.js').Backend} Backend */
 /** @typedef {import('./types.js').InputInfo} InputInfo */
+/** @typedef {import('./types.js').UpscalerInfo} UpscalerInfo */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
 /** @typedef {import('./types.js').CloudSettings} CloudSettings */
 /** @typedef {import('./events.js').TauriEventMap} TauriEventMap */
@@ -154,6 +155,14 @@ export const api = {
   inputInfo: (sha256) => invoke('input_info', { sha256 }),
   /** @param {number} imageId @param {number} factor 2 or 4 @returns {Promise<ImageDetail>} the new image */
   upscaleImage: (imageId, factor) => invoke('upscale_image', { imageId, factor }),
+  /** @returns {Promise<UpscalerInfo | null>} the ESRGAN upscaler in use; null: Lanczos */
+  upscalerInfo: () => invoke('upscaler_info'),
+  /**
+   * Picks an ESRGAN upscaler file (native dialog) and uses it, or goes back to Lanczos.
+   * @param {boolean} clear
+   * @returns {Promise<UpscalerInfo | null>} what is in use afterwards
+   */
+  chooseUpscaler: (clear) => invoke('choose_upscaler', { clear }),
   /** @param {string} id @returns {Promise<ModelEntry[]>} the model list afterwards */
   downloadModel: (id) => invoke('download_model', { id }),
   /** @returns {Promise<void>} */

@@ -87,6 +87,14 @@
  */
 
 /**
+ * The ESRGAN upscaler in use.
+ * @typedef {object} UpscalerInfo
+ * @property {string} name
+ * @property {string} path
+ * @property {number} scale
+ */
+
+/**
  * An image or mask kept in the library as a run's input.
  * @typedef {object} InputInfo
  * @property {string} sha256

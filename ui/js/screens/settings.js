@@ -51,8 +51,28 @@ function action(id, working, fn) {
   });
 }
 
+/** @param {import('../types.js').UpscalerInfo | null} info */
+function showUpscaler(info) {
+  q('#upscaler-name').textContent = info ? info.name : 'Lanczos';
+  q('#upscaler-detail').textContent = info ? `(ESRGAN ×${info.scale}, ${info.path})` : '';
+  q('#upscaler-clear', HTMLButtonElement).disabled = !info;
+}
+
 /** Wires the screen. */
 export function initSettings() {
+  api.upscalerInfo().then(showUpscaler).catch((e) => { showUpscaler(null); toast(e, 'error'); });
+  q('#upscaler-choose').addEventListener('click', async () => {
+    try {
+      const info = await api.chooseUpscaler(false);
+      showUpscaler(info);
+      if (info) toast(`Upscaling with ${info.name}`);
+    } catch (e) { toast(e, 'error'); }
+  });
+  q('#upscaler-clear').addEventListener('click', async () => {
+    try {
+      showUpscaler(await api.chooseUpscaler(true));
+    } catch (e) { toast(e, 'error'); }
+  });
   q('#library-change').addEventListener('click', async () => {
     try {
       const folder = await api.setLibraryFolder();
