@@ -131,7 +131,7 @@ pub fn job_input(library: &Library, params: InputParams) -> CmdResult<ImageInput
             ))
         }
         (Some(margins), None) => {
-            let (canvas, mask) = picture.extended(margins);
+            let (canvas, mask) = picture.extended(margins, MAX_INPUT_PIXELS)?;
             (canvas, Some(mask))
         }
         (None, Some(sha)) => (

@@ -139,7 +139,7 @@ fn image_input(args: &GenerateArgs) -> Result<Option<ImageInput>> {
     let (image, mask) = match (args.outpaint, &args.mask) {
         (Some(_), Some(_)) => anyhow::bail!("give --mask or --outpaint, not both"),
         (Some(margins), None) => {
-            let (canvas, mask) = picture.extended(margins);
+            let (canvas, mask) = picture.extended(margins, MAX_INPUT_PIXELS)?;
             (canvas, Some(mask))
         }
         (None, Some(mask)) => (picture, Some(Mask::open(mask, MAX_INPUT_PIXELS)?)),

@@ -495,6 +495,15 @@ fn bad_image_inputs_are_clear_errors_and_write_nothing() {
             vec![
                 "--init-image".into(),
                 p(&good),
+                "--outpaint".into(),
+                "4000000000,4000000000,0,0".into(),
+            ],
+            "outpainting would make a 8000000064×64 canvas",
+        ),
+        (
+            vec![
+                "--init-image".into(),
+                p(&good),
                 "--mask".into(),
                 p(&not_image),
             ],

@@ -165,8 +165,24 @@ impl Picture {
     }
 
     /// Outpainting's canvas: this picture with `[left, right, top, bottom]` pixels added, the
-    /// new pixels copied from the nearest edge, and the mask that repaints exactly them.
-    pub fn extended(&self, margins: [u32; 4]) -> (Picture, Mask) {
+    /// new pixels copied from the nearest edge, and the mask that repaints exactly them; refused
+    /// when it would have more than `max_pixels` pixels.
+    pub fn extended(&self, margins: [u32; 4], max_pixels: u64) -> Result<(Picture, Mask)> {
+        let [left, right, top, bottom] = margins.map(u64::from);
+        let (width, height) = (
+            self.width as u64 + left + right,
+            self.height as u64 + top + bottom,
+        );
+        if width * height > max_pixels {
+            return Err(EngineError::InvalidRequest(format!(
+                "outpainting would make a {width}×{height} canvas, more than the {max_pixels} pixels allowed"
+            )));
+        }
+        Ok(self.extended_within(margins))
+    }
+
+    /// [`Picture::extended`] for margins already known to fit.
+    pub(crate) fn extended_within(&self, margins: [u32; 4]) -> (Picture, Mask) {
         let [left, right, top, bottom] = margins.map(|m| m as usize);
         let (width, height) = (self.width + left + right, self.height + top + bottom);
         let mut rgb = Vec::with_capacity(width * height * 3);
@@ -477,7 +493,11 @@ mod tests {
     #[test]
     fn outpainting_extends_from_the_edges_and_masks_only_the_new_pixels() {
         let picture = Picture::from_pixels(2, 1, vec![10, 20, 30, 40, 50, 60]);
-        let (canvas, mask) = picture.extended([1, 2, 1, 0]);
+        let (canvas, mask) = picture.extended([1, 2, 1, 0], MAX_INPUT_PIXELS).unwrap();
+        let err = picture
+            .extended([u32::MAX, u32::MAX, 0, 0], MAX_INPUT_PIXELS)
+            .unwrap_err();
+        assert!(err.to_string().contains("more than the"), "{err}");
         assert_eq!((canvas.width, canvas.height), (5, 2));
         assert_eq!(canvas.sha256, picture.sha256);
         let px = |x: usize, y: usize| &canvas.rgb[(y * 5 + x) * 3..(y * 5 + x) * 3 + 3];

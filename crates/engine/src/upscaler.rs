@@ -282,7 +282,7 @@ impl Upscaler {
         let (w, h) = (picture.width, picture.height);
         // Sides padded to a multiple of 4 by repeating the edge (pixel-unshuffled nets need it).
         let (pw, ph) = (w.div_ceil(4) * 4, h.div_ceil(4) * 4);
-        let (padded, _) = picture.extended([0, (pw - w) as u32, 0, (ph - h) as u32]);
+        let (padded, _) = picture.extended_within([0, (pw - w) as u32, 0, (ph - h) as u32]);
         let input = ((padded.to_tensor(device)? + 1.0)? / 2.0)?;
         let s = self.scale;
         let mut rows = Vec::new();

@@ -89,11 +89,9 @@ fn image_input(
     let (image, mask) = match (body.outpaint, &body.mask) {
         (Some(_), Some(_)) => return Err("give mask or outpaint, not both".into()),
         (Some(margins), None) => {
-            let extended = margins.iter().map(|&m| u64::from(m)).sum::<u64>();
-            if extended > 2 * u64::from(u16::MAX) {
-                return Err("outpaint: the margins are too large".into());
-            }
-            let (canvas, mask) = picture.extended(margins);
+            let (canvas, mask) = picture
+                .extended(margins, caps.pixels)
+                .map_err(|e| format!("outpaint: {e}"))?;
             (canvas, Some(mask))
         }
         (None, Some(mask)) => {
@@ -341,7 +339,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(120, 120), "outpaint": [1024, 0, 0, 0]}),
-                "width must be",
+                "outpainting would make a 1144×120 canvas, more than the 16384 pixels allowed",
             ),
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "width": 768, "hires": {"factor": 2.0, "strength": 0.4}}),
