@@ -395,3 +395,56 @@ fn a_hires_fix_is_img2img_of_the_enlarged_first_image_with_the_seeds_next_draws(
     let second = run(&second_req, &mut noise);
     assert_eq!(second.rgb, made.rgb);
 }
+
+/// Inpainting with a 4-channel UNet keeps the unmasked region within the VAE's reconstruction
+/// error: there the image differs from the VAE's reconstruction of the input (strength 0) by
+/// less than that reconstruction differs from the input itself (the tiny VAE is random, so its
+/// error is large, and its middle attention spreads a little of the repainted cells everywhere),
+/// while the masked region is redrawn.
+#[test]
+fn inpainting_keeps_the_unmasked_region_within_the_vaes_reconstruction_error() {
+    let Some((dir, sd15)) = fixtures() else {
+        return;
+    };
+    let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
+    let noise_file = dir.join("reference/inpaint_noise.safetensors");
+    let run = |req: &Request| {
+        let mut rec = Recorder::default();
+        let cond = model.encode_prompts(req, &mut rec).unwrap();
+        let mut noise = GivenNoise::load(None, Some(&noise_file), 0).unwrap();
+        model
+            .run_image(
+                req,
+                SchedulerKind::Ddim,
+                &cond,
+                &mut noise,
+                &Control::default(),
+                &mut rec,
+            )
+            .unwrap()
+    };
+    let inpainted = run(&request(4, input(&dir, 0.75, true)));
+    let reconstruction = run(&request(4, input(&dir, 0.0, false)));
+    let source = Picture::open(&dir.join("inputs/init_image.png"), MAX_INPUT_PIXELS).unwrap();
+    let mask = Mask::open(&dir.join("inputs/mask.png"), MAX_INPUT_PIXELS).unwrap();
+    let mean_diff = |a: &[u8], b: &[u8], masked: bool| {
+        let (mut sum, mut n) = (0.0, 0);
+        for p in 0..64 * 64 {
+            // Latent cells by the top-left rule: what the blend keeps or repaints.
+            let (x, y) = (p % 64, p / 64);
+            if mask.repaints(x / 8 * 8, y / 8 * 8) == masked {
+                sum += (0..3)
+                    .map(|c| f64::from(a[p * 3 + c].abs_diff(b[p * 3 + c])))
+                    .sum::<f64>();
+                n += 3;
+            }
+        }
+        sum / f64::from(n)
+    };
+    let kept_moved = mean_diff(&inpainted.rgb, &reconstruction.rgb, false);
+    let vae_error = mean_diff(&reconstruction.rgb, &source.rgb, false);
+    let redrawn = mean_diff(&inpainted.rgb, &reconstruction.rgb, true);
+    eprintln!("unmasked: {kept_moved:.2} from the reconstruction, whose own error is {vae_error:.2}; masked: {redrawn:.2}");
+    assert!(kept_moved < vae_error, "{kept_moved} ≥ {vae_error}");
+    assert!(kept_moved < redrawn, "{kept_moved} ≥ {redrawn}");
+}
