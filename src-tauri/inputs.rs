@@ -170,13 +170,14 @@ fn upscaler_name(file: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// The ESRGAN upscaler chosen in Settings, read (so a file that went missing says so).
-fn chosen_upscaler(app: &AppHandle) -> CmdResult<Option<Upscaler>> {
+/// The ESRGAN upscaler chosen in Settings, read for `device` (so a file that went missing
+/// says so).
+fn chosen_upscaler(
+    app: &AppHandle,
+    device: &selfdiffusion_engine::Device,
+) -> CmdResult<Option<Upscaler>> {
     match crate::settings::upscaler(app) {
-        Some(file) => Ok(Some(Upscaler::load(
-            &file,
-            &selfdiffusion_engine::Device::Cpu,
-        )?)),
+        Some(file) => Ok(Some(Upscaler::load(&file, device)?)),
         None => Ok(None),
     }
 }
@@ -185,11 +186,13 @@ fn chosen_upscaler(app: &AppHandle) -> CmdResult<Option<Upscaler>> {
 #[tauri::command]
 pub async fn upscaler_info(app: AppHandle) -> CmdResult<Option<UpscalerInfo>> {
     blocking(move || {
-        Ok(chosen_upscaler(&app)?.map(|u| UpscalerInfo {
-            name: upscaler_name(&u.file),
-            path: u.file.clone(),
-            scale: u.scale,
-        }))
+        Ok(
+            chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu)?.map(|u| UpscalerInfo {
+                name: upscaler_name(&u.file),
+                path: u.file.clone(),
+                scale: u.scale,
+            }),
+        )
     })
     .await
 }
@@ -204,7 +207,7 @@ pub async fn choose_upscaler(app: AppHandle, clear: bool) -> CmdResult<Option<Up
             return Ok(None);
         }
         let Some(file) = crate::dialogs::pick_weights(crate::dialogs::WeightsKind::Upscaler) else {
-            return chosen_upscaler(&app).map(|u| {
+            return chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu).map(|u| {
                 u.map(|u| UpscalerInfo {
                     name: upscaler_name(&u.file),
                     path: u.file.clone(),
@@ -248,24 +251,28 @@ pub async fn upscale_image(
         )?;
         let f = factor as usize;
         let (width, height) = (picture.width * f, picture.height * f);
-        if (width * height) as u64 > MAX_INPUT_PIXELS {
+        let device = DeviceChoice::Auto.open()?;
+        let model = chosen_upscaler(&app, &device)?;
+        // What the model makes, before it is resampled to the size asked for.
+        let made = f.max(model.as_ref().map_or(1, |m| m.scale));
+        let (made_w, made_h) = (picture.width * made, picture.height * made);
+        if (made_w * made_h) as u64 > MAX_INPUT_PIXELS {
             return Err(CommandError::invalid(format!(
-                "{}×{} upscaled {factor}× would be {width}×{height}, more than the {MAX_INPUT_PIXELS} pixels allowed",
+                "{}×{} upscaled would be {made_w}×{made_h}, more than the {MAX_INPUT_PIXELS} pixels allowed",
                 picture.width, picture.height
             )));
         }
-        let (larger, upscaler) = match chosen_upscaler(&app)? {
+        let (larger, upscaler) = match model {
             Some(model) => {
-                let device = DeviceChoice::Auto.open()?;
                 // A ×4 model asked for ×2 (or the reverse) is resampled to the size asked for.
                 let made = model.upscale(&picture, &device)?.resized(width, height);
                 (made, upscaler_name(&model.file))
             }
             None => (picture.resized(width, height), "lanczos".to_owned()),
         };
+        // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
+        // upscale says how it was enlarged, and the library knows the pixel size.
         let mut recipe = source.recipe.clone();
-        recipe.width = Some(width as u32);
-        recipe.height = Some(height as u32);
         recipe.upscale = Some(Upscale {
             factor,
             upscaler,

@@ -225,13 +225,9 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
     let seed = args.seed.unwrap_or_else(random_seed);
     let init = image_input(&args)?;
     // The size of the image to start from, unless given.
-    let (width, height) = match &init {
-        Some(input) => (
-            args.width.unwrap_or(input.image.width),
-            args.height.unwrap_or(input.image.height),
-        ),
-        None => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
-    };
+    // The size of the image to start from unless given (rounded down to the model's step
+    // once the model is known), else 512².
+    let image_size = init.as_ref().map(|i| (i.image.width, i.image.height));
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -282,6 +278,15 @@ pub fn run(args: GenerateArgs, json: bool) -> Result<()> {
         _ => format!("cannot load {}", args.model.display()),
     })?;
     model.set_free_text_after_encoding(args.low_memory || low_memory_requested());
+    let step = model.limits().side_step as usize;
+    let round = |side: usize| (side / step * step).max(step);
+    let (width, height) = match image_size {
+        Some((w, h)) => (
+            args.width.unwrap_or_else(|| round(w)),
+            args.height.unwrap_or_else(|| round(h)),
+        ),
+        None => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
+    };
     let request = Request {
         prompt,
         negative_prompt: args.negative.clone(),

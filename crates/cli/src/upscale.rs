@@ -55,16 +55,23 @@ pub fn run(args: UpscaleArgs, json: bool) -> Result<()> {
         .with_context(|| args.file.display().to_string())?;
     let factor = args.factor as usize;
     let (width, height) = (picture.width * factor, picture.height * factor);
-    anyhow::ensure!(
-        (width * height) as u64 <= MAX_INPUT_PIXELS,
-        "{}×{} upscaled {factor}× is {width}×{height}, more than the {MAX_INPUT_PIXELS} pixels allowed",
-        picture.width,
-        picture.height
-    );
+    let fits = |scale: usize| {
+        let (w, h) = (picture.width * scale, picture.height * scale);
+        anyhow::ensure!(
+            (w * h) as u64 <= MAX_INPUT_PIXELS,
+            "{}×{} upscaled {scale}× is {w}×{h}, more than the {MAX_INPUT_PIXELS} pixels allowed",
+            picture.width,
+            picture.height
+        );
+        Ok(())
+    };
+    fits(factor)?;
     let (larger, upscaler) = match &args.model {
         Some(file) => {
             let device = DeviceChoice::parse(&args.device)?.open()?;
             let model = Upscaler::load(file, &device)?;
+            // The model makes its own scale first.
+            fits(model.scale)?;
             let upscaled = model.upscale(&picture, &device)?;
             let name = file
                 .file_stem()
@@ -75,9 +82,9 @@ pub fn run(args: UpscaleArgs, json: bool) -> Result<()> {
         }
         None => (picture.resized(width, height), "lanczos".to_owned()),
     };
+    // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
+    // upscale says how it was enlarged.
     let mut recipe = embedded_recipe(&bytes).unwrap_or_default();
-    recipe.width = Some(width as u32);
-    recipe.height = Some(height as u32);
     recipe.upscale = Some(Upscale {
         factor: args.factor,
         upscaler: upscaler.clone(),

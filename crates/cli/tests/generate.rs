@@ -526,6 +526,32 @@ fn bad_image_inputs_are_clear_errors_and_write_nothing() {
         "nothing written for a refused run"
     );
 
+    // An image whose sides are not multiples of 8 sets the size rounded down, and is resized.
+    let odd = dir.path().join("odd.png");
+    image::DynamicImage::new_rgb8(70, 66).save(&odd).unwrap();
+    let run = generate(
+        &model,
+        &out,
+        &["--steps", "2", "--init-image", &p(&odd), "--json"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        (
+            report["images"][0]["width"].as_u64(),
+            report["images"][0]["height"].as_u64()
+        ),
+        (Some(64), Some(64))
+    );
+    assert_eq!(
+        report["resized"][0],
+        "the image was resized from 70×66 to 64×64"
+    );
+
     // A mask of another size is resized, and the run says so; an outpaint widens the image.
     let small_mask = dir.path().join("mask.png");
     image::DynamicImage::new_luma8(32, 32)

@@ -173,7 +173,10 @@ impl Picture {
             self.width as u64 + left + right,
             self.height as u64 + top + bottom,
         );
-        if width * height > max_pixels {
+        if width
+            .checked_mul(height)
+            .is_none_or(|pixels| pixels > max_pixels)
+        {
             return Err(EngineError::InvalidRequest(format!(
                 "outpainting would make a {width}×{height} canvas, more than the {max_pixels} pixels allowed"
             )));
@@ -498,6 +501,12 @@ mod tests {
             .extended([u32::MAX, u32::MAX, 0, 0], MAX_INPUT_PIXELS)
             .unwrap_err();
         assert!(err.to_string().contains("more than the"), "{err}");
+        // Sides of 2³² each: their product wraps a u64 to 0, which must not pass.
+        let big = 1u32 << 31;
+        let err = Picture::from_pixels(64, 64, vec![0; 64 * 64 * 3])
+            .extended([big, big - 64, big, big - 64], MAX_INPUT_PIXELS)
+            .unwrap_err();
+        assert!(err.to_string().contains("4294967296×4294967296"), "{err}");
         assert_eq!((canvas.width, canvas.height), (5, 2));
         assert_eq!(canvas.sha256, picture.sha256);
         let px = |x: usize, y: usize| &canvas.rgb[(y * 5 + x) * 3..(y * 5 + x) * 3 + 3];

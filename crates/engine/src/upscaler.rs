@@ -1,7 +1,8 @@
 //! ESRGAN upscaling: Real-ESRGAN's generator (`RRDBNet`, basicsr's layout; the original ESRGAN's
 //! `model.N` names are translated), read from `.safetensors`, or from a PyTorch `.pth` through
 //! candle's pickle reader, which only builds tensors and never runs code. Large images run in
-//! overlapping tiles, so a ×4 of a 1024² image needs the memory of one tile.
+//! overlapping tiles, so the network's activations are those of one tile whatever the image
+//! size (the output itself is held whole, as f32 while the tiles are stitched).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -179,18 +179,31 @@ impl Library {
             else {
                 continue;
             };
-            let Ok(mut entry) = archive.by_name(name) else {
+            let Ok(entry) = archive.by_name(name) else {
                 continue;
             };
+            if entry.size() > MAX_IMAGE_BYTES {
+                tracing::warn!(entry = %name, "a kept input in the archive is too large; skipped");
+                continue;
+            }
             let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| Error::BadArchive {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            if sha256_hex(&bytes) == sha {
-                self.keep_input(&bytes)?;
-            } else {
-                tracing::warn!(entry = %name, "a kept input in the archive does not match its hash; skipped");
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(entry, MAX_IMAGE_BYTES + 1),
+                &mut bytes,
+            );
+            // An input that cannot be kept is skipped: the images still come in.
+            let kept = match read {
+                Ok(_) if sha256_hex(&bytes) == sha => self.keep_input(&bytes).map(|_| ()),
+                Ok(_) => Err(Error::UnsupportedFile(format!(
+                    "{name} (its hash does not match)"
+                ))),
+                Err(e) => Err(Error::BadArchive {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            };
+            if let Err(e) = kept {
+                tracing::warn!(entry = %name, error = %e, "a kept input in the archive was skipped");
             }
         }
         Ok(())

@@ -82,8 +82,9 @@ pub struct Limits {
     pub max_input_pixels: usize,
 }
 
-/// The text part of a request (prompt, styles, settings) is far below this.
-const TEXT_BODY_BYTES: usize = 64 * 1024;
+/// The text part of a request (prompt, styles, settings) is far below this; bodies without
+/// images (`result`) are held to it.
+pub const TEXT_BODY_BYTES: usize = 64 * 1024;
 
 impl Limits {
     /// The largest request body: the text, and an image and a mask in base64.

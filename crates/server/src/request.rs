@@ -77,6 +77,7 @@ fn image_input(
             (body.mask.is_some(), "mask"),
             (body.strength.is_some(), "strength"),
             (body.outpaint.is_some(), "outpaint"),
+            (body.paste_back.is_some(), "paste_back"),
         ] {
             if given {
                 return Err(format!("{field} goes with init_image"));
@@ -328,6 +329,10 @@ mod tests {
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "mask": png_base64(64, 64)}),
                 "mask goes with init_image",
+            ),
+            (
+                serde_json::json!({"prompt": "a", "samples": 1, "paste_back": 4}),
+                "paste_back goes with init_image",
             ),
             (
                 serde_json::json!({"prompt": "a", "samples": 1, "init_image": png_base64(64, 64), "mask": "%%%"}),

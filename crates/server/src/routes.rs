@@ -140,10 +140,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
-        .route("/generate", post(generate))
+        // Only `generate` carries images; the rest keep a small body limit.
+        .route(
+            "/generate",
+            post(generate).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
         .route("/result", post(result))
         .route("/images/{job}/{file}", get(image))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(crate::config::TEXT_BODY_BYTES))
         .with_state(state)
 }
 

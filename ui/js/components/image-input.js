@@ -26,9 +26,10 @@ const MASK_BLUR = 4;
  */
 
 /**
- * Builds the panel inside `root`; `onChange` runs when the input, its size or its mask change.
+ * Builds the panel inside `root`; `onChange` runs when anything changes, told whether the
+ * canvas size did (a new image, other outpaint margins).
  * @param {HTMLElement} root
- * @param {() => void} onChange
+ * @param {(sizeChanged: boolean) => void} onChange
  * @returns {ImageInputPanel}
  */
 export function createImageInput(root, onChange) {
@@ -64,9 +65,10 @@ export function createImageInput(root, onChange) {
     q('#create-input-state').textContent = chosen ? `(${root.dataset.mode})` : '';
   }
 
-  function changed() {
+  /** @param {boolean} [sizeChanged] */
+  function changed(sizeChanged = false) {
     render();
-    onChange();
+    onChange(sizeChanged);
   }
 
   /** @param {InputInfo} image */
@@ -76,7 +78,7 @@ export function createImageInput(root, onChange) {
     for (const m of margins) m.value = '0';
     strength.value = String(DEFAULT_STRENGTH);
     /** @type {HTMLDetailsElement} */ (root).open = true;
-    changed();
+    changed(true);
   }
 
   q('#create-input-mask').addEventListener('click', async () => {
@@ -90,13 +92,21 @@ export function createImageInput(root, onChange) {
     changed();
   });
   q('#create-input-clear-mask').addEventListener('click', () => { input.mask = null; changed(); });
-  q('#create-input-clear').addEventListener('click', () => { input.image = null; input.mask = null; changed(); });
-  strength.addEventListener('input', changed);
-  pasteBack.addEventListener('change', changed);
+  q('#create-input-clear').addEventListener('click', () => { input.image = null; input.mask = null; changed(true); });
+  strength.addEventListener('input', () => changed());
+  pasteBack.addEventListener('change', () => changed());
   for (const m of margins) {
+    /** @type {boolean} */
+    let wasOutpaint = false;
+    m.addEventListener('focus', () => { wasOutpaint = Boolean(outpaint()); });
     m.addEventListener('input', () => {
-      if (outpaint()) input.mask = null;
-      changed();
+      if (outpaint()) {
+        input.mask = null;
+        // New canvas is painted from nothing, as with a painted mask; the slider can lower it.
+        if (!wasOutpaint) strength.value = '1';
+        wasOutpaint = true;
+      }
+      changed(true);
     });
   }
   render();
@@ -115,7 +125,7 @@ export function createImageInput(root, onChange) {
       if (!source) {
         input.image = null;
         input.mask = null;
-        changed();
+        changed(true);
         return;
       }
       try {
@@ -128,11 +138,11 @@ export function createImageInput(root, onChange) {
         const m = source.outpaint || [0, 0, 0, 0];
         margins.forEach((node, i) => { node.value = String(m[i]); });
         /** @type {HTMLDetailsElement} */ (root).open = true;
-        changed();
+        changed(true);
       } catch (e) {
         input.image = null;
         input.mask = null;
-        changed();
+        changed(true);
         toast(e, 'error');
       }
     },

@@ -8,8 +8,9 @@ import { byId, openModal, scoped, toast } from '../dom.js';
 
 /** @typedef {import('../types.js').InputInfo} InputInfo */
 
-/** Strokes the undo stack keeps. */
+/** Strokes the undo stack keeps at most, and the memory its snapshots may take. */
 const UNDO_DEPTH = 30;
+const UNDO_BYTES = 256 * 1024 * 1024;
 
 const dialog = byId('mask-dialog', HTMLDialogElement);
 const { q } = scoped(dialog);
@@ -55,7 +56,9 @@ function stroke(to) {
 
 function remember() {
   paint.undo.push(ctx.getImageData(0, 0, canvas.width, canvas.height));
-  if (paint.undo.length > UNDO_DEPTH) paint.undo.shift();
+  // A large image keeps fewer snapshots (a 4096² one 4, an 8192² one just the last).
+  const depth = Math.max(1, Math.min(UNDO_DEPTH, Math.floor(UNDO_BYTES / (canvas.width * canvas.height * 4))));
+  while (paint.undo.length > depth) paint.undo.shift();
   q('#mask-undo', HTMLButtonElement).disabled = false;
 }
 

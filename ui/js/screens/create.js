@@ -74,7 +74,10 @@ const loraSelect = q('#create-lora', HTMLSelectElement);
 const loraWeight = q('#create-lora-weight', HTMLInputElement);
 const loraAdd = q('#create-lora-add', HTMLButtonElement);
 const form = createParamForm(q('#create-params'), () => validate());
-const imageInput = createImageInput(q('#create-input'), () => { fitSizeToInput(); validate(); });
+const imageInput = createImageInput(q('#create-input'), (sizeChanged) => {
+  if (sizeChanged) fitSizeToInput();
+  validate();
+});
 
 /** Image files a drop on Create can start from. */
 const IMAGE_FILE = /\.(png|jpe?g|webp)$/i;
