@@ -91,6 +91,17 @@ pub struct GenerateRequest {
     pub hires: Option<selfdiffusion_recipe::HiresFix>,
 }
 
+/// An upscale request (`POST /upscale`): one image made `factor` times larger, with the
+/// server's ESRGAN model (or Lanczos); the answer and the result are those of `generate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpscaleRequest {
+    /// The image, a PNG, JPEG or WebP file in base64 (its embedded recipe is kept).
+    pub image: String,
+    /// 2 or 4.
+    pub factor: u32,
+}
+
 /// A LoRA asked for by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -34,6 +34,8 @@ pub struct Config {
     /// Free the text encoders after each request's prompts are encoded (read again for the
     /// next): less memory while denoising, a little more time per request.
     pub low_memory: bool,
+    /// An ESRGAN upscaler (`.safetensors` or `.pth`) for `upscale` requests; Lanczos without.
+    pub upscaler: Option<PathBuf>,
     /// How long a signed image URL stays valid, in seconds.
     pub signed_url_ttl_s: u64,
     /// How long finished jobs (and their images) are kept, in seconds.
@@ -135,6 +137,7 @@ impl Default for Config {
             device: "auto".into(),
             workers: 1,
             low_memory: false,
+            upscaler: None,
             signed_url_ttl_s: 900,
             job_retention_s: 24 * 3600,
             auth: AuthConfig::default(),
@@ -209,6 +212,9 @@ impl Config {
         }
         if let Some(v) = var("WORKERS") {
             self.workers = number("WORKERS", &v)?;
+        }
+        if let Some(v) = var("UPSCALER") {
+            self.upscaler = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = var("LOW_MEMORY") {
             self.low_memory = match v.trim().to_ascii_lowercase().as_str() {

@@ -8,13 +8,34 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use selfdiffusion_engine::{Control, Engine, ModelSpec, Phase, Request};
+use selfdiffusion_engine::{Control, Device, Engine, ModelSpec, Phase, Request, Upscaler};
 use selfdiffusion_files::{write_atomic, Access};
 pub use selfdiffusion_protocol::Status;
 use selfdiffusion_recipe::encode_png;
 
 use crate::auth::Caller;
-use crate::request::JobRequest;
+use crate::request::{JobRequest, UpscaleJob};
+
+/// What a job does: generate images, or upscale one.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A `generate` request.
+    Generate(Box<JobRequest>),
+    /// An `upscale` request.
+    Upscale(Box<UpscaleJob>),
+}
+
+impl From<JobRequest> for Work {
+    fn from(request: JobRequest) -> Self {
+        Work::Generate(Box::new(request))
+    }
+}
+
+impl From<UpscaleJob> for Work {
+    fn from(job: UpscaleJob) -> Self {
+        Work::Upscale(Box::new(job))
+    }
+}
 
 /// A job as its owner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +64,7 @@ pub enum SubmitError {
 struct Job {
     owner: String,
     username: String,
-    request: JobRequest,
+    request: Work,
     view: JobView,
     control: Arc<Control>,
     finished_at: Option<Instant>,
@@ -72,6 +93,8 @@ pub struct JobsConfig {
     pub max_jobs_per_user: usize,
     /// How long finished jobs are kept.
     pub retention: Duration,
+    /// The ESRGAN upscaler of `upscale` jobs (Lanczos without one), and the device it runs on.
+    pub upscaler: Option<(Arc<Upscaler>, Device)>,
 }
 
 struct Shared {
@@ -118,8 +141,10 @@ impl Jobs {
         Jobs { shared, workers }
     }
 
-    /// Queues `request` for `caller`; returns the job id.
-    pub fn submit(&self, caller: &Caller, request: JobRequest) -> Result<String, SubmitError> {
+    /// Queues `request` (a [`JobRequest`] or an [`UpscaleJob`]) for `caller`; returns the job
+    /// id.
+    pub fn submit(&self, caller: &Caller, request: impl Into<Work>) -> Result<String, SubmitError> {
+        let request = request.into();
         let id = uuid::Uuid::new_v4().to_string();
         let expired = {
             let mut state = self.shared.lock();
@@ -180,6 +205,15 @@ impl Jobs {
             return None;
         }
         Some(image_path(&self.shared.config.images_dir, id, index))
+    }
+
+    /// The scale of the ESRGAN upscaler of `upscale` jobs (1: Lanczos).
+    pub fn upscaler_scale(&self) -> u32 {
+        self.shared
+            .config
+            .upscaler
+            .as_ref()
+            .map_or(1, |(u, _)| u.scale as u32)
     }
 
     /// Jobs waiting and running.
@@ -265,7 +299,10 @@ fn worker(shared: &Shared) {
             }
         };
         tracing::info!(job = %id, user = %username, "job started");
-        let outcome = run(shared, &id, &request, &control);
+        let outcome = match &request {
+            Work::Generate(request) => run(shared, &id, request, &control),
+            Work::Upscale(job) => upscale(shared, &id, job),
+        };
         shared.update(&id, |job| {
             match outcome {
                 Ok(images) => {
@@ -284,6 +321,42 @@ fn worker(shared: &Shared) {
         });
         tracing::info!(job = %id, "job finished");
     }
+}
+
+/// Upscales the job's image with the server's ESRGAN model (or Lanczos) and writes it with its
+/// recipe and how it was upscaled; returns 1.
+fn upscale(shared: &Shared, id: &str, job: &UpscaleJob) -> Result<usize, String> {
+    let f = job.factor as usize;
+    let (width, height) = (job.picture.width * f, job.picture.height * f);
+    let (larger, upscaler) = match &shared.config.upscaler {
+        Some((model, device)) => {
+            let made = model
+                .upscale(&job.picture, device)
+                .map_err(|e| e.to_string())?;
+            let name = model
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (made.resized(width, height), name)
+        }
+        None => (job.picture.resized(width, height), "lanczos".to_owned()),
+    };
+    let mut recipe = job.recipe.clone();
+    recipe.upscale = Some(selfdiffusion_recipe::Upscale {
+        factor: job.factor,
+        upscaler,
+        source_sha256: job.picture.sha256.clone(),
+    });
+    recipe.job_id = Some(id.to_owned());
+    let png =
+        encode_png(width as u32, height as u32, &larger.rgb, &recipe).map_err(|e| e.to_string())?;
+    let path = image_path(&shared.config.images_dir, id, 0);
+    write_atomic(&path, &png, Access::Default).map_err(|e| {
+        tracing::error!(job = %id, error = %e, "cannot write an image");
+        "the server could not store the image".to_owned()
+    })?;
+    Ok(1)
 }
 
 /// Generates the job's images, writing each (recipe embedded) as soon as the engine hands it

@@ -53,14 +53,24 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     let signer = signed_url::UrlSigner::load_or_create(&config.data_dir.join("signing.key"))
         .map_err(data_error)?;
     tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
+    // A bad upscaler file stops the start, with what is wrong, rather than every upscale job.
+    let upscaler = config
+        .upscaler
+        .as_ref()
+        .map(|file| {
+            selfdiffusion_engine::Upscaler::load(file, &device)
+                .map(|u| (Arc::new(u), device.clone()))
+        })
+        .transpose()?;
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
-        engine: Arc::new(Engine::new(device, dtype).with_low_memory(config.low_memory)),
+        engine: Arc::new(Engine::new(device.clone(), dtype).with_low_memory(config.low_memory)),
         model: ModelSpec::folder(model_dir),
         model_name: config.model_name.clone(),
         images_dir,
         workers: config.workers,
         max_jobs_per_user: config.limits.max_jobs_per_user,
         retention: Duration::from_secs(config.job_retention_s),
+        upscaler,
     });
     let verifier = auth::Verifier::new(rules);
     Ok(Arc::new(AppState::new(

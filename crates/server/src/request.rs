@@ -52,6 +52,49 @@ pub struct InputCaps {
     pub pixels: u64,
 }
 
+/// A validated upscale request.
+#[derive(Debug, Clone)]
+pub struct UpscaleJob {
+    /// The image.
+    pub picture: Picture,
+    /// The recipe embedded in it (kept, with how it was upscaled).
+    pub recipe: selfdiffusion_recipe::Recipe,
+    /// 2 or 4.
+    pub factor: u32,
+}
+
+/// Checks an upscale body: an image within `caps`, a factor of 2 or 4, and a result within
+/// the engine's cap on pixels (`scale`: the server's upscaler's own factor, 1 for Lanczos).
+pub fn validate_upscale(
+    body: selfdiffusion_protocol::UpscaleRequest,
+    caps: InputCaps,
+    scale: u32,
+) -> Result<UpscaleJob, String> {
+    if body.factor != 2 && body.factor != 4 {
+        return Err(format!("factor must be 2 or 4 (got {})", body.factor));
+    }
+    let bytes = image_bytes("image", &body.image, caps)?;
+    let picture = Picture::decode(&bytes, caps.pixels).map_err(|e| match e {
+        selfdiffusion_engine::EngineError::BadImage { reason, .. } => format!("image: {reason}"),
+        other => format!("image: {other}"),
+    })?;
+    let made = u64::from(body.factor.max(scale));
+    let pixels = picture.width as u64 * picture.height as u64 * made * made;
+    if pixels > selfdiffusion_engine::MAX_INPUT_PIXELS {
+        return Err(format!(
+            "{}×{} upscaled would be more than the {} pixels allowed",
+            picture.width,
+            picture.height,
+            selfdiffusion_engine::MAX_INPUT_PIXELS
+        ));
+    }
+    Ok(UpscaleJob {
+        recipe: selfdiffusion_recipe::embedded_recipe(&bytes).unwrap_or_default(),
+        picture,
+        factor: body.factor,
+    })
+}
+
 /// Decodes a request's base64 image file `field` under `caps`.
 fn image_bytes(field: &str, data: &str, caps: InputCaps) -> Result<Vec<u8>, String> {
     if data.len() > caps.bytes.div_ceil(3) * 4 + 4 {

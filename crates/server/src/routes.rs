@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use selfdiffusion_protocol::{
-    ErrorBody, GenerateRequest, JobStatus, ResultRequest, ServerInfo, Submitted,
+    ErrorBody, GenerateRequest, JobStatus, ResultRequest, ServerInfo, Submitted, UpscaleRequest,
 };
 use serde::Deserialize;
 
@@ -46,6 +46,8 @@ pub struct AppState {
     pub input_caps: crate::request::InputCaps,
     /// The largest request body.
     pub max_body_bytes: usize,
+    /// The scale of the server's ESRGAN upscaler (1: Lanczos).
+    pub upscaler_scale: u32,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
         verifier: Verifier,
         signer: UrlSigner,
     ) -> Self {
+        let upscaler_scale = jobs.upscaler_scale();
         AppState {
             jobs,
             verifier,
@@ -72,6 +75,7 @@ impl AppState {
                 pixels: config.limits.max_input_pixels as u64,
             },
             max_body_bytes: config.limits.max_body_bytes(),
+            upscaler_scale,
         }
     }
 }
@@ -140,10 +144,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
-        // Only `generate` carries images; the rest keep a small body limit.
+        // Only `generate` and `upscale` carry images; the rest keep a small body limit.
         .route(
             "/generate",
             post(generate).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route(
+            "/upscale",
+            post(upscale).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .route("/result", post(result))
         .route("/images/{job}/{file}", get(image))
@@ -211,6 +219,26 @@ async fn generate(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
+        SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    })?;
+    Ok(Json(Submitted { job_id }))
+}
+
+async fn upscale(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<UpscaleRequest>, JsonRejection>,
+) -> Result<Json<Submitted>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
+    let (caps, scale) = (state.input_caps, state.upscaler_scale);
+    let job =
+        tokio::task::spawn_blocking(move || crate::request::validate_upscale(body, caps, scale))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let job_id = state.jobs.submit(&caller, job).map_err(|e| match e {
         SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     })?;

@@ -469,3 +469,85 @@ async fn an_inpaint_request_makes_an_image_that_names_its_source() {
     assert_eq!(source.mask_sha256, Some(hex(&mask)));
     assert_eq!(source.strength, 0.6);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upscale_request_returns_the_image_larger_with_its_recipe() {
+    let Some(cloud) = cloud(Limits::default()).await else {
+        return;
+    };
+    let base = &cloud.server.base;
+    let tokens = user(&cloud.accounts, "uma").await;
+    let token = Some(tokens.id_token());
+    let recipe = selfdiffusion_recipe::Recipe {
+        prompt: "a cat".into(),
+        seed: Some(3),
+        ..Default::default()
+    };
+    let rgb: Vec<u8> = (0..24 * 20 * 3).map(|i| (i % 251) as u8).collect();
+    let png = selfdiffusion_recipe::encode_png(24, 20, &rgb, &recipe).unwrap();
+    let encoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    };
+    let upscale = format!("{base}/upscale");
+    for (body, expected) in [
+        (
+            serde_json::json!({"image": encoded, "factor": 3}),
+            "factor must be 2 or 4",
+        ),
+        (
+            serde_json::json!({"image": "bm90IGFuIGltYWdl", "factor": 2}),
+            "image: not a PNG, JPEG or WebP image",
+        ),
+    ] {
+        let (status, json) = common::post(&upscale, token, body.to_string()).await;
+        assert_eq!(status, 400, "{json}");
+        assert!(common::message(&json).contains(expected), "{json}");
+    }
+    let (status, _) = common::post(
+        &upscale,
+        None,
+        serde_json::json!({"image": encoded, "factor": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 401, "a token is needed");
+
+    let (status, json) = common::post(
+        &upscale,
+        token,
+        serde_json::json!({"image": encoded, "factor": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let job_id = json["job_id"].as_str().unwrap().to_owned();
+    let result = format!("{base}/result");
+    let started = std::time::Instant::now();
+    let url = loop {
+        let (status, json) = common::post(
+            &result,
+            token,
+            serde_json::json!({ "job_id": job_id }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        match json["status"].as_str() {
+            Some("succeeded") => break json["images"][0].as_str().unwrap().to_owned(),
+            Some("failed") => panic!("{json}"),
+            _ => {
+                assert!(started.elapsed() < Duration::from_secs(60), "still {json}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (status, _, bytes) = common::get(&url, None).await;
+    assert_eq!(status, 200);
+    let picture =
+        selfdiffusion_engine::Picture::decode(&bytes, selfdiffusion_engine::MAX_INPUT_PIXELS)
+            .unwrap();
+    assert_eq!((picture.width, picture.height), (48, 40));
+    let kept = selfdiffusion_recipe::embedded_recipe(&bytes).unwrap();
+    assert_eq!((kept.prompt.as_str(), kept.seed), ("a cat", Some(3)));
+    let how = kept.upscale.unwrap();
+    assert_eq!((how.factor, how.upscaler.as_str()), (2, "lanczos"));
+    assert_eq!(kept.job_id.as_deref(), Some(job_id.as_str()));
+}
