@@ -227,6 +227,10 @@ pub struct VaeConfig {
     /// Whether a post-quant conv precedes the decoder.
     #[serde(default = "default_true")]
     pub use_post_quant_conv: bool,
+    /// Whether the VAE must run in f32 when the model runs in f16 (diffusers' SDXL pipelines
+    /// upcast it then: the SDXL VAE overflows in f16).
+    #[serde(default = "default_true")]
+    pub force_upcast: bool,
     /// The image side the VAE was trained on (diffusers' tiles are this big); a number or
     /// `[height, width]`, of which diffusers uses the first.
     #[serde(default = "default_vae_sample_size")]

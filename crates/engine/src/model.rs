@@ -380,8 +380,21 @@ pub struct StableDiffusion {
     pub device: Device,
     /// Weight precision.
     pub dtype: DType,
+    /// The VAE's precision: f32 for an SDXL VAE that asks for it (`force_upcast`) when the model
+    /// runs in f16 or bf16, as diffusers upcasts it; else the model's.
+    pub vae_dtype: DType,
     /// The LoRAs merged into the weights, as recipes record them.
     pub loras: Vec<LoraUse>,
+}
+
+/// The VAE's precision in a model of `dtype`: diffusers' SDXL pipelines run a `force_upcast`
+/// VAE in f32 when the model is in half precision (the SDXL VAE overflows in f16).
+fn vae_dtype(xl: bool, vae: &VaeConfig, dtype: DType) -> DType {
+    if xl && vae.force_upcast && matches!(dtype, DType::F16 | DType::BF16) {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 /// The weights of `file`, read a tensor at a time.
@@ -619,9 +632,15 @@ impl StableDiffusion {
                 2 * latent + 1
             )));
         }
-        let (vae_vb, vae_file) = reader.load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
-            c.vae(&vae_cfg)
-        })?;
+        let vae_dtype = vae_dtype(xl, &vae_cfg, dtype);
+        let vae_reader = Reader {
+            dtype: vae_dtype,
+            ..reader
+        };
+        let (vae_vb, vae_file) =
+            vae_reader.load("vae", "diffusion_pytorch_model", &|b| b, &|c| {
+                c.vae(&vae_cfg)
+            })?;
         let vae = in_file(&vae_file, Vae::new(vae_vb, &vae_cfg))?;
 
         let sched_cfg: SchedulerConfig =
@@ -648,6 +667,7 @@ impl StableDiffusion {
             default_scheduler: SchedulerKind::from_class(&sched_cfg.class_name),
             device: device.clone(),
             dtype,
+            vae_dtype,
             loras: loras.uses(),
         })
     }

@@ -670,7 +670,7 @@ impl StableDiffusion {
         seed: u64,
         scheduler: SchedulerKind,
     ) -> Result<GeneratedImage> {
-        let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.dtype)?;
+        let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.vae_dtype)?;
         let decoded = self.vae.decoder.decode(&scaled)?.to_dtype(DType::F32)?;
         let image = ((decoded / 2.0)? + 0.5)?
             .clamp(0f32, 1f32)?

@@ -195,7 +195,7 @@ impl StableDiffusion {
     }
 
     fn encode_tensor(&self, pixels: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
-        let posterior = self.vae.encoder.encode(&pixels.to_dtype(self.dtype)?)?;
+        let posterior = self.vae.encoder.encode(&pixels.to_dtype(self.vae_dtype)?)?;
         let sample_noise = noise.posterior(posterior.mean.dims())?;
         let sample = posterior.sample(&sample_noise)?.to_dtype(DType::F32)?;
         Ok((sample * self.vae_config.scaling_factor)?)

@@ -192,3 +192,33 @@ fn sdxl_turbo_matches_diffusers_stage_by_stage() {
         },
     );
 }
+
+/// An SDXL model loaded in f16 runs its VAE in f32, as diffusers upcasts a `force_upcast` VAE
+/// (the SDXL VAE overflows in f16); an SD 1.5 model keeps its VAE at the model's precision, as
+/// diffusers' `StableDiffusionPipeline` does.
+#[test]
+fn an_sdxl_vae_that_asks_for_it_runs_in_f32_under_an_f16_model() {
+    let (Ok(xl), Ok(sd15)) = (sdxl_fixture(), common::fixture()) else {
+        eprintln!("skipped: a fixture is missing");
+        return;
+    };
+    let model = StableDiffusion::load(&xl.join("model"), &Device::Cpu, DType::F16).unwrap();
+    assert_eq!((model.dtype, model.vae_dtype), (DType::F16, DType::F32));
+    let req = Request {
+        width: 64,
+        height: 64,
+        ..Request::default()
+    };
+    let latents = Tensor::randn(0f32, 1.0, &model.latent_shape(&req), &Device::Cpu).unwrap();
+    let image = model
+        .decode(
+            &latents,
+            &mut common::Recorder::default(),
+            0,
+            SchedulerKind::Euler,
+        )
+        .unwrap();
+    assert_eq!(image.rgb.len(), 64 * 64 * 3);
+    let plain = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F16).unwrap();
+    assert_eq!(plain.vae_dtype, DType::F16);
+}
