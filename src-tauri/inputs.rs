@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use selfdiffusion_cloud::GenerateRequest;
-use selfdiffusion_engine::{DeviceChoice, ImageInput, Mask, Picture, Upscaler, MAX_INPUT_PIXELS};
+use selfdiffusion_engine::{
+    upscale, DeviceChoice, ImageInput, Mask, Picture, Upscaler, MAX_INPUT_PIXELS,
+};
 use selfdiffusion_library::{ImageDetail, Library, Pixels};
-use selfdiffusion_recipe::Upscale;
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, State};
 
@@ -163,11 +164,14 @@ pub struct UpscalerInfo {
     scale: usize,
 }
 
-/// The name recipes give an upscaler file.
-fn upscaler_name(file: &std::path::Path) -> String {
-    file.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+impl UpscalerInfo {
+    fn of(upscaler: &Upscaler) -> Self {
+        UpscalerInfo {
+            name: upscaler.name(),
+            path: upscaler.file.clone(),
+            scale: upscaler.scale,
+        }
+    }
 }
 
 /// The ESRGAN upscaler chosen in Settings, read for `device` (so a file that went missing
@@ -186,13 +190,9 @@ fn chosen_upscaler(
 #[tauri::command]
 pub async fn upscaler_info(app: AppHandle) -> CmdResult<Option<UpscalerInfo>> {
     blocking(move || {
-        Ok(
-            chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu)?.map(|u| UpscalerInfo {
-                name: upscaler_name(&u.file),
-                path: u.file.clone(),
-                scale: u.scale,
-            }),
-        )
+        Ok(chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu)?
+            .as_ref()
+            .map(UpscalerInfo::of))
     })
     .await
 }
@@ -207,21 +207,12 @@ pub async fn choose_upscaler(app: AppHandle, clear: bool) -> CmdResult<Option<Up
             return Ok(None);
         }
         let Some(file) = crate::dialogs::pick_weights(crate::dialogs::WeightsKind::Upscaler) else {
-            return chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu).map(|u| {
-                u.map(|u| UpscalerInfo {
-                    name: upscaler_name(&u.file),
-                    path: u.file.clone(),
-                    scale: u.scale,
-                })
-            });
+            let kept = chosen_upscaler(&app, &selfdiffusion_engine::Device::Cpu)?;
+            return Ok(kept.as_ref().map(UpscalerInfo::of));
         };
         let upscaler = Upscaler::load(&file, &selfdiffusion_engine::Device::Cpu)?;
         crate::settings::set_upscaler(&app, Some(&file)).map_err(CommandError::failed)?;
-        Ok(Some(UpscalerInfo {
-            name: upscaler_name(&file),
-            path: file,
-            scale: upscaler.scale,
-        }))
+        Ok(Some(UpscalerInfo::of(&upscaler)))
     })
     .await
 }
@@ -237,11 +228,6 @@ pub async fn upscale_image(
 ) -> CmdResult<ImageDetail> {
     let library = state.library()?;
     blocking(move || {
-        if factor != 2 && factor != 4 {
-            return Err(CommandError::invalid(format!(
-                "upscale by 2 or 4, not {factor}"
-            )));
-        }
         let source = library.image(image_id)?;
         // The project stays while the upscaled image is written into it.
         let _guard = library.begin_job(source.summary.project_id)?;
@@ -249,35 +235,18 @@ pub async fn upscale_image(
             &read(&library.path_of(&source.summary.file))?,
             MAX_INPUT_PIXELS,
         )?;
-        let f = factor as usize;
-        let (width, height) = (picture.width * f, picture.height * f);
         let device = DeviceChoice::Auto.open()?;
         let model = chosen_upscaler(&app, &device)?;
-        // What the model makes, before it is resampled to the size asked for.
-        let made = f.max(model.as_ref().map_or(1, |m| m.scale));
-        let (made_w, made_h) = (picture.width * made, picture.height * made);
-        if (made_w * made_h) as u64 > MAX_INPUT_PIXELS {
-            return Err(CommandError::invalid(format!(
-                "{}×{} upscaled would be {made_w}×{made_h}, more than the {MAX_INPUT_PIXELS} pixels allowed",
-                picture.width, picture.height
-            )));
-        }
-        let (larger, upscaler) = match model {
-            Some(model) => {
-                // A ×4 model asked for ×2 (or the reverse) is resampled to the size asked for.
-                let made = model.upscale(&picture, &device)?.resized(width, height);
-                (made, upscaler_name(&model.file))
-            }
-            None => (picture.resized(width, height), "lanczos".to_owned()),
-        };
+        let (larger, how) = upscale(
+            &picture,
+            factor,
+            model.as_ref().map(|model| (model, &device)),
+            MAX_INPUT_PIXELS,
+        )?;
         // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
         // upscale says how it was enlarged, and the library knows the pixel size.
         let mut recipe = source.recipe.clone();
-        recipe.upscale = Some(Upscale {
-            factor,
-            upscaler,
-            source_sha256: source.sha256.clone(),
-        });
+        recipe.upscale = Some(how);
         let stem = source
             .summary
             .original_name
@@ -285,8 +254,8 @@ pub async fn upscale_image(
             .map_or(source.summary.original_name.as_str(), |(stem, _)| stem);
         let name = format!("{stem}-x{factor}.png");
         let pixels = Pixels {
-            width: width as u32,
-            height: height as u32,
+            width: larger.width as u32,
+            height: larger.height as u32,
             rgb: &larger.rgb,
         };
         Ok(library.add_generated(source.summary.project_id, pixels, &recipe, Some(&name))?)

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use selfdiffusion_engine::{DeviceChoice, Picture, Upscaler, MAX_INPUT_PIXELS};
-use selfdiffusion_recipe::{embedded_recipe, encode_png, Upscale};
+use selfdiffusion_engine::{upscale, DeviceChoice, Picture, Upscaler, MAX_INPUT_PIXELS};
+use selfdiffusion_recipe::{embedded_recipe, encode_png};
 use serde::Serialize;
 
 /// Options of `upscale`.
@@ -53,43 +53,25 @@ pub fn run(args: UpscaleArgs, json: bool) -> Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let picture = Picture::decode(&bytes, MAX_INPUT_PIXELS)
         .with_context(|| args.file.display().to_string())?;
-    let factor = args.factor as usize;
-    let (width, height) = (picture.width * factor, picture.height * factor);
-    let fits = |scale: usize| {
-        let (w, h) = (picture.width * scale, picture.height * scale);
-        anyhow::ensure!(
-            (w * h) as u64 <= MAX_INPUT_PIXELS,
-            "{}×{} upscaled {scale}× is {w}×{h}, more than the {MAX_INPUT_PIXELS} pixels allowed",
-            picture.width,
-            picture.height
-        );
-        Ok(())
-    };
-    fits(factor)?;
-    let (larger, upscaler) = match &args.model {
-        Some(file) => {
+    let model = args
+        .model
+        .as_ref()
+        .map(|file| -> Result<_> {
             let device = DeviceChoice::parse(&args.device)?.open()?;
-            let model = Upscaler::load(file, &device)?;
-            // The model makes its own scale first.
-            fits(model.scale)?;
-            let upscaled = model.upscale(&picture, &device)?;
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            // A ×4 model asked for ×2 (or the reverse) is resampled to the size asked for.
-            (upscaled.resized(width, height), name)
-        }
-        None => (picture.resized(width, height), "lanczos".to_owned()),
-    };
+            Ok((Upscaler::load(file, &device)?, device))
+        })
+        .transpose()?;
+    let (larger, how) = upscale(
+        &picture,
+        args.factor,
+        model.as_ref().map(|(model, device)| (model, device)),
+        MAX_INPUT_PIXELS,
+    )?;
+    let (width, height, upscaler) = (larger.width, larger.height, how.upscaler.clone());
     // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
     // upscale says how it was enlarged.
     let mut recipe = embedded_recipe(&bytes).unwrap_or_default();
-    recipe.upscale = Some(Upscale {
-        factor: args.factor,
-        upscaler: upscaler.clone(),
-        source_sha256: picture.sha256.clone(),
-    });
+    recipe.upscale = Some(how);
     let png = encode_png(width as u32, height as u32, &larger.rgb, &recipe)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -98,7 +80,7 @@ pub fn run(args: UpscaleArgs, json: bool) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    let path = crate::generate::write_new(&args.out, &format!("{stem}-x{factor}"), &png)?;
+    let path = crate::generate::write_new(&args.out, &format!("{stem}-x{}", args.factor), &png)?;
     if json {
         let report = Report {
             path,

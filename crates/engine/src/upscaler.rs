@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use selfdiffusion_recipe::Upscale;
+
 use crate::error::{EngineError, Result};
 use crate::init_image::Picture;
 use crate::kernels::{conv2d, Conv2d};
@@ -90,6 +92,62 @@ fn pixel_unshuffle(xs: &Tensor, s: usize) -> CResult<Tensor> {
     xs.reshape((b, c, h, s, w, s))?
         .permute((0, 1, 3, 5, 2, 4))?
         .reshape((b, c * s * s, h, w))
+}
+
+/// The factors an image can be upscaled by.
+pub const UPSCALE_FACTORS: [u32; 2] = [2, 4];
+
+/// Checks an upscale of a `width`×`height` image by `factor` before it runs: a factor of
+/// [`UPSCALE_FACTORS`], and at most `max_pixels` made (a model of `scale` makes its own scale
+/// first; 1 for Lanczos).
+pub fn check_upscale(
+    width: usize,
+    height: usize,
+    factor: u32,
+    scale: usize,
+    max_pixels: u64,
+) -> Result<()> {
+    if !UPSCALE_FACTORS.contains(&factor) {
+        return Err(EngineError::InvalidRequest(format!(
+            "factor must be 2 or 4 (got {factor})"
+        )));
+    }
+    let made = u64::from(factor).max(scale as u64);
+    let (w, h) = (width as u64 * made, height as u64 * made);
+    if w.checked_mul(h).is_none_or(|pixels| pixels > max_pixels) {
+        return Err(EngineError::InvalidRequest(format!(
+            "{width}×{height} upscaled would be {w}×{h}, more than the {max_pixels} pixels allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// `picture` made `factor` times larger with `upscaler` on its device (its own scale, then
+/// resampled to the size asked for) or by Lanczos, checked first ([`check_upscale`]); with how,
+/// as recipes record it.
+pub fn upscale(
+    picture: &Picture,
+    factor: u32,
+    upscaler: Option<(&Upscaler, &Device)>,
+    max_pixels: u64,
+) -> Result<(Picture, Upscale)> {
+    let scale = upscaler.map_or(1, |(model, _)| model.scale);
+    check_upscale(picture.width, picture.height, factor, scale, max_pixels)?;
+    let f = factor as usize;
+    let (width, height) = (picture.width * f, picture.height * f);
+    let (larger, name) = match upscaler {
+        Some((model, device)) => (
+            model.upscale(picture, device)?.resized(width, height),
+            model.name(),
+        ),
+        None => (picture.resized(width, height), "lanczos".to_owned()),
+    };
+    let how = Upscale {
+        factor,
+        upscaler: name,
+        source_sha256: picture.sha256.clone(),
+    };
+    Ok((larger, how))
 }
 
 /// A loaded ESRGAN upscaler.
@@ -248,6 +306,14 @@ impl Upscaler {
         })
     }
 
+    /// Its name, as recipes record it: the file's, without the extension.
+    pub fn name(&self) -> String {
+        self.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The same upscaler with tiles of `tile` input pixels and `pad` pixels of context (sides
     /// rounded up to a multiple of 4).
     pub fn with_tiles(mut self, tile: usize, pad: usize) -> Self {
@@ -326,6 +392,16 @@ impl Upscaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upscales_are_checked_for_their_factor_and_what_the_model_makes() {
+        assert!(check_upscale(100, 100, 2, 1, 40_000).is_ok());
+        let err = check_upscale(100, 100, 3, 1, u64::MAX).unwrap_err().to_string();
+        assert!(err.contains("factor must be 2 or 4 (got 3)"), "{err}");
+        // A ×4 model asked for ×2 makes ×4 first.
+        let err = check_upscale(100, 100, 2, 4, 40_000).unwrap_err().to_string();
+        assert!(err.contains("would be 400×400"), "{err}");
+    }
 
     #[test]
     fn esrgan_names_map_to_basicsr_names() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{check, fixture_request, load_tensors as load, named_fixture, Recorder};
 use selfdiffusion_engine::{
-    Control, GivenNoise, HiresFix, ImageInput, Mask, Picture, Request, SchedulerKind, SeededNoise,
-    StableDiffusion, MAX_INPUT_PIXELS,
+    Control, GeneratedImage, GivenNoise, HiresFix, ImageInput, Mask, NoiseSource, Picture, Request,
+    SchedulerKind, SeededNoise, StableDiffusion, MAX_INPUT_PIXELS,
 };
 
 /// Tolerance on every latent-space tensor (the fixture's README: ≤ 1e-4 on latents).
@@ -44,21 +44,29 @@ fn input(dir: &Path, strength: f64, masked: bool) -> ImageInput {
     }
 }
 
-/// Runs `req` on `model` with the given noise, recording every stage.
-fn run(model: &StableDiffusion, req: &Request, noise: &mut GivenNoise) -> Recorder {
+/// Runs `req` on `model` with `scheduler` and `noise`, recording every stage; and the image.
+fn run_with(
+    model: &StableDiffusion,
+    req: &Request,
+    scheduler: SchedulerKind,
+    noise: &mut dyn NoiseSource,
+) -> (Recorder, GeneratedImage) {
     let mut rec = Recorder::default();
     let cond = model.encode_prompts(req, &mut rec).unwrap();
-    model
-        .run_image(
-            req,
-            SchedulerKind::Ddim,
-            &cond,
-            noise,
-            &Control::default(),
-            &mut rec,
-        )
+    let image = model
+        .run_image(req, scheduler, &cond, noise, &Control::default(), &mut rec)
         .unwrap();
-    rec
+    (rec, image)
+}
+
+/// Runs `req` on `model` with DDIM and the given noise, recording every stage.
+fn run(model: &StableDiffusion, req: &Request, noise: &mut GivenNoise) -> Recorder {
+    run_with(model, req, SchedulerKind::Ddim, noise).0
+}
+
+/// The fixture's injected noise `reference/<name>`, with `seed` for anything it lacks.
+fn given(dir: &Path, name: &str, seed: u64) -> GivenNoise {
+    GivenNoise::load(None, Some(&dir.join("reference").join(name)), seed).unwrap()
 }
 
 /// Compares a run with the reference `name` stage by stage.
@@ -120,12 +128,7 @@ fn img2img_matches_diffusers() {
     let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
     let req = request(5, input(&dir, 0.6, false));
     assert_eq!(req.steps_run(), 3);
-    let mut noise = GivenNoise::load(
-        None,
-        Some(&dir.join("reference/img2img_noise.safetensors")),
-        0,
-    )
-    .unwrap();
+    let mut noise = given(&dir, "img2img_noise.safetensors", 0);
     let rec = run(&model, &req, &mut noise);
     compare(
         &rec,
@@ -140,12 +143,7 @@ fn inpaint_with_a_4_channel_unet_matches_diffusers_blending() {
     };
     let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
     let req = request(4, input(&dir, 0.75, true));
-    let mut noise = GivenNoise::load(
-        None,
-        Some(&dir.join("reference/inpaint_noise.safetensors")),
-        0,
-    )
-    .unwrap();
+    let mut noise = given(&dir, "inpaint_noise.safetensors", 0);
     let rec = run(&model, &req, &mut noise);
     let out = load(&dir.join("reference/inpaint/outputs.safetensors"));
     compare(&rec, &out);
@@ -241,17 +239,8 @@ fn every_scheduler_runs_img2img_from_the_strengths_step() {
         SchedulerKind::DpmPp2mKarras,
     ] {
         let req = request(10, input(&dir, 0.5, true));
-        let mut rec = Recorder::default();
-        let cond = model.encode_prompts(&req, &mut rec).unwrap();
-        let mut noise = GivenNoise::load(
-            None,
-            Some(&dir.join("reference/img2img_noise.safetensors")),
-            3,
-        )
-        .unwrap();
-        let image = model
-            .run_image(&req, kind, &cond, &mut noise, &Control::default(), &mut rec)
-            .unwrap();
+        let mut noise = given(&dir, "img2img_noise.safetensors", 3);
+        let (rec, image) = run_with(&model, &req, kind, &mut noise);
         assert_eq!(rec.unet.len(), 5, "{kind:?}: half of 10 steps");
         assert_eq!((image.width, image.height), (64, 64));
         assert!(
@@ -276,23 +265,8 @@ fn paste_back_keeps_every_unmasked_pixel_of_the_image() {
         ..plain.clone()
     };
     let run = |req: &Request| {
-        let cond = model.encode_prompts(req, &mut Recorder::default()).unwrap();
-        let mut noise = GivenNoise::load(
-            None,
-            Some(&dir.join("reference/inpaint_noise.safetensors")),
-            0,
-        )
-        .unwrap();
-        model
-            .run_image(
-                req,
-                SchedulerKind::Ddim,
-                &cond,
-                &mut noise,
-                &Control::default(),
-                &mut Recorder::default(),
-            )
-            .unwrap()
+        let mut noise = given(&dir, "inpaint_noise.safetensors", 0);
+        run_with(&model, req, SchedulerKind::Ddim, &mut noise).1
     };
     let (without, with) = (run(&plain), run(&pasted));
     let source = Picture::open(&dir.join("inputs/init_image.png"), MAX_INPUT_PIXELS).unwrap();
@@ -360,24 +334,9 @@ fn a_hires_fix_is_img2img_of_the_enlarged_first_image_with_the_seeds_next_draws(
         hires: None,
         ..req.clone()
     };
-    let cond = model
-        .encode_prompts(&first_req, &mut Recorder::default())
-        .unwrap();
     let mut noise = SeededNoise::new(5);
-    let run = |r: &Request, noise: &mut SeededNoise| {
-        let cond = model.encode_prompts(r, &mut Recorder::default()).unwrap();
-        model
-            .run_image(
-                r,
-                SchedulerKind::Ddim,
-                &cond,
-                noise,
-                &Control::default(),
-                &mut Recorder::default(),
-            )
-            .unwrap()
-    };
-    drop(cond);
+    let run =
+        |r: &Request, noise: &mut SeededNoise| run_with(&model, r, SchedulerKind::Ddim, noise).1;
     let first = run(&first_req, &mut noise);
     let enlarged = Picture::from_pixels(64, 64, first.rgb).resized(128, 128);
     let second_req = Request {
@@ -407,21 +366,9 @@ fn inpainting_keeps_the_unmasked_region_within_the_vaes_reconstruction_error() {
         return;
     };
     let model = StableDiffusion::load(&sd15.join("model"), &Device::Cpu, DType::F32).unwrap();
-    let noise_file = dir.join("reference/inpaint_noise.safetensors");
     let run = |req: &Request| {
-        let mut rec = Recorder::default();
-        let cond = model.encode_prompts(req, &mut rec).unwrap();
-        let mut noise = GivenNoise::load(None, Some(&noise_file), 0).unwrap();
-        model
-            .run_image(
-                req,
-                SchedulerKind::Ddim,
-                &cond,
-                &mut noise,
-                &Control::default(),
-                &mut rec,
-            )
-            .unwrap()
+        let mut noise = given(&dir, "inpaint_noise.safetensors", 0);
+        run_with(&model, req, SchedulerKind::Ddim, &mut noise).1
     };
     let inpainted = run(&request(4, input(&dir, 0.75, true)));
     let reconstruction = run(&request(4, input(&dir, 0.0, false)));

@@ -326,28 +326,17 @@ fn worker(shared: &Shared) {
 /// Upscales the job's image with the server's ESRGAN model (or Lanczos) and writes it with its
 /// recipe and how it was upscaled; returns 1.
 fn upscale(shared: &Shared, id: &str, job: &UpscaleJob) -> Result<usize, String> {
-    let f = job.factor as usize;
-    let (width, height) = (job.picture.width * f, job.picture.height * f);
-    let (larger, upscaler) = match &shared.config.upscaler {
-        Some((model, device)) => {
-            let made = model
-                .upscale(&job.picture, device)
-                .map_err(|e| e.to_string())?;
-            let name = model
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (made.resized(width, height), name)
-        }
-        None => (job.picture.resized(width, height), "lanczos".to_owned()),
-    };
-    let mut recipe = job.recipe.clone();
-    recipe.upscale = Some(selfdiffusion_recipe::Upscale {
-        factor: job.factor,
+    let upscaler = shared.config.upscaler.as_ref().map(|(u, d)| (&**u, d));
+    let (larger, how) = selfdiffusion_engine::upscale(
+        &job.picture,
+        job.factor,
         upscaler,
-        source_sha256: job.picture.sha256.clone(),
-    });
+        selfdiffusion_engine::MAX_INPUT_PIXELS,
+    )
+    .map_err(|e| e.to_string())?;
+    let (width, height) = (larger.width, larger.height);
+    let mut recipe = job.recipe.clone();
+    recipe.upscale = Some(how);
     recipe.job_id = Some(id.to_owned());
     let png =
         encode_png(width as u32, height as u32, &larger.rgb, &recipe).map_err(|e| e.to_string())?;

@@ -70,24 +70,22 @@ pub fn validate_upscale(
     caps: InputCaps,
     scale: u32,
 ) -> Result<UpscaleJob, String> {
-    if body.factor != 2 && body.factor != 4 {
-        return Err(format!("factor must be 2 or 4 (got {})", body.factor));
-    }
     let bytes = image_bytes("image", &body.image, caps)?;
     let picture = Picture::decode(&bytes, caps.pixels).map_err(|e| match e {
         selfdiffusion_engine::EngineError::BadImage { reason, .. } => format!("image: {reason}"),
         other => format!("image: {other}"),
     })?;
-    let made = u64::from(body.factor.max(scale));
-    let pixels = picture.width as u64 * picture.height as u64 * made * made;
-    if pixels > selfdiffusion_engine::MAX_INPUT_PIXELS {
-        return Err(format!(
-            "{}×{} upscaled would be more than the {} pixels allowed",
-            picture.width,
-            picture.height,
-            selfdiffusion_engine::MAX_INPUT_PIXELS
-        ));
-    }
+    selfdiffusion_engine::check_upscale(
+        picture.width,
+        picture.height,
+        body.factor,
+        scale as usize,
+        selfdiffusion_engine::MAX_INPUT_PIXELS,
+    )
+    .map_err(|e| match e {
+        selfdiffusion_engine::EngineError::InvalidRequest(reason) => reason,
+        other => other.to_string(),
+    })?;
     Ok(UpscaleJob {
         recipe: selfdiffusion_recipe::embedded_recipe(&bytes).unwrap_or_default(),
         picture,
