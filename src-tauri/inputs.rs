@@ -40,9 +40,14 @@ fn read(path: &std::path::Path) -> CmdResult<Vec<u8>> {
 fn info(library: &Library, sha256: String) -> CmdResult<InputInfo> {
     let path = library.input_path(&sha256)?;
     let picture = Picture::decode(&read(&path)?, MAX_INPUT_PIXELS)?;
+    described(library, &picture)
+}
+
+/// The kept input `picture` was decoded from, as the UI shows it.
+fn described(library: &Library, picture: &Picture) -> CmdResult<InputInfo> {
     Ok(InputInfo {
-        sha256,
-        path,
+        path: library.input_path(&picture.sha256)?,
+        sha256: picture.sha256.clone(),
         width: picture.width,
         height: picture.height,
     })
@@ -72,10 +77,11 @@ pub async fn keep_input(
                 ))
             }
         };
-        // Decoded once to refuse what is not an image before anything is kept.
-        Picture::decode(&bytes, MAX_INPUT_PIXELS)?;
-        let sha256 = library.keep_input(&bytes)?;
-        info(&library, sha256)
+        // Decoded once: what is not an image is refused before anything is kept, and the
+        // size shown comes from this decode.
+        let picture = Picture::decode(&bytes, MAX_INPUT_PIXELS)?;
+        library.keep_input(&bytes)?;
+        described(&library, &picture)
     })
     .await
 }

@@ -396,10 +396,14 @@ mod tests {
     #[test]
     fn upscales_are_checked_for_their_factor_and_what_the_model_makes() {
         assert!(check_upscale(100, 100, 2, 1, 40_000).is_ok());
-        let err = check_upscale(100, 100, 3, 1, u64::MAX).unwrap_err().to_string();
+        let err = check_upscale(100, 100, 3, 1, u64::MAX)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("factor must be 2 or 4 (got 3)"), "{err}");
         // A ×4 model asked for ×2 makes ×4 first.
-        let err = check_upscale(100, 100, 2, 4, 40_000).unwrap_err().to_string();
+        let err = check_upscale(100, 100, 2, 4, 40_000)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("would be 400×400"), "{err}");
     }
 
