@@ -34,7 +34,8 @@ impl LocalJobs {
         let device = DeviceChoice::Auto.open()?;
         let made = Arc::new(
             Engine::new(device.clone(), default_dtype(&device))
-                .with_low_memory(selfdiffusion_engine::low_memory_requested()),
+                .with_low_memory(selfdiffusion_engine::low_memory_requested())
+                .with_half_weights(selfdiffusion_engine::half_weights_requested()),
         );
         *engine = Some(made.clone());
         Ok(made)

@@ -36,6 +36,7 @@ mkdir -p "$(dirname "$model")"
 reference --write-model "$model"
 bench --end-to-end "$model" --steps 4 --json "$out/ours-e2e.json"
 bench --end-to-end "$model" --steps 4 --low-memory --json "$out/ours-e2e-low.json"
+bench --end-to-end "$model" --steps 4 --low-memory --half-weights --json "$out/ours-e2e-half.json"
 reference --end-to-end "$model" --steps 4 --json "$out/ref-e2e.json"
 "$PYTHON" - "$out" <<'PY'
 import json, pathlib, sys
@@ -45,21 +46,24 @@ def read(*names):
     for n in names:
         merged.update(json.loads((out / n).read_text()))
     return merged
-ours, ref = read("ours.json", "ours-e2e.json", "ours-e2e-low.json"), read("ref.json", "ref-e2e.json")
-# diffusers' end-to-end run beside ours with --low-memory (its own has no such mode).
+ours = read("ours.json", "ours-e2e.json", "ours-e2e-low.json", "ours-e2e-half.json")
+ref = read("ref.json", "ref-e2e.json")
+# diffusers' end-to-end run beside ours with our memory options (its own f32 run has none).
 for k in ["end_to_end_s", "end_to_end_peak_rss_mib"]:
     if k in ref:
         ref[f"{k}_low_memory"] = ref[k]
+        ref[f"{k}_low_memory_half_weights"] = ref[k]
 print(f"cpu: {ours.get('cpu_model')} ({', '.join(ours.get('simd') or []) or 'no SIMD flags read'}); "
       f"threads: ours {ours.get('threads')}, diffusers {ref.get('threads')}; {ref.get('implementation')}")
-print(f"{'measure':<32}{'ours':>12}{'diffusers':>12}{'ratio':>8}")
+print(f"{'measure':<48}{'ours':>12}{'diffusers':>12}{'ratio':>8}")
 for k in ["text_encode_batch2_s", "unet_step_batch2_64x64_s", "vae_decode_512_s",
           "vae_decode_1024_s", "unet_step_sdxl_batch2_128x128_s", "peak_rss_mib",
           "end_to_end_s", "end_to_end_peak_rss_mib", "end_to_end_s_low_memory",
-          "end_to_end_peak_rss_mib_low_memory"]:
+          "end_to_end_peak_rss_mib_low_memory", "end_to_end_s_low_memory_half_weights",
+          "end_to_end_peak_rss_mib_low_memory_half_weights"]:
     a, b = ours.get(k), ref.get(k)
     if a and b:
-        print(f"{k:<32}{a:>12.3f}{b:>12.3f}{a / b:>8.2f}")
+        print(f"{k:<48}{a:>12.3f}{b:>12.3f}{a / b:>8.2f}")
 if ours.get("unet_sdxl_params"):
     same = "the same" if ours["unet_sdxl_params"] == ref.get("unet_sdxl_params") else "DIFFERENT"
     print(f"SDXL UNet parameters: ours {ours['unet_sdxl_params']:,}, diffusers "

@@ -4,7 +4,7 @@
 //! the SDXL base UNet step (batch 2, 128×128 latent, its config from the built-in set).
 //!
 //! `cargo bench -p selfdiffusion-engine --bench sd15 -- [--device cpu|cuda] [--steps N] [--sdxl] [--json FILE]`
-//! `… --bench sd15 -- --end-to-end DIR [--steps N] [--low-memory]` instead loads the diffusers folder `DIR` and
+//! `… --bench sd15 -- --end-to-end DIR [--steps N] [--low-memory] [--half-weights]` instead loads the diffusers folder `DIR` and
 //! makes one 512² image, reporting the whole process's wall time and peak RSS, and the peak
 //! after loading beside the size of the weight files.
 //! `benches/compare.sh` runs this and the diffusers equivalent in one go and prints the ratios.
@@ -16,8 +16,8 @@ use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use selfdiffusion_engine::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use selfdiffusion_engine::{
-    default_dtype, AddedCond, ClipTextEncoder, Control, DeviceChoice, ModelSpec, Request, UNet,
-    VaeDecoder,
+    default_dtype, AddedCond, ClipTextEncoder, Control, DeviceChoice, ModelSpec, Precision,
+    Request, UNet, VaeDecoder,
 };
 
 const CLIP: &str = r#"{"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
@@ -167,15 +167,17 @@ fn weight_file_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
 }
 
 /// Loads the diffusers folder `dir` and makes one 512² image in `steps` steps, as the app
-/// would; reports this process's wall time (from its start) and peak RSS.
+/// would (with its low-memory and half-precision-weights options as asked); reports this
+/// process's wall time (from its start) and peak RSS.
 fn end_to_end(
     dir: &str,
     steps: usize,
-    low_memory: bool,
+    (low_memory, half_weights): (bool, bool),
     device: &candle_core::Device,
     started: Instant,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let model = ModelSpec::folder(dir).load(device, default_dtype(device))?;
+    let precision = Precision::new(default_dtype(device), half_weights);
+    let model = ModelSpec::folder(dir).load(device, precision)?;
     model.set_free_text_after_encoding(low_memory);
     let load_peak = peak_rss_mib();
     let weights_mib = weight_files_mib(std::path::Path::new(dir))?;
@@ -192,13 +194,16 @@ fn end_to_end(
         Ok(())
     })?;
     assert_eq!(images, 1);
-    // Low-memory runs report under their own keys, beside the ordinary run's.
+    // Each option's runs report under their own keys, beside the ordinary run's.
     let key = |name: &str| {
+        let mut key = name.to_owned();
         if low_memory {
-            format!("{name}_low_memory")
-        } else {
-            name.to_owned()
+            key.push_str("_low_memory");
         }
+        if half_weights {
+            key.push_str("_half_weights");
+        }
+        key
     };
     let mut report = serde_json::json!({
         "implementation": "selfdiffusion (candle)",
@@ -226,8 +231,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dtype = default_dtype(&device);
     let steps: usize = arg("--steps").map(|s| s.parse()).transpose()?.unwrap_or(3);
     if let Some(dir) = arg("--end-to-end") {
-        let low_memory = args.iter().any(|a| a == "--low-memory");
-        let report = end_to_end(&dir, steps, low_memory, &device, started)?;
+        let flag = |name: &str| args.iter().any(|a| a == name);
+        let options = (flag("--low-memory"), flag("--half-weights"));
+        let report = end_to_end(&dir, steps, options, &device, started)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         if let Some(path) = arg("--json") {
             std::fs::write(path, serde_json::to_string(&report)?)?;

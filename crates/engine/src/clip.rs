@@ -3,12 +3,11 @@
 //! reads the penultimate layer's states and the projected embedding at the end token.
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{
-    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 use crate::config::ClipTextConfig;
 use crate::error::{EngineError, Result};
+use crate::layers::{embedding, linear, linear_no_bias, Embedding, Linear};
 
 #[derive(Debug, Clone, Copy)]
 enum Activation {
@@ -115,6 +114,8 @@ pub struct ClipTextEncoder {
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
     text_projection: Option<Linear>,
+    /// What the encoder computes in (its weight matrices may be kept narrower).
+    dtype: DType,
 }
 
 impl ClipTextEncoder {
@@ -200,6 +201,7 @@ impl ClipTextEncoder {
             layers,
             final_layer_norm: layer_norm(hidden, config.layer_norm_eps, vb.pp("final_layer_norm"))?,
             text_projection,
+            dtype: vb.dtype(),
         })
     }
 
@@ -218,8 +220,8 @@ impl ClipTextEncoder {
         let positions = Tensor::arange(0u32, seq as u32, device)?.unsqueeze(0)?;
         let mut xs = self
             .token_embedding
-            .forward(ids)?
-            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+            .lookup(ids, self.dtype)?
+            .broadcast_add(&self.position_embedding.lookup(&positions, self.dtype)?)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
         let n = self.layers.len();
         // hidden_states[-2]: the embeddings for a one-layer encoder, else layer n-2's output.

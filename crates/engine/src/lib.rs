@@ -13,8 +13,10 @@ pub mod config;
 mod device;
 mod engine;
 mod error;
+mod half_weights;
 mod init_image;
 mod kernels;
+mod layers;
 mod lora;
 mod model;
 mod noise;
@@ -33,8 +35,11 @@ mod weights_file;
 pub use builtin_configs::BuiltinConfig;
 pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};
-pub use engine::{low_memory_requested, Engine, LOW_MEMORY_ENV};
+pub use engine::{
+    half_weights_requested, low_memory_requested, Engine, HALF_WEIGHTS_ENV, LOW_MEMORY_ENV,
+};
 pub use error::{EngineError, Result};
+pub use half_weights::Precision;
 pub use init_image::{ImageInput, Mask, Picture, MAX_INPUT_PIXELS};
 pub use kernels::threads;
 pub use lora::{lora_family, LoraFile, Loras};

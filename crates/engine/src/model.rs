@@ -15,6 +15,7 @@ use crate::config::{
     read_json, ClipTextConfig, Component, ModelIndex, SchedulerConfig, UNetConfig, VaeConfig,
 };
 use crate::error::{EngineError, Result};
+use crate::half_weights::{HalfWeights, Precision};
 use crate::lora::{LoraFile, Loras, Part};
 use crate::pipeline::LIMITS;
 use crate::schedulers::{Schedule, SchedulerKind};
@@ -115,9 +116,14 @@ impl ModelSpec {
         })
     }
 
-    /// Reads the LoRA files and loads the model for `device` with weights in `dtype`.
-    pub fn load(&self, device: &Device, dtype: DType) -> Result<StableDiffusion> {
-        self.load_keeping(Keep::No, device, dtype)
+    /// Reads the LoRA files and loads the model for `device` in `precision` (a `DType`, or a
+    /// [`Precision`] that keeps the weight matrices narrower than the computation).
+    pub fn load(
+        &self,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<StableDiffusion> {
+        self.load_keeping(Keep::No, device, precision.into())
     }
 
     /// Loads the model, keeping its base weights in `base` for a later change of LoRAs.
@@ -125,9 +131,9 @@ impl ModelSpec {
         &self,
         base: &BaseWeights,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<StableDiffusion> {
-        self.load_keeping(Keep::Record(base), device, dtype)
+        self.load_keeping(Keep::Record(base), device, precision)
     }
 
     /// Loads the model from the base weights an earlier load of the same model kept in `base`
@@ -136,9 +142,9 @@ impl ModelSpec {
         &self,
         base: &BaseWeights,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<StableDiffusion> {
-        self.load_keeping(Keep::Replay(base), device, dtype)
+        self.load_keeping(Keep::Replay(base), device, precision)
     }
 
     /// Whether `other` is the same base model (its LoRAs aside).
@@ -150,7 +156,7 @@ impl ModelSpec {
         &self,
         keep: Keep<'_>,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<StableDiffusion> {
         let loras = self
             .loras
@@ -164,7 +170,7 @@ impl ModelSpec {
             },
             None => ModelPath::Folder(&self.path),
         };
-        StableDiffusion::load_keeping(path, &Loras::new(loras), keep, device, dtype)
+        StableDiffusion::load_keeping(path, &Loras::new(loras), keep, device, precision)
     }
 }
 
@@ -263,7 +269,7 @@ struct Reader<'a> {
     source: Source<'a>,
     keep: Keep<'a>,
     device: &'a Device,
-    dtype: DType,
+    precision: Precision,
 }
 
 impl Reader<'_> {
@@ -301,9 +307,9 @@ impl Reader<'_> {
                 None => read()?,
             },
         };
-        let backend = merge(backend);
+        let backend = HalfWeights::wrap(merge(backend), self.precision);
         Ok((
-            VarBuilder::from_backend(backend, self.dtype, self.device.clone()),
+            VarBuilder::from_backend(backend, self.precision.compute, self.device.clone()),
             file,
         ))
     }
@@ -478,9 +484,9 @@ impl StableDiffusion {
         limits_of(&self.unet_config, &self.vae_config)
     }
 
-    /// Loads a model folder for `device` with weights in `dtype`.
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::load_with_loras(ModelPath::Folder(dir), &Loras::default(), device, dtype)
+    /// Loads a model folder for `device` in `precision` (a `DType`, or a [`Precision`]).
+    pub fn load(dir: &Path, device: &Device, precision: impl Into<Precision>) -> Result<Self> {
+        Self::load_with_loras(ModelPath::Folder(dir), &Loras::default(), device, precision)
     }
 
     /// Loads a single-file checkpoint (the original LDM layout) with the configs and tokenizer
@@ -490,13 +496,13 @@ impl StableDiffusion {
         file: &Path,
         config_dir: &Path,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
     ) -> Result<Self> {
         let path = ModelPath::SingleFile {
             file,
             config: config_dir,
         };
-        Self::load_with_loras(path, &Loras::default(), device, dtype)
+        Self::load_with_loras(path, &Loras::default(), device, precision)
     }
 
     /// Loads the model at `path` with `loras` merged into its weights as they load; a LoRA
@@ -505,9 +511,9 @@ impl StableDiffusion {
         path: ModelPath<'_>,
         loras: &Loras,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
     ) -> Result<Self> {
-        Self::load_keeping(path, loras, Keep::No, device, dtype)
+        Self::load_keeping(path, loras, Keep::No, device, precision.into())
     }
 
     fn load_keeping(
@@ -515,11 +521,11 @@ impl StableDiffusion {
         loras: &Loras,
         keep: Keep<'_>,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self> {
         let model = match path {
             ModelPath::Folder(dir) => {
-                Self::assemble(dir, Source::Folder, keep, loras, device, dtype)?
+                Self::assemble(dir, Source::Folder, keep, loras, device, precision)?
             }
             ModelPath::SingleFile { file, config } => {
                 let checkpoint = Checkpoint::open(file)?;
@@ -529,7 +535,7 @@ impl StableDiffusion {
                     keep,
                     loras,
                     device,
-                    dtype,
+                    precision,
                 )?;
                 model.dir = file.to_path_buf();
                 model
@@ -546,8 +552,9 @@ impl StableDiffusion {
         keep: Keep<'_>,
         loras: &Loras,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self> {
+        let dtype = precision.compute;
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
         if !SUPPORTED_PIPELINES.contains(&index.class_name.as_str()) {
             return Err(EngineError::Unsupported(format!(
@@ -576,7 +583,7 @@ impl StableDiffusion {
             source,
             keep,
             device,
-            dtype,
+            precision,
         };
         let (text, context_width) = reader.text_encoders(&index, loras)?;
         // Read again from disk when a low-memory run freed them.
@@ -599,7 +606,7 @@ impl StableDiffusion {
                         .map_or(Source::Folder, Source::Checkpoint),
                     keep: Keep::No,
                     device: &device,
-                    dtype,
+                    precision,
                 };
                 tracing::info!(dir = %dir.display(), "reading the text encoders again");
                 Ok(reader.text_encoders(&index, &loras)?.0)
@@ -634,7 +641,7 @@ impl StableDiffusion {
         }
         let vae_dtype = vae_dtype(xl, &vae_cfg, dtype);
         let vae_reader = Reader {
-            dtype: vae_dtype,
+            precision: precision.for_vae(vae_dtype),
             ..reader
         };
         let (vae_vb, vae_file) =
@@ -651,7 +658,7 @@ impl StableDiffusion {
                 unet_cfg.cross_attention_dim
             )));
         }
-        tracing::info!(dir = %dir.display(), ?dtype, "model loaded");
+        tracing::info!(dir = %dir.display(), ?dtype, weights = ?precision.weights, "model loaded");
         Ok(StableDiffusion {
             dir: dir.to_path_buf(),
             text: TextSlot {

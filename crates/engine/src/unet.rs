@@ -5,11 +5,12 @@
 //! where diffusers uses the exact one.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, Conv2dConfig, LayerNorm, VarBuilder};
 
 use crate::config::UNetConfig;
 use crate::error::{EngineError, Result};
 use crate::kernels::{attention, conv2d, geglu, group_norm, Conv2d, GroupNorm};
+use crate::layers::{linear, linear_no_bias, Linear};
 
 type CResult<T> = candle_core::Result<T>;
 

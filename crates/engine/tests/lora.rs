@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{fixture, fixture_request, max_diff, write_safetensors as write};
 use selfdiffusion_engine::{
     Control, Engine, EngineError, GivenNoise, LoraFile, Loras, ModelPath, ModelSpec, Observer,
-    SchedulerKind, StableDiffusion,
+    Precision, SchedulerKind, StableDiffusion,
 };
 
 /// Tolerance on latents (fused weights against diffusers' unfused path: 4e-5, see the README).
@@ -350,6 +350,51 @@ fn low_memory_runs_read_the_text_encoders_again_with_their_loras() {
         assert!(!model.text_loaded(), "freed after encoding");
         assert!(ordinary.model(&spec, &mut |_| {}).unwrap().text_loaded());
     }
+}
+
+/// An engine keeping its weights in f16 merges LoRAs into them (in f32, rounded back) and
+/// changes LoRAs from the weights it kept: each image equals a fresh half-precision load's.
+#[test]
+fn half_precision_engines_merge_and_change_loras_as_a_fresh_load() {
+    let Ok(dir) = fixture().map_err(|m| eprintln!("skipped: {m}")) else {
+        return;
+    };
+    let lora = dir
+        .parent()
+        .unwrap()
+        .join("tiny-sd15-lora/lora/kohya_style.safetensors");
+    let spec = |loras: Vec<(std::path::PathBuf, f64)>| ModelSpec {
+        path: dir.join("model"),
+        config: None,
+        loras,
+    };
+    let request = selfdiffusion_engine::Request {
+        scheduler: Some(SchedulerKind::Ddim),
+        init_latents: Some(dir.join("reference/init_latents.safetensors")),
+        ..fixture_request()
+    };
+    let half = Precision::new(DType::F32, true);
+    let fresh =
+        |spec: &ModelSpec| common::one_image(&spec.load(&Device::Cpu, half).unwrap(), &request).rgb;
+    let engine = Engine::new(Device::Cpu, DType::F32).with_half_weights(true);
+    for loras in [
+        vec![(lora.clone(), 0.8)],
+        Vec::new(),
+        vec![(lora.clone(), 0.3)],
+    ] {
+        let spec = spec(loras);
+        let model = engine.model(&spec, &mut |_| {}).unwrap();
+        assert_eq!(common::one_image(&model, &request).rgb, fresh(&spec));
+    }
+    let full = common::one_image(
+        &spec(Vec::new()).load(&Device::Cpu, DType::F32).unwrap(),
+        &request,
+    );
+    assert_ne!(
+        full.rgb,
+        fresh(&spec(Vec::new())),
+        "the weights were not rounded"
+    );
 }
 
 /// An SDXL LoRA on the tiny-sdxl model (`tiny-sdxl`'s README): the same modules written the

@@ -34,6 +34,9 @@ pub struct Config {
     /// Free the text encoders after each request's prompts are encoded (read again for the
     /// next): less memory while denoising, a little more time per request.
     pub low_memory: bool,
+    /// Keep the weight matrices in f16 while computing in f32 (a CPU server): half the memory,
+    /// a little more time per step.
+    pub half_weights: bool,
     /// An ESRGAN upscaler (`.safetensors` or `.pth`) for `upscale` requests; Lanczos without.
     pub upscaler: Option<PathBuf>,
     /// How long a signed image URL stays valid, in seconds.
@@ -137,6 +140,7 @@ impl Default for Config {
             device: "auto".into(),
             workers: 1,
             low_memory: false,
+            half_weights: false,
             upscaler: None,
             signed_url_ttl_s: 900,
             job_retention_s: 24 * 3600,
@@ -185,6 +189,15 @@ impl Config {
                 ))
             })
         }
+        fn flag(name: &str, v: &str) -> Result<bool, ConfigError> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                _ => Err(ConfigError(format!(
+                    "SELFDIFFUSION_SERVER_{name}={v:?}: give true or false"
+                ))),
+            }
+        }
         if let Some(v) = var("LISTEN") {
             self.listen = v.trim().parse().map_err(|_| {
                 ConfigError(format!(
@@ -217,15 +230,10 @@ impl Config {
             self.upscaler = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = var("LOW_MEMORY") {
-            self.low_memory = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "SELFDIFFUSION_SERVER_LOW_MEMORY={v:?}: give true or false"
-                    )))
-                }
-            };
+            self.low_memory = flag("LOW_MEMORY", &v)?;
+        }
+        if let Some(v) = var("HALF_WEIGHTS") {
+            self.half_weights = flag("HALF_WEIGHTS", &v)?;
         }
         if let Some(v) = var("SIGNED_URL_TTL_S") {
             self.signed_url_ttl_s = number("SIGNED_URL_TTL_S", &v)?;
@@ -401,12 +409,14 @@ mod tests {
             ("SELFDIFFUSION_SERVER_CLIENT_IDS", "a, b"),
             ("SELFDIFFUSION_SERVER_MAX_STEPS", "50"),
             ("SELFDIFFUSION_SERVER_JWKS_REFETCH_MIN_S", "5"),
+            ("SELFDIFFUSION_SERVER_HALF_WEIGHTS", "yes"),
         ]
         .into();
         config
             .apply_env(|k| env.get(k).map(|v| v.to_string()))
             .unwrap();
         assert_eq!(config.workers, 3);
+        assert!(config.half_weights && !config.low_memory);
         assert_eq!(config.limits.max_samples, 3);
         assert_eq!(config.limits.max_steps, 50);
         let rules = config.token_rules().unwrap();
@@ -429,6 +439,10 @@ mod tests {
             err.to_string().contains("SELFDIFFUSION_SERVER_WORKERS"),
             "{err}"
         );
+        let err = config
+            .apply_env(|k| (k == "SELFDIFFUSION_SERVER_LOW_MEMORY").then(|| "maybe".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("give true or false"), "{err}");
     }
 
     #[test]

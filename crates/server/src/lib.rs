@@ -63,7 +63,11 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         })
         .transpose()?;
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
-        engine: Arc::new(Engine::new(device.clone(), dtype).with_low_memory(config.low_memory)),
+        engine: Arc::new(
+            Engine::new(device.clone(), dtype)
+                .with_low_memory(config.low_memory)
+                .with_half_weights(config.half_weights),
+        ),
         model: ModelSpec::folder(model_dir),
         model_name: config.model_name.clone(),
         images_dir,

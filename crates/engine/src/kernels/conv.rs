@@ -13,6 +13,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::{f32s, on_cpu_f32, threads, winograd, SharedOut};
+use crate::half_weights::widened;
 
 /// Output pixels per im2col tile.
 const TILE_PIXELS: usize = 512;
@@ -55,26 +56,28 @@ pub(crate) fn conv2d(
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if on_cpu_f32(xs) && on_cpu_f32(&self.weight) {
+        // Weights kept in half precision are widened for this call only.
+        let weight = widened(&self.weight, xs.dtype())?;
+        if on_cpu_f32(xs) && on_cpu_f32(&weight) {
             let op = CpuConv {
                 stride: self.stride,
                 padding: self.padding,
             };
-            let (xs, weight) = (xs.contiguous()?, self.weight.contiguous()?);
+            let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
             match &self.bias {
                 Some(bias) => xs.apply_op3_no_bwd(&weight, &bias.contiguous()?, &op),
                 None => xs.apply_op2_no_bwd(&weight, &op),
             }
         } else {
-            self.reference(xs)
+            self.reference(xs, &weight)
         }
     }
 }
 
 impl Conv2d {
-    /// candle's convolution.
-    fn reference(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+    /// candle's convolution with `weight` (this layer's, in the input's dtype).
+    fn reference(&self, xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let ys = xs.conv2d(weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
             None => Ok(ys),
@@ -359,7 +362,7 @@ mod tests {
             let conv = layer(cin, cout, k, stride, padding, bias);
             let xs = random(&[2, cin, h, w], 9, 2.0);
             let ours = conv.forward(&xs).unwrap();
-            let theirs = conv.reference(&xs).unwrap();
+            let theirs = conv.reference(&xs, &conv.weight).unwrap();
             let diff = rel_diff(&ours, &theirs);
             assert!(
                 diff <= 1e-5,
@@ -372,7 +375,10 @@ mod tests {
     fn a_strided_input_is_made_contiguous() {
         let conv = layer(4, 5, 3, 1, 1, true);
         let xs = random(&[2, 6, 4, 4], 10, 1.0).narrow(1, 1, 4).unwrap();
-        let diff = rel_diff(&conv.forward(&xs).unwrap(), &conv.reference(&xs).unwrap());
+        let diff = rel_diff(
+            &conv.forward(&xs).unwrap(),
+            &conv.reference(&xs, &conv.weight).unwrap(),
+        );
         assert!(diff <= 1e-5);
     }
 

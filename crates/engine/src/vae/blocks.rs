@@ -2,9 +2,10 @@
 //! single-head attention of the middle block.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::kernels::{attention, conv2d, group_norm, Conv2d, GroupNorm};
+use crate::layers::Linear;
 
 pub(super) type CResult<T> = candle_core::Result<T>;
 
