@@ -220,6 +220,8 @@ fn end_to_end(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
+    // As the engine's loaders do; the random-weight models below are built without them.
+    selfdiffusion_engine::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
         args.iter()

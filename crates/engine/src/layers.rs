@@ -3,7 +3,7 @@
 //! layer is candle's. Built as `candle_nn`'s builders build theirs.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::half_weights::widened;
 
@@ -28,16 +28,16 @@ impl Module for Linear {
     }
 }
 
-/// A linear layer with a bias, read as `candle_nn::linear` reads it.
+/// A linear layer with a bias, read (or, from a `VarMap`, initialised) by `candle_nn::linear`.
 pub(crate) fn linear(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get((outputs, inputs), "weight")?;
-    let bias = vb.get(outputs, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+    let layer = candle_nn::linear(inputs, outputs, vb)?;
+    Ok(Linear::new(layer.weight().clone(), layer.bias().cloned()))
 }
 
-/// A linear layer without a bias, read as `candle_nn::linear_no_bias` reads it.
+/// A linear layer without a bias, read by `candle_nn::linear_no_bias`.
 pub(crate) fn linear_no_bias(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(vb.get((outputs, inputs), "weight")?, None))
+    let layer = candle_nn::linear_no_bias(inputs, outputs, vb)?;
+    Ok(Linear::new(layer.weight().clone(), None))
 }
 
 /// A lookup table of `[count, width]` embeddings, as `candle_nn::Embedding`; only the rows
@@ -56,16 +56,9 @@ impl Embedding {
     }
 }
 
-/// An embedding table, read as `candle_nn::embedding` reads it.
+/// An embedding table, read by `candle_nn::embedding`.
 pub(crate) fn embedding(count: usize, width: usize, vb: VarBuilder) -> Result<Embedding> {
-    let table = vb.get_with_hints(
-        (count, width),
-        "weight",
-        Init::Randn {
-            mean: 0.,
-            stdev: 1.,
-        },
-    )?;
+    let table = candle_nn::embedding(count, width, vb)?.embeddings().clone();
     Ok(Embedding { table })
 }
 

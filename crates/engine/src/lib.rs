@@ -6,6 +6,7 @@
 //! `shared/notes/candle.md`); so are the CPU kernels of the convolutions, norms, attention and
 //! GEGLU (`kernels`), because candle's are several times slower than PyTorch's.
 
+mod allocator;
 mod base_weights;
 mod builtin_configs;
 mod clip;
@@ -32,6 +33,7 @@ mod upscaler;
 pub mod vae;
 mod weights_file;
 
+pub use allocator::tune_allocator;
 pub use builtin_configs::BuiltinConfig;
 pub use clip::{ClipTextEncoder, EncodedText, HiddenStates};
 pub use device::{default_dtype, DeviceChoice};

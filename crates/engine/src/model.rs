@@ -272,7 +272,42 @@ struct Reader<'a> {
     precision: Precision,
 }
 
+/// What a [`Reader`] reads from, owned, for reading a part again after loading.
+struct ReadAgain {
+    dir: PathBuf,
+    checkpoint: Option<Checkpoint>,
+    device: Device,
+}
+
+impl ReadAgain {
+    /// A reader of the model's parts (no weights kept) in `precision`.
+    fn reader(&self, precision: Precision) -> Reader<'_> {
+        Reader {
+            dir: &self.dir,
+            source: self
+                .checkpoint
+                .as_ref()
+                .map_or(Source::Folder, Source::Checkpoint),
+            keep: Keep::No,
+            device: &self.device,
+            precision,
+        }
+    }
+}
+
 impl Reader<'_> {
+    /// What this reader reads from, owned.
+    fn owned(&self) -> ReadAgain {
+        ReadAgain {
+            dir: self.dir.to_path_buf(),
+            checkpoint: match self.source {
+                Source::Checkpoint(c) => Some(c.clone()),
+                Source::Folder => None,
+            },
+            device: self.device.clone(),
+        }
+    }
+
     fn component(&self, name: &str) -> Component {
         Component {
             dir: self.dir.join(name),
@@ -353,14 +388,41 @@ impl Reader<'_> {
     }
 }
 
-/// How the text encoders are read again after a low-memory run freed them.
-type TextReload = Box<dyn Fn() -> Result<TextEncoders> + Send + Sync>;
+/// A part of the model read from disk when first needed (or again after it was freed).
+struct Slot<T> {
+    loaded: Mutex<Option<Arc<T>>>,
+    read: Box<dyn Fn() -> Result<T> + Send + Sync>,
+}
+
+impl<T> Slot<T> {
+    /// A slot holding `value` (if any), which `read` reads again when needed.
+    fn new(value: Option<T>, read: Box<dyn Fn() -> Result<T> + Send + Sync>) -> Self {
+        Slot {
+            loaded: Mutex::new(value.map(Arc::new)),
+            read,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<T>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The part, read now if it is not in memory.
+    fn get(&self) -> Result<Arc<T>> {
+        let mut loaded = self.lock();
+        if let Some(value) = loaded.as_ref() {
+            return Ok(value.clone());
+        }
+        let value = Arc::new((self.read)()?);
+        *loaded = Some(value.clone());
+        Ok(value)
+    }
+}
 
 /// The text encoders: loaded with the model, freed after encoding in low-memory runs, and read
 /// again (LoRAs merged) when next needed.
 struct TextSlot {
-    loaded: Mutex<Option<Arc<TextEncoders>>>,
-    reload: TextReload,
+    slot: Slot<TextEncoders>,
     free_after_encoding: AtomicBool,
 }
 
@@ -370,6 +432,8 @@ pub struct StableDiffusion {
     pub dir: PathBuf,
     /// The tokenizer(s) and text encoder(s) ([`StableDiffusion::text`]).
     text: TextSlot,
+    /// The VAE in f32, read from disk when a half-precision decode overflows.
+    f32_vae: Slot<Vae>,
     /// The denoising UNet.
     pub unet: UNet,
     /// The autoencoder.
@@ -447,22 +511,18 @@ pub fn model_limits(dir: &Path) -> Result<Limits> {
 impl StableDiffusion {
     /// The tokenizer(s) and text encoder(s), read again if a low-memory run freed them.
     pub fn text(&self) -> Result<Arc<TextEncoders>> {
-        let mut loaded = self.text.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(text) = loaded.as_ref() {
-            return Ok(text.clone());
-        }
-        let text = Arc::new((self.text.reload)()?);
-        *loaded = Some(text.clone());
-        Ok(text)
+        self.text.slot.get()
     }
 
     /// Whether the text encoders are in memory now.
     pub fn text_loaded(&self) -> bool {
-        self.text
-            .loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.text.slot.lock().is_some()
+    }
+
+    /// The VAE in f32, for a decode that overflowed in half precision (read from disk the
+    /// first time).
+    pub(crate) fn f32_vae(&self) -> Result<Arc<Vae>> {
+        self.f32_vae.get()
     }
 
     /// Low-memory runs: free the text encoders once a request's prompts are encoded (they are
@@ -474,7 +534,7 @@ impl StableDiffusion {
     /// Frees the text encoders if low-memory runs are asked for.
     pub(crate) fn after_encoding(&self) {
         if self.text.free_after_encoding.load(Ordering::Relaxed) {
-            *self.text.loaded.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *self.text.slot.lock() = None;
             tracing::debug!("text encoders freed until the next request");
         }
     }
@@ -523,6 +583,7 @@ impl StableDiffusion {
         device: &Device,
         precision: Precision,
     ) -> Result<Self> {
+        crate::allocator::tune_allocator();
         let model = match path {
             ModelPath::Folder(dir) => {
                 Self::assemble(dir, Source::Folder, keep, loras, device, precision)?
@@ -587,29 +648,11 @@ impl StableDiffusion {
         };
         let (text, context_width) = reader.text_encoders(&index, loras)?;
         // Read again from disk when a low-memory run freed them.
-        let reload: TextReload = {
-            let (dir, checkpoint, index, loras, device) = (
-                dir.to_path_buf(),
-                match source {
-                    Source::Checkpoint(c) => Some(c.clone()),
-                    Source::Folder => None,
-                },
-                index.clone(),
-                loras.clone(),
-                device.clone(),
-            );
+        let read_text = {
+            let (again, index, loras) = (reader.owned(), index.clone(), loras.clone());
             Box::new(move || {
-                let reader = Reader {
-                    dir: &dir,
-                    source: checkpoint
-                        .as_ref()
-                        .map_or(Source::Folder, Source::Checkpoint),
-                    keep: Keep::No,
-                    device: &device,
-                    precision,
-                };
-                tracing::info!(dir = %dir.display(), "reading the text encoders again");
-                Ok(reader.text_encoders(&index, &loras)?.0)
+                tracing::info!(dir = %again.dir.display(), "reading the text encoders again");
+                Ok(again.reader(precision).text_encoders(&index, &loras)?.0)
             })
         };
 
@@ -649,6 +692,20 @@ impl StableDiffusion {
                 c.vae(&vae_cfg)
             })?;
         let vae = in_file(&vae_file, Vae::new(vae_vb, &vae_cfg))?;
+        // Read in f32 when a half-precision decode overflows.
+        let read_f32_vae = {
+            let (again, cfg) = (reader.owned(), vae_cfg.clone());
+            Box::new(move || {
+                tracing::info!(dir = %again.dir.display(), "reading the VAE in f32");
+                let (vb, file) = again.reader(Precision::from(DType::F32)).load(
+                    "vae",
+                    "diffusion_pytorch_model",
+                    &|b| b,
+                    &|c| c.vae(&cfg),
+                )?;
+                in_file(&file, Vae::new(vb, &cfg))
+            })
+        };
 
         let sched_cfg: SchedulerConfig =
             read_json(&component("scheduler").dir.join("scheduler_config.json"))?;
@@ -662,10 +719,10 @@ impl StableDiffusion {
         Ok(StableDiffusion {
             dir: dir.to_path_buf(),
             text: TextSlot {
-                loaded: Mutex::new(Some(Arc::new(text))),
-                reload,
+                slot: Slot::new(Some(text), read_text),
                 free_after_encoding: AtomicBool::new(false),
             },
+            f32_vae: Slot::new(None, read_f32_vae),
             unet,
             vae,
             vae_config: vae_cfg,

@@ -670,8 +670,22 @@ impl StableDiffusion {
         seed: u64,
         scheduler: SchedulerKind,
     ) -> Result<GeneratedImage> {
-        let scaled = (latents / self.vae_config.scaling_factor)?.to_dtype(self.vae_dtype)?;
-        let decoded = self.vae.decoder.decode(&scaled)?.to_dtype(DType::F32)?;
+        let unscaled = (latents / self.vae_config.scaling_factor)?;
+        let decoded = self
+            .vae
+            .decoder
+            .decode(&unscaled.to_dtype(self.vae_dtype)?)?
+            .to_dtype(DType::F32)?;
+        // A half-precision VAE can overflow (SD 1.x's on some latents): never a black image,
+        // decode again in f32.
+        let decoded = if self.vae_dtype != DType::F32 && !all_finite(&decoded)? {
+            tracing::warn!(dtype = ?self.vae_dtype, "the VAE overflowed; decoding again in f32");
+            self.f32_vae()?
+                .decoder
+                .decode(&unscaled.to_dtype(DType::F32)?)?
+        } else {
+            decoded
+        };
         let image = ((decoded / 2.0)? + 0.5)?
             .clamp(0f32, 1f32)?
             .permute((0, 2, 3, 1))?
@@ -692,4 +706,9 @@ impl StableDiffusion {
             rgb,
         })
     }
+}
+
+/// Whether every value of `t` (f32) is finite: a NaN or an infinity makes the sum non-finite.
+fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.sum_all()?.to_scalar::<f32>()?.is_finite())
 }

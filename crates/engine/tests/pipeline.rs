@@ -610,3 +610,49 @@ fn a_scheduler_config_with_python_infinity_loads() {
     std::fs::write(&file, patched).unwrap();
     StableDiffusion::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
 }
+
+/// A half-precision VAE that overflows decodes again in f32 (read from disk on first need):
+/// the image is the f32 model's, never a black or NaN one.
+#[test]
+fn a_half_precision_decode_that_overflows_is_redone_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_model(dir.path());
+    let half = StableDiffusion::load(dir.path(), &Device::Cpu, DType::F16).unwrap();
+    let full = StableDiffusion::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let req = request();
+    // Beyond f16's range (65504) once divided by the scaling factor.
+    let latents = (candle_core::Tensor::randn(0f32, 1.0, &full.latent_shape(&req), &Device::Cpu)
+        .unwrap()
+        * 3e4)
+        .unwrap();
+    let overflowed = half
+        .vae
+        .decoder
+        .decode(
+            &(&latents / half.vae_config.scaling_factor)
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap(),
+        )
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let sum = overflowed.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(!sum.is_finite(), "the f16 decode did not overflow: {sum}");
+    let decode = |model: &StableDiffusion| {
+        model
+            .decode(
+                &latents,
+                &mut common::Recorder::default(),
+                0,
+                SchedulerKind::Euler,
+            )
+            .unwrap()
+            .rgb
+    };
+    let redone = decode(&half);
+    let expected = decode(&full);
+    let differing = redone.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert_eq!(differing, 0, "values differing from the f32 model's image");
+    assert!(redone.iter().any(|&v| v != 0), "a black image");
+}

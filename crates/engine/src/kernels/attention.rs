@@ -57,8 +57,10 @@ pub(crate) fn attention(
     }
 }
 
-/// candle's composition: split the heads, scores and softmax in f32, as many heads at a time
-/// as keep the scores within `budget` bytes.
+/// candle's composition: split the heads, then q (scaled first, as PyTorch's attention does)
+/// times kᵀ and the probabilities times v in the tensors' own dtype — on a GPU in f16, with
+/// nothing upcast — and the softmax in f32 (f16 scores would lose its small terms), as many
+/// heads at a time as keep the scores within `budget` bytes.
 fn reference(
     q: &Tensor,
     k: &Tensor,
@@ -83,12 +85,11 @@ fn reference(
     let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
     for start in (0..rows).step_by(chunk) {
         let len = chunk.min(rows - start);
-        let q = q.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let k = k.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let v = v.narrow(0, start, len)?.to_dtype(DType::F32)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        parts.push(probs.matmul(&v)?.to_dtype(dtype)?);
+        let q = (q.narrow(0, start, len)? * scale)?;
+        let (k, v) = (k.narrow(0, start, len)?, v.narrow(0, start, len)?);
+        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
+        parts.push(probs.matmul(&v)?);
     }
     Tensor::cat(&parts, 0)?
         .reshape((b, heads, queries, d))?
@@ -284,6 +285,24 @@ mod tests {
         let ours = attention(&q, &k, &v, 1, 1.0).unwrap();
         let theirs = reference(&q, &k, &v, 1, 1.0, SCORE_BUDGET).unwrap();
         assert!(rel_diff(&ours, &theirs) <= 1e-5);
+    }
+
+    /// In f16 (a GPU's dtype; here on the CPU through the same composition) q, k and v stay
+    /// f16 and only the softmax runs in f32: within f16 rounding of the f32 kernel.
+    #[test]
+    fn half_precision_attention_stays_within_f16_rounding() {
+        let (q, k, v) = (
+            random(&[2, 300, 24], 1, 2.0),
+            random(&[2, 1100, 24], 2, 2.0),
+            random(&[2, 1100, 24], 3, 1.0),
+        );
+        let scale = 8f64.powf(-0.5);
+        let exact = attention(&q, &k, &v, 3, scale).unwrap();
+        let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+        let ours = attention(&half(&q), &half(&k), &half(&v), 3, scale).unwrap();
+        assert_eq!(ours.dtype(), DType::F16);
+        let diff = rel_diff(&ours.to_dtype(DType::F32).unwrap(), &exact);
+        assert!(diff <= 5e-3, "{diff}");
     }
 
     #[test]

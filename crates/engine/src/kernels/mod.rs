@@ -5,6 +5,38 @@
 //! candle's own ops on other devices and dtypes, and those ops are the reference its unit tests
 //! compare against.
 
+/// Defines `$name`, which runs `$generic` compiled for AVX-512 or AVX2+FMA when the CPU has
+/// them, else as built.
+macro_rules! dispatch {
+    ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[doc = concat!("`", stringify!($generic), "` over the slices, vectorised for this CPU.")]
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn widest($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `widest` was compiled for.
+                    return unsafe { widest($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
 mod attention;
 mod conv;
 mod geglu;

@@ -1,42 +1,10 @@
 //! Elementwise math over `f32` slices, written so the compiler vectorises it: `exp`, SiLU and
 //! the exact (erf) GELU. Each entry point runs an AVX-512 or AVX2+FMA build of the same loop
-//! when the CPU has those (checked at run time), and the baseline build otherwise.
+//! when the CPU has those (checked at run time, `dispatch!`), and the baseline build otherwise.
 //!
 //! The approximations are within a few ulps of libm's in the ranges a network sees (relative
 //! error of `exp` below 2e-7; absolute error of `erf` below 2e-7), far inside the engine's
 //! parity tolerances.
-
-/// Defines `$name`, which runs `$generic` compiled for AVX-512 or AVX2+FMA when the CPU has
-/// them, else as built.
-macro_rules! dispatch {
-    ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*)) => {
-        #[doc = concat!("`", stringify!($generic), "` over the slices, vectorised for this CPU.")]
-        pub fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                fn widest($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn wide($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `widest` was compiled for.
-                    return unsafe { widest($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports the features `wide` was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
 
 /// Below this, `exp` is 0 in f32 for every purpose here (e⁻⁸⁷ ≈ 1.6e-38).
 const EXP_LOW: f32 = -87.0;

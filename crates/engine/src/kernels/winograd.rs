@@ -4,9 +4,11 @@
 //! matrix product would; then each task takes a band of tiles, transforms its inputs
 //! (V = Bᵀ·d·B), runs 16 matrix products (one per position ξ of the 4×4 transform:
 //! M_ξ = U_ξ · V_ξ over the input channels) and transforms the products back (Y = Aᵀ·M·A),
-//! adding the bias and writing each 2×2 block into its place in NCHW. The input transform works
-//! on a few tiles at a time and writes each ξ's values for them as one run, so V is written in
-//! whole cache lines and the products read contiguous rows.
+//! adding the bias and writing each 2×2 block into its place in NCHW. Both transforms work on a
+//! whole row of tiles at once, on the input rows split into even and odd columns, so every loop
+//! runs over contiguous values (vectorised for the CPU, `dispatch!`) and each ξ's values for
+//! the row are written as one run: V is written in whole cache lines and the products read
+//! contiguous rows.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -16,8 +18,6 @@ use super::{threads, SharedOut};
 
 /// Tiles (2×2 output blocks) per task.
 const TILES_PER_TASK: usize = 256;
-/// Tiles the input transform handles at once (16 floats: a cache line per ξ).
-const GROUP: usize = 16;
 
 /// U = G·g·Gᵀ for every (output, input) channel pair of `w` (`[cout, cin, 3, 3]`), laid out as
 /// 16 matrices `[cout, cin]`, one per position of the 4×4 transform.
@@ -50,16 +50,142 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
-/// Bᵀ·x·B's one dimension: x = (x0, x1, x2, x3) ↦ (x0 − x2, x1 + x2, x2 − x1, x1 − x3).
+/// Bᵀ·d·B for one row of `tw` tiles of one channel. `rows` holds the tiles' 4 input rows, each
+/// split into its even and odd columns (`[e0, o0, e1, o1, e2, o2, e3, o3]`, `tw + 1` values
+/// each: padded column 2t is `e[t]`, 2t + 1 is `o[t]`); `t` is scratch for 8 such arrays. The
+/// 16 values of tile t go to `v[ξ·stride + t]`.
 #[inline(always)]
-fn input_1d(x: [f32; 4]) -> [f32; 4] {
-    [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
+fn input_row_generic(rows: &[f32], t: &mut [f32], v: &mut [f32], stride: usize, tw: usize) {
+    let half = tw + 1;
+    let row = |i: usize| &rows[i * half..(i + 1) * half];
+    // Along y: (d0 − d2, d1 + d2, d2 − d1, d1 − d3), on even and odd columns alike.
+    for parity in 0..2 {
+        let (d0, d1, d2, d3) = (
+            row(parity),
+            row(2 + parity),
+            row(4 + parity),
+            row(6 + parity),
+        );
+        let (t0, rest) = t.split_at_mut(2 * half);
+        let (t1, rest) = rest.split_at_mut(2 * half);
+        let (t2, t3) = rest.split_at_mut(2 * half);
+        let at = parity * half..(parity + 1) * half;
+        let (t0, t1, t2, t3) = (
+            &mut t0[at.clone()],
+            &mut t1[at.clone()],
+            &mut t2[at.clone()],
+            &mut t3[at],
+        );
+        for i in 0..half {
+            t0[i] = d0[i] - d2[i];
+            t1[i] = d1[i] + d2[i];
+            t2[i] = d2[i] - d1[i];
+            t3[i] = d1[i] - d3[i];
+        }
+    }
+    // Along x, for each of the 4: tile t reads columns 2t..2t+3 = (e[t], o[t], e[t+1], o[t+1]).
+    for k in 0..4 {
+        let (e, o) = (
+            &t[2 * k * half..(2 * k + 1) * half],
+            &t[(2 * k + 1) * half..(2 * k + 2) * half],
+        );
+        let run = |j: usize| (4 * k + j) * stride..(4 * k + j) * stride + tw;
+        let out = &mut v[run(0)];
+        for i in 0..tw {
+            out[i] = e[i] - e[i + 1];
+        }
+        let out = &mut v[run(1)];
+        for i in 0..tw {
+            out[i] = o[i] + e[i + 1];
+        }
+        let out = &mut v[run(2)];
+        for i in 0..tw {
+            out[i] = e[i + 1] - o[i];
+        }
+        let out = &mut v[run(3)];
+        for i in 0..tw {
+            out[i] = o[i] - o[i + 1];
+        }
+    }
 }
 
-/// Aᵀ·m·A's one dimension: m ↦ (m0 + m1 + m2, m1 − m2 − m3).
+/// Aᵀ·M·A for one row of `tw` tiles of one output channel: `m[ξ·stride + t]` is tile t's
+/// product at ξ; `h` is scratch for 8 arrays of `tw`. Writes the tiles' two output rows, plus
+/// `bias`, into `top` and `bottom` (`bottom` empty past the last row), each `width` long.
 #[inline(always)]
-fn output_1d(m: [f32; 4]) -> [f32; 2] {
-    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+fn output_row_generic(
+    m: &[f32],
+    stride: usize,
+    h: &mut [f32],
+    bias: f32,
+    top: &mut [f32],
+    bottom: &mut [f32],
+    tw: usize,
+) {
+    // Along x: h[k][0] = m0 + m1 + m2, h[k][1] = m1 − m2 − m3 over row k's four values.
+    for k in 0..4 {
+        let mv = |j: usize| &m[(4 * k + j) * stride..(4 * k + j) * stride + tw];
+        let (m0, m1, m2, m3) = (mv(0), mv(1), mv(2), mv(3));
+        let (h0, h1) = h[2 * k * tw..(2 * k + 2) * tw].split_at_mut(tw);
+        for i in 0..tw {
+            h0[i] = m0[i] + m1[i] + m2[i];
+            h1[i] = m1[i] - m2[i] - m3[i];
+        }
+    }
+    // Along y, for each output column of the tiles (dx), into the two rows interleaved.
+    let hv = |k: usize, dx: usize| &h[(2 * k + dx) * tw..(2 * k + dx + 1) * tw];
+    let width = top.len();
+    for dx in 0..2 {
+        let (a, b, c, d) = (hv(0, dx), hv(1, dx), hv(2, dx), hv(3, dx));
+        let columns = (width - dx).div_ceil(2).min(tw);
+        for i in 0..columns {
+            top[2 * i + dx] = a[i] + b[i] + c[i] + bias;
+        }
+        if !bottom.is_empty() {
+            for i in 0..columns {
+                bottom[2 * i + dx] = b[i] - c[i] - d[i] + bias;
+            }
+        }
+    }
+}
+
+dispatch!(
+    input_row,
+    input_row_generic,
+    (rows: &[f32], t: &mut [f32], v: &mut [f32], stride: usize, tw: usize)
+);
+dispatch!(
+    output_row,
+    output_row_generic,
+    (
+        m: &[f32],
+        stride: usize,
+        h: &mut [f32],
+        bias: f32,
+        top: &mut [f32],
+        bottom: &mut [f32],
+        tw: usize
+    )
+);
+
+/// One task's working memory, reused across the tasks a thread runs.
+#[derive(Default)]
+struct Scratch {
+    /// The transformed inputs, 16 matrices `[cin, tiles]`.
+    v: Vec<f32>,
+    /// Their products with the transformed weights, 16 matrices `[cout, tiles]`.
+    m: Vec<f32>,
+    /// One channel's band of padded input rows, split into even and odd columns.
+    pad: Vec<f32>,
+    /// Per-row intermediate values of the transforms.
+    rows: Vec<f32>,
+}
+
+/// Grows `buffer` to at least `len` values (what it holds is overwritten before it is read).
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
 }
 
 /// Convolves `x` (`[batch, cin, ih, iw]`) with `w` (`[cout, cin, 3, 3]`, stride 1, padding 1)
@@ -79,64 +205,66 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
     } else {
         Parallelism::Rayon(threads())
     };
-    let band = |(v, m, pad): &mut (Vec<f32>, Vec<f32>, Vec<f32>), task: usize| {
+    let band = |scratch: &mut Scratch, task: usize| {
+        let Scratch {
+            v,
+            m,
+            pad,
+            rows: tmp,
+        } = scratch;
         let (image, b) = (task / bands, task % bands);
         let ty0 = b * rows_per_task;
         let rows = rows_per_task.min(th - ty0);
         let n = rows * tw;
         let input = &x[image * cin * h * wd..(image + 1) * cin * h * wd];
         // V: 16 row-major matrices [cin, n]. Each channel's band of input rows is copied into
-        // `pad` with its zero border, so the transform reads without bounds checks.
-        let pw = wd + 3;
+        // `pad` with its zero border, each row split into its even and odd padded columns.
+        let half = tw + 1;
         let pad_rows = 2 * rows + 2;
         // Grown, never cleared: every element a task reads it first writes.
-        if v.len() < 16 * cin * n {
-            v.resize(16 * cin * n, 0.0);
-        }
-        pad.clear();
-        pad.resize(pad_rows * pw, 0.0);
+        grow(v, 16 * cin * n);
+        grow(pad, pad_rows * 2 * half);
+        grow(tmp, 8 * half);
         for c in 0..cin {
             let plane = &input[c * h * wd..(c + 1) * h * wd];
             for pr in 0..pad_rows {
-                // Padded row pr is input row 2·ty0 − 1 + pr.
-                let line = &mut pad[pr * pw..(pr + 1) * pw];
+                // Padded row pr is input row 2·ty0 − 1 + pr; padded column p is input column
+                // p − 1, so the even columns hold the odd input columns and the reverse.
+                let (even, odd) = pad[pr * 2 * half..(pr + 1) * 2 * half].split_at_mut(half);
                 match (2 * ty0 + pr).checked_sub(1).filter(|&y| y < h) {
-                    Some(y) => line[1..=wd].copy_from_slice(&plane[y * wd..(y + 1) * wd]),
-                    None => line[1..=wd].fill(0.0),
+                    Some(y) => {
+                        let line = &plane[y * wd..(y + 1) * wd];
+                        // Input columns 2j and 2j + 1 are padded columns 2j + 1 and 2j + 2.
+                        let pairs = line.chunks_exact(2);
+                        let last = pairs.remainder().first().copied();
+                        let full = wd / 2;
+                        for (j, pair) in pairs.enumerate() {
+                            odd[j] = pair[0];
+                            even[j + 1] = pair[1];
+                        }
+                        even[0] = 0.0;
+                        even[full + 1..].fill(0.0);
+                        odd[full] = last.unwrap_or(0.0);
+                        odd[full + 1..].fill(0.0);
+                    }
+                    None => {
+                        even.fill(0.0);
+                        odd.fill(0.0);
+                    }
                 }
             }
-            // Tiles are transformed GROUP at a time into `local`, then written out as 16
-            // runs of GROUP consecutive values, one per ξ.
-            let mut local = [[0f32; 16]; GROUP];
-            for first in (0..n).step_by(GROUP) {
-                let count = GROUP.min(n - first);
-                for (k, values) in local.iter_mut().take(count).enumerate() {
-                    let (r, t) = ((first + k) / tw, (first + k) % tw);
-                    let block = &pad[2 * r * pw..(2 * r + 4) * pw];
-                    let x = 2 * t;
-                    let mut cols = [[0f32; 4]; 4];
-                    for (i, col) in cols.iter_mut().enumerate() {
-                        let at = |row: usize| block[row * pw + x + i];
-                        *col = input_1d([at(0), at(1), at(2), at(3)]);
-                    }
-                    for row in 0..4 {
-                        let out =
-                            input_1d([cols[0][row], cols[1][row], cols[2][row], cols[3][row]]);
-                        values[row * 4..row * 4 + 4].copy_from_slice(&out);
-                    }
-                }
-                for xi in 0..16 {
-                    let at = (xi * cin + c) * n + first;
-                    for (dst, values) in v[at..at + count].iter_mut().zip(&local) {
-                        *dst = values[xi];
-                    }
-                }
+            for r in 0..rows {
+                input_row(
+                    &pad[2 * r * 2 * half..(2 * r + 4) * 2 * half],
+                    tmp,
+                    &mut v[c * n + r * tw..],
+                    cin * n,
+                    tw,
+                );
             }
         }
         // M_ξ = U_ξ · V_ξ: 16 row-major matrices [cout, n].
-        if m.len() < 16 * cout * n {
-            m.resize(16 * cout * n, 0.0);
-        }
+        grow(m, 16 * cout * n);
         for xi in 0..16 {
             // SAFETY: U_ξ, V_ξ and M_ξ are row-major [cout, cin], [cin, n] and [cout, n]
             // inside their buffers.
@@ -164,45 +292,30 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Ve
                 );
             }
         }
-        // Y = Aᵀ·M·A per tile and channel, plus the bias, into the output.
+        // Y = Aᵀ·M·A per row of tiles and channel, plus the bias, into the output.
         for co in 0..cout {
             let b = bias.map_or(0.0, |b| b[co]);
             let base = (image * cout + co) * h * wd;
             for r in 0..rows {
-                for t in 0..tw {
-                    let tile = r * tw + t;
-                    let mv = |xi: usize| m[(xi * cout + co) * n + tile];
-                    let mut half = [[0f32; 2]; 4];
-                    for (row, h2) in half.iter_mut().enumerate() {
-                        *h2 = output_1d([
-                            mv(row * 4),
-                            mv(row * 4 + 1),
-                            mv(row * 4 + 2),
-                            mv(row * 4 + 3),
-                        ]);
-                    }
-                    for dx in 0..2 {
-                        let col = output_1d(half.map(|pair| pair[dx]));
-                        for (dy, value) in col.into_iter().enumerate() {
-                            let (oy, ox) = (2 * (ty0 + r) + dy, 2 * t + dx);
-                            if oy < h && ox < wd {
-                                // SAFETY: this task owns output rows of its band.
-                                unsafe { *shared.ptr().add(base + oy * wd + ox) = value + b };
-                            }
-                        }
-                    }
-                }
+                let oy = 2 * (ty0 + r);
+                let two_rows = if oy + 1 < h { 2 } else { 1 };
+                // SAFETY: output rows oy (and oy + 1) of this channel lie in this task's band,
+                // which no other task writes.
+                let lines = unsafe {
+                    std::slice::from_raw_parts_mut(shared.ptr().add(base + oy * wd), two_rows * wd)
+                };
+                let (top, bottom) = lines.split_at_mut(wd);
+                output_row(&m[co * n + r * tw..], cout * n, tmp, b, top, bottom, tw);
             }
         }
     };
     if parallel_tasks {
-        (0..tasks).into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |bufs, task| band(bufs, task),
-        );
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |scratch, task| band(scratch, task));
     } else {
-        let mut bufs = (Vec::new(), Vec::new(), Vec::new());
-        (0..tasks).for_each(|task| band(&mut bufs, task));
+        let mut scratch = Scratch::default();
+        (0..tasks).for_each(|task| band(&mut scratch, task));
     }
     out
 }

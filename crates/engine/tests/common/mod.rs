@@ -93,10 +93,27 @@ pub fn tiny_lora(path: &Path) {
     );
 }
 
-/// Largest absolute difference between two tensors of the same shape.
+/// Largest absolute difference between two tensors of the same shape (on any devices).
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    max_abs(&(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap())
+    let on_cpu = |t: &Tensor| {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap()
+    };
+    max_abs(&(on_cpu(a) - on_cpu(b)).unwrap())
+}
+
+/// The accelerator the device parity tests run on, from `SELFDIFFUSION_TEST_DEVICE` (`cuda`,
+/// `cuda:N` or `metal`; `scripts/gpu-check.sh` sets it); `None` when unset, and those tests
+/// skip.
+pub fn test_device() -> Option<Device> {
+    let name = std::env::var("SELFDIFFUSION_TEST_DEVICE").ok()?;
+    let device = selfdiffusion_engine::DeviceChoice::parse(&name)
+        .and_then(|choice| choice.open())
+        .unwrap_or_else(|e| panic!("SELFDIFFUSION_TEST_DEVICE={name}: {e}"));
+    Some(device)
 }
 
 /// Largest absolute value of a tensor.
