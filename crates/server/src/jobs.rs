@@ -1,6 +1,8 @@
 //! The job queue: jobs wait first in, first out; N worker threads share one engine (and one
 //! loaded model) and write each job's images into its own folder. A job belongs to the user who
-//! submitted it; finished jobs and their images are removed after the retention time.
+//! submitted it; finished jobs and their images are removed after the retention time. Every job
+//! is written down in the [`JobStore`] as it changes, so a restart (or a crash) loses nothing:
+//! at start the jobs that had not finished are checked again and queued in their order.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use selfdiffusion_recipe::encode_png;
 
 use crate::auth::Caller;
 use crate::request::{JobRequest, UpscaleJob};
+use crate::store::{JobStore, StoreError, StoredJob, StoredRequest};
 
 /// What a job does: generate images, or upscale one.
 #[derive(Debug, Clone)]
@@ -59,12 +62,14 @@ pub enum SubmitError {
     /// The server is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The job could not be written down.
+    #[error("the server cannot record the job now; try again ({0})")]
+    Store(String),
 }
 
 struct Job {
     owner: String,
     username: String,
-    request: Work,
     view: JobView,
     control: Arc<Control>,
     finished_at: Option<Instant>,
@@ -73,9 +78,12 @@ struct Job {
 #[derive(Default)]
 struct State {
     jobs: HashMap<String, Job>,
-    queue: VecDeque<String>,
+    queue: VecDeque<(String, Work)>,
     shutdown: bool,
 }
+
+/// Checks a stored request again as a job to run (or says why it no longer passes).
+pub type Resume = Box<dyn Fn(&StoredRequest) -> Result<Work, String> + Send + Sync>;
 
 /// What the workers need.
 pub struct JobsConfig {
@@ -95,6 +103,10 @@ pub struct JobsConfig {
     pub retention: Duration,
     /// The ESRGAN upscaler of `upscale` jobs (Lanczos without one), and the device it runs on.
     pub upscaler: Option<(Arc<Upscaler>, Device)>,
+    /// Where jobs are written down.
+    pub store: JobStore,
+    /// Checks a stored request again when a restart resumes its job.
+    pub resume: Resume,
 }
 
 struct Shared {
@@ -113,6 +125,17 @@ impl Shared {
             change(job);
         }
     }
+
+    /// Writes down where job `id` is now (a failure is logged: the job goes on in memory).
+    fn record(&self, id: &str, view: &JobView) {
+        if let Err(e) =
+            self.config
+                .store
+                .update(id, view.status, view.images, view.error.as_deref())
+        {
+            tracing::error!(job = %id, error = %e, "cannot record the job's state");
+        }
+    }
 }
 
 /// The queue and its workers (stopped, running jobs cancelled, when dropped).
@@ -122,10 +145,12 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Starts `config.workers` workers.
-    pub fn start(config: JobsConfig) -> Self {
+    /// Reads the jobs the store kept (queueing again, checked anew, those that had not
+    /// finished) and starts `config.workers` workers.
+    pub fn start(config: JobsConfig) -> Result<Self, StoreError> {
+        let state = restore(&config)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             config,
         });
@@ -138,12 +163,17 @@ impl Jobs {
                     .expect("a worker thread starts")
             })
             .collect();
-        Jobs { shared, workers }
+        Ok(Jobs { shared, workers })
     }
 
-    /// Queues `request` (a [`JobRequest`] or an [`UpscaleJob`]) for `caller`; returns the job
-    /// id.
-    pub fn submit(&self, caller: &Caller, request: impl Into<Work>) -> Result<String, SubmitError> {
+    /// Queues `request` (a [`JobRequest`] or an [`UpscaleJob`]) for `caller`, written down as
+    /// `stored` first; returns the job id.
+    pub fn submit(
+        &self,
+        caller: &Caller,
+        request: impl Into<Work>,
+        stored: StoredRequest,
+    ) -> Result<String, SubmitError> {
         let request = request.into();
         let id = uuid::Uuid::new_v4().to_string();
         let expired = {
@@ -161,23 +191,40 @@ impl Jobs {
             if open >= limit {
                 return Err(SubmitError::TooMany(limit));
             }
+            let view = JobView {
+                status: Status::Queued,
+                progress: None,
+                images: 0,
+                error: None,
+            };
+            self.shared
+                .config
+                .store
+                .insert(&StoredJob {
+                    id: id.clone(),
+                    owner: caller.sub.clone(),
+                    username: caller.username.clone(),
+                    request: stored,
+                    status: view.status,
+                    images: 0,
+                    error: None,
+                    finished_at: None,
+                })
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot record a job");
+                    SubmitError::Store(e.to_string())
+                })?;
             state.jobs.insert(
                 id.clone(),
                 Job {
                     owner: caller.sub.clone(),
                     username: caller.username.clone(),
-                    request,
-                    view: JobView {
-                        status: Status::Queued,
-                        progress: None,
-                        images: 0,
-                        error: None,
-                    },
+                    view,
                     control: Arc::new(Control::default()),
                     finished_at: None,
                 },
             );
-            state.queue.push_back(id.clone());
+            state.queue.push_back((id.clone(), request));
             expired
         };
         remove_job_folders(&self.shared.config.images_dir, &expired);
@@ -207,15 +254,6 @@ impl Jobs {
         Some(image_path(&self.shared.config.images_dir, id, index))
     }
 
-    /// The scale of the ESRGAN upscaler of `upscale` jobs (1: Lanczos).
-    pub fn upscaler_scale(&self) -> u32 {
-        self.shared
-            .config
-            .upscaler
-            .as_ref()
-            .map_or(1, |(u, _)| u.scale as u32)
-    }
-
     /// Jobs waiting and running.
     pub fn load(&self) -> (usize, usize) {
         let state = self.shared.lock();
@@ -240,8 +278,75 @@ impl Jobs {
         for id in &old {
             state.jobs.remove(id);
         }
+        if let Err(e) = self.shared.config.store.remove(&old) {
+            tracing::error!(error = %e, "cannot forget old jobs");
+        }
         old
     }
+}
+
+/// The jobs of `config`'s store as the queue holds them: finished ones as they were (their
+/// retention counted from when they finished), the others checked again and queued in their
+/// order, or failed with the reason they no longer pass; their partial images are removed.
+fn restore(config: &JobsConfig) -> Result<State, StoreError> {
+    let mut state = State::default();
+    for stored in config.store.all()? {
+        let mut view = JobView {
+            status: stored.status,
+            progress: None,
+            images: stored.images,
+            error: stored.error.clone(),
+        };
+        let finished_at = match stored.status {
+            Status::Succeeded | Status::Failed => {
+                let age = stored
+                    .finished_at
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default();
+                Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
+            }
+            Status::Queued | Status::Running => {
+                remove_job_folders(&config.images_dir, std::slice::from_ref(&stored.id));
+                view.images = 0;
+                match (config.resume)(&stored.request) {
+                    Ok(work) => {
+                        view.status = Status::Queued;
+                        state.queue.push_back((stored.id.clone(), work));
+                        None
+                    }
+                    Err(reason) => {
+                        view.status = Status::Failed;
+                        view.error = Some(format!(
+                            "the job could not be resumed after a restart: {reason}"
+                        ));
+                        Some(Instant::now())
+                    }
+                }
+            }
+        };
+        if view.status != stored.status || view.images != stored.images {
+            config
+                .store
+                .update(&stored.id, view.status, view.images, view.error.as_deref())?;
+        }
+        state.jobs.insert(
+            stored.id,
+            Job {
+                owner: stored.owner,
+                username: stored.username,
+                view,
+                control: Arc::new(Control::default()),
+                finished_at,
+            },
+        );
+    }
+    if !state.queue.is_empty() {
+        tracing::info!(
+            jobs = state.queue.len(),
+            "resuming the jobs a restart interrupted"
+        );
+    }
+    Ok(state)
 }
 
 /// Removes the image folders of forgotten jobs.
@@ -284,26 +389,35 @@ fn worker(shared: &Shared) {
                 if state.shutdown {
                     return;
                 }
-                if let Some(id) = state.queue.pop_front() {
+                if let Some((id, request)) = state.queue.pop_front() {
                     let job = state.jobs.get_mut(&id).expect("queued jobs exist");
                     job.view.status = Status::Running;
                     job.view.progress = Some(0.0);
-                    break (
-                        id,
-                        job.request.clone(),
-                        job.control.clone(),
-                        job.username.clone(),
-                    );
+                    break (id, request, job.control.clone(), job.username.clone());
                 }
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         };
+        shared.record(
+            &id,
+            &JobView {
+                status: Status::Running,
+                progress: None,
+                images: 0,
+                error: None,
+            },
+        );
         tracing::info!(job = %id, user = %username, "job started");
         let outcome = match &request {
             Work::Generate(request) => run(shared, &id, request, &control),
             Work::Upscale(job) => upscale(shared, &id, job),
         };
-        shared.update(&id, |job| {
+        let mut state = shared.lock();
+        if outcome.is_err() && state.shutdown {
+            // Stopped by the shutdown: left as running in the store, resumed at the next start.
+            return;
+        }
+        if let Some(job) = state.jobs.get_mut(&id) {
             match outcome {
                 Ok(images) => {
                     job.view.status = Status::Succeeded;
@@ -318,7 +432,10 @@ fn worker(shared: &Shared) {
                 }
             }
             job.finished_at = Some(Instant::now());
-        });
+            let view = job.view.clone();
+            drop(state);
+            shared.record(&id, &view);
+        }
         tracing::info!(job = %id, "job finished");
     }
 }
@@ -397,7 +514,14 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
                     "the server could not store the image".to_owned()
                 })?;
                 written += 1;
-                shared.update(id, |j| j.view.images = written);
+                let mut view = None;
+                shared.update(id, |j| {
+                    j.view.images = written;
+                    view = Some(j.view.clone());
+                });
+                if let Some(view) = view {
+                    shared.record(id, &view);
+                }
                 Ok(())
             },
         )

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod request;
 pub mod routes;
 pub mod signed_url;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub enum StartError {
     /// The device cannot be opened.
     #[error(transparent)]
     Engine(#[from] selfdiffusion_engine::EngineError),
+    /// The job store cannot be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// The data folder cannot be used.
     #[error("data folder {path}: {error}")]
     DataDir {
@@ -62,6 +66,22 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
                 .map(|u| (Arc::new(u), device.clone()))
         })
         .transpose()?;
+    let checks = Arc::new(request::Checks {
+        limits,
+        model_name: config.model_name.clone(),
+        styles: selfdiffusion_styles::builtin(),
+        loras: selfdiffusion_models::LoraLibrary::new(config.loras_dir()),
+        caps: request::InputCaps {
+            bytes: config.limits.max_input_bytes,
+            pixels: config.limits.max_input_pixels as u64,
+        },
+        upscaler_scale: upscaler.as_ref().map_or(1, |(u, _)| u.scale as u32),
+    });
+    let store = store::JobStore::open(&config.data_dir.join("jobs.sqlite3"))?;
+    let resume = {
+        let checks = checks.clone();
+        Box::new(move |stored: &store::StoredRequest| checks.resume(stored))
+    };
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
         engine: Arc::new(
             Engine::new(device.clone(), dtype)
@@ -75,9 +95,11 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         max_jobs_per_user: config.limits.max_jobs_per_user,
         retention: Duration::from_secs(config.job_retention_s),
         upscaler,
-    });
+        store,
+        resume,
+    })?;
     let verifier = auth::Verifier::new(rules);
     Ok(Arc::new(AppState::new(
-        config, limits, jobs, verifier, signer,
+        config, checks, jobs, verifier, signer,
     )))
 }

@@ -52,6 +52,62 @@ pub struct InputCaps {
     pub pixels: u64,
 }
 
+/// What every request is checked against: the server's limits (within its model's), the
+/// served model's name, the built-in styles, the served LoRAs and the caps on images; the same
+/// checks run when a request arrives and when a restart resumes it.
+#[derive(Clone)]
+pub struct Checks {
+    /// What a request may ask for.
+    pub limits: Limits,
+    /// The served model's name.
+    pub model_name: String,
+    /// The styles clients may name.
+    pub styles: Vec<Style>,
+    /// The LoRAs clients may name.
+    pub loras: selfdiffusion_models::LoraLibrary,
+    /// The largest image file a request may carry, and its most pixels.
+    pub caps: InputCaps,
+    /// The scale of the server's ESRGAN upscaler (1: Lanczos).
+    pub upscaler_scale: u32,
+}
+
+impl Checks {
+    /// A `generate` body checked ([`validate`]) against the LoRAs served now.
+    pub fn generate(&self, body: GenerateRequest) -> Result<JobRequest, String> {
+        let loras = self
+            .loras
+            .list()
+            .map_err(|e| format!("the server cannot list its LoRAs: {e}"))?;
+        validate(
+            body,
+            &self.limits,
+            &self.model_name,
+            &self.styles,
+            &loras,
+            self.caps,
+        )
+    }
+
+    /// An `upscale` body checked ([`validate_upscale`]).
+    pub fn upscale(
+        &self,
+        body: selfdiffusion_protocol::UpscaleRequest,
+    ) -> Result<UpscaleJob, String> {
+        validate_upscale(body, self.caps, self.upscaler_scale)
+    }
+
+    /// A stored request checked again, as a job to run.
+    pub fn resume(
+        &self,
+        request: &crate::store::StoredRequest,
+    ) -> Result<crate::jobs::Work, String> {
+        Ok(match request {
+            crate::store::StoredRequest::Generate(body) => self.generate((**body).clone())?.into(),
+            crate::store::StoredRequest::Upscale(body) => self.upscale(body.clone())?.into(),
+        })
+    }
+}
+
 /// A validated upscale request.
 #[derive(Debug, Clone)]
 pub struct UpscaleJob {

@@ -15,12 +15,12 @@ use selfdiffusion_protocol::{
 };
 use serde::Deserialize;
 
-use selfdiffusion_models::LoraLibrary;
-
 use crate::auth::{AuthError, Caller, Verifier};
 use crate::config::Config;
 use crate::jobs::{Jobs, Status, SubmitError};
+use crate::request::Checks;
 use crate::signed_url::UrlSigner;
+use crate::store::StoredRequest;
 
 /// What the handlers share.
 pub struct AppState {
@@ -30,52 +30,33 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Image URL signing.
     pub signer: UrlSigner,
-    /// What a request may ask for (the configuration's limits within the model's).
-    pub limits: selfdiffusion_recipe::Limits,
-    /// The served model's name.
-    pub model_name: String,
+    /// What requests are checked against.
+    pub checks: Arc<Checks>,
     /// Base of image URLs.
     pub public_base: String,
     /// Signed URL lifetime.
     pub signed_url_ttl_s: u64,
-    /// The styles clients may name.
-    pub styles: Vec<selfdiffusion_styles::Style>,
-    /// The LoRAs clients may name.
-    pub loras: LoraLibrary,
-    /// The largest image file a request may carry, and its most pixels.
-    pub input_caps: crate::request::InputCaps,
     /// The largest request body.
     pub max_body_bytes: usize,
-    /// The scale of the server's ESRGAN upscaler (1: Lanczos).
-    pub upscaler_scale: u32,
 }
 
 impl AppState {
-    /// State for `config` around running `jobs`, taking requests within `limits`.
+    /// State for `config` around running `jobs`, checking requests with `checks`.
     pub fn new(
         config: &Config,
-        limits: selfdiffusion_recipe::Limits,
+        checks: Arc<Checks>,
         jobs: Jobs,
         verifier: Verifier,
         signer: UrlSigner,
     ) -> Self {
-        let upscaler_scale = jobs.upscaler_scale();
         AppState {
             jobs,
             verifier,
             signer,
-            limits,
-            model_name: config.model_name.clone(),
+            checks,
             public_base: config.public_base(),
             signed_url_ttl_s: config.signed_url_ttl_s,
-            styles: selfdiffusion_styles::builtin(),
-            loras: LoraLibrary::new(config.loras_dir()),
-            input_caps: crate::request::InputCaps {
-                bytes: config.limits.max_input_bytes,
-                pixels: config.limits.max_input_pixels as u64,
-            },
             max_body_bytes: config.limits.max_body_bytes(),
-            upscaler_scale,
         }
     }
 }
@@ -175,7 +156,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
 
 /// The names of the LoRAs served (none when the folder cannot be read: logged).
 fn lora_names(state: &AppState) -> Vec<String> {
-    match state.loras.list() {
+    match state.checks.loras.list() {
         Ok(loras) => loras.into_iter().map(|l| l.name).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list the LoRAs");
@@ -188,9 +169,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
     let (queued, running) = state.jobs.load();
     Json(ServerInfo {
         status: "ok".into(),
-        model: Some(state.model_name.clone()),
-        max_samples: Some(state.limits.max_count),
-        limits: Some(state.limits),
+        model: Some(state.checks.model_name.clone()),
+        max_samples: Some(state.checks.limits.max_count),
+        limits: Some(state.checks.limits),
         loras: Some(lora_names(&state)),
         queued: Some(queued),
         running: Some(running),
@@ -204,24 +185,22 @@ async fn generate(
 ) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
-    let loras = state
-        .loras
-        .list()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let caps = state.input_caps;
-    let (limits, model_name, styles) =
-        (state.limits, state.model_name.clone(), state.styles.clone());
+    let checks = state.checks.clone();
     // Decoding an image to start from is CPU work: off the async threads.
-    let request = tokio::task::spawn_blocking(move || {
-        crate::request::validate(body, &limits, &model_name, &styles, &loras, caps)
+    let (request, stored) = tokio::task::spawn_blocking(move || {
+        let mut stored = body.clone();
+        let request = checks.generate(body)?;
+        // Resumed after a restart with the seed chosen now.
+        stored.seed = Some(request.seed);
+        Ok::<_, String>((request, StoredRequest::Generate(Box::new(stored))))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let job_id = state.jobs.submit(&caller, request).map_err(|e| match e {
-        SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    })?;
+    let job_id = state
+        .jobs
+        .submit(&caller, request, stored)
+        .map_err(submit_error)?;
     Ok(Json(Submitted { job_id }))
 }
 
@@ -232,17 +211,26 @@ async fn upscale(
 ) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
-    let (caps, scale) = (state.input_caps, state.upscaler_scale);
-    let job =
-        tokio::task::spawn_blocking(move || crate::request::validate_upscale(body, caps, scale))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let job_id = state.jobs.submit(&caller, job).map_err(|e| match e {
-        SubmitError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    })?;
+    let checks = state.checks.clone();
+    let stored = StoredRequest::Upscale(body.clone());
+    let job = tokio::task::spawn_blocking(move || checks.upscale(body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let job_id = state
+        .jobs
+        .submit(&caller, job, stored)
+        .map_err(submit_error)?;
     Ok(Json(Submitted { job_id }))
+}
+
+/// A refused submission as an answer: the user's limit (429), or the server's state (503).
+fn submit_error(e: SubmitError) -> ApiError {
+    let status = match e {
+        SubmitError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+        SubmitError::ShuttingDown | SubmitError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, e.to_string())
 }
 
 async fn result(

@@ -4,74 +4,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 
+use common::keys::{id_claims, key_set, now, serve_keys, sign, CLIENT, ISSUER};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use selfdiffusion_server::config::Limits;
-
-const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_test";
-const CLIENT: &str = "desktop-app";
-
-/// A key set server whose keys the test can change; counts fetches.
-struct KeySet {
-    url: String,
-    body: Arc<Mutex<String>>,
-    fetches: Arc<AtomicUsize>,
-}
-
-fn jwk(kid: &str) -> serde_json::Value {
-    let mut key: serde_json::Value =
-        serde_json::from_str(include_str!("data/test-jwk.json")).unwrap();
-    key["kid"] = kid.into();
-    key
-}
-
-fn key_set(kids: &[&str]) -> String {
-    serde_json::json!({ "keys": kids.iter().map(|k| jwk(k)).collect::<Vec<_>>() }).to_string()
-}
-
-fn serve_keys(kids: &[&str]) -> KeySet {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/us-east-1_test/.well-known/jwks.json",
-        server.server_addr().to_ip().unwrap()
-    );
-    let body = Arc::new(Mutex::new(key_set(kids)));
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let (b, f) = (body.clone(), fetches.clone());
-    std::thread::spawn(move || {
-        for request in server.incoming_requests() {
-            f.fetch_add(1, Ordering::SeqCst);
-            let text = b.lock().unwrap().clone();
-            let _ = request.respond(tiny_http::Response::from_string(text).with_header(
-                tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
-            ));
-        }
-    });
-    KeySet { url, body, fetches }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn id_claims() -> serde_json::Value {
-    serde_json::json!({
-        "sub": "user-1", "iss": ISSUER, "aud": CLIENT, "token_use": "id",
-        "cognito:username": "ana", "exp": now() + 3600, "iat": now(),
-    })
-}
-
-fn sign(kid: &str, claims: &serde_json::Value) -> String {
-    let key = EncodingKey::from_rsa_pem(include_bytes!("data/test-signing-key.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.into());
-    encode(&header, claims, &key).unwrap()
-}
 
 /// `POST /result` for a job that does not exist: 404 means the token was accepted.
 async fn result_status(base: &str, token: &str) -> (u16, String) {

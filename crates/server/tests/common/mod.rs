@@ -3,6 +3,7 @@
 
 #[path = "../../../engine/tests/common/mod.rs"]
 pub mod engine;
+pub mod keys;
 
 use std::path::PathBuf;
 
