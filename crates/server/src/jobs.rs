@@ -16,6 +16,7 @@ pub use selfdiffusion_protocol::Status;
 use selfdiffusion_recipe::encode_png;
 
 use crate::auth::Caller;
+use crate::metrics::Metrics;
 use crate::request::{JobRequest, UpscaleJob};
 use crate::store::{JobStore, StoreError, StoredJob, StoredRequest};
 
@@ -78,7 +79,8 @@ struct Job {
 #[derive(Default)]
 struct State {
     jobs: HashMap<String, Job>,
-    queue: VecDeque<(String, Work)>,
+    /// Waiting jobs in order, with when each was queued.
+    queue: VecDeque<(String, Work, Instant)>,
     shutdown: bool,
 }
 
@@ -113,6 +115,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     config: JobsConfig,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -153,6 +156,7 @@ impl Jobs {
             state: Mutex::new(state),
             wake: Condvar::new(),
             config,
+            metrics: Metrics::default(),
         });
         let workers = (0..shared.config.workers)
             .map(|n| {
@@ -224,7 +228,7 @@ impl Jobs {
                     finished_at: None,
                 },
             );
-            state.queue.push_back((id.clone(), request));
+            state.queue.push_back((id.clone(), request, Instant::now()));
             expired
         };
         remove_job_folders(&self.shared.config.images_dir, &expired);
@@ -252,6 +256,28 @@ impl Jobs {
             return None;
         }
         Some(image_path(&self.shared.config.images_dir, id, index))
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition, with the jobs held now by state.
+    pub fn metrics_text(&self) -> String {
+        let counts = {
+            let state = self.shared.lock();
+            [
+                Status::Queued,
+                Status::Running,
+                Status::Succeeded,
+                Status::Failed,
+            ]
+            .map(|status| {
+                let held = state
+                    .jobs
+                    .values()
+                    .filter(|j| j.view.status == status)
+                    .count();
+                (status, held)
+            })
+        };
+        self.shared.metrics.render(&counts)
     }
 
     /// Jobs waiting and running.
@@ -311,7 +337,9 @@ fn restore(config: &JobsConfig) -> Result<State, StoreError> {
                 match (config.resume)(&stored.request) {
                     Ok(work) => {
                         view.status = Status::Queued;
-                        state.queue.push_back((stored.id.clone(), work));
+                        state
+                            .queue
+                            .push_back((stored.id.clone(), work, Instant::now()));
                         None
                     }
                     Err(reason) => {
@@ -381,7 +409,24 @@ fn image_path(images_dir: &Path, id: &str, index: usize) -> PathBuf {
     images_dir.join(id).join(format!("{index}.png"))
 }
 
+/// Counts a worker as alive until dropped (whatever way the worker ends).
+struct Alive<'a>(&'a Metrics);
+
+impl<'a> Alive<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.worker(true);
+        Alive(metrics)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.worker(false);
+    }
+}
+
 fn worker(shared: &Shared) {
+    let _alive = Alive::new(&shared.metrics);
     loop {
         let (id, request, control, username) = {
             let mut state = shared.lock();
@@ -389,7 +434,8 @@ fn worker(shared: &Shared) {
                 if state.shutdown {
                     return;
                 }
-                if let Some((id, request)) = state.queue.pop_front() {
+                if let Some((id, request, queued_at)) = state.queue.pop_front() {
+                    shared.metrics.started(queued_at.elapsed().as_secs_f64());
                     let job = state.jobs.get_mut(&id).expect("queued jobs exist");
                     job.view.status = Status::Running;
                     job.view.progress = Some(0.0);
@@ -408,6 +454,7 @@ fn worker(shared: &Shared) {
             },
         );
         tracing::info!(job = %id, user = %username, "job started");
+        let started = Instant::now();
         let outcome = match &request {
             Work::Generate(request) => run(shared, &id, request, &control),
             Work::Upscale(job) => upscale(shared, &id, job),
@@ -435,6 +482,9 @@ fn worker(shared: &Shared) {
             let view = job.view.clone();
             drop(state);
             shared.record(&id, &view);
+            shared
+                .metrics
+                .finished(view.status, started.elapsed().as_secs_f64());
         }
         tracing::info!(job = %id, "job finished");
     }

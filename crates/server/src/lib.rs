@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod jobs;
+pub mod metrics;
 pub mod request;
 pub mod routes;
 pub mod signed_url;

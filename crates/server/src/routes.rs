@@ -1,5 +1,6 @@
-//! The HTTP surface: `POST /generate`, `POST /result`, `GET /health`, and
-//! `GET /images/{job}/{n}.png` (with the owner's token or a signed, expiring URL). Every error is
+//! The HTTP surface: `POST /generate`, `POST /result`, `GET /health`, `GET /metrics`
+//! (Prometheus), and `GET /images/{job}/{n}.png` (with the owner's token or a signed, expiring
+//! URL). Every error is
 //! JSON `{"error": "..."}` with a status that says whose fault it is.
 
 use std::sync::Arc;
@@ -125,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         // Only `generate` and `upscale` carry images; the rest keep a small body limit.
         .route(
             "/generate",
@@ -176,6 +178,19 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
         queued: Some(queued),
         running: Some(running),
     })
+}
+
+/// The Prometheus text exposition (no token: it holds counts only; keep the port private or
+/// filter the path at the proxy).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.jobs.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn generate(

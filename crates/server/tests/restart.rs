@@ -167,6 +167,20 @@ async fn jobs_queued_when_the_server_is_killed_run_after_the_restart() {
             assert_eq!(recipe.job_id.as_deref(), Some(id.as_str()));
         }
     }
+    // What an orchestrator scales on: every job finished, the 3 resumed ones since the restart.
+    let (code, kind, text) = common::get(&format!("{base}/metrics"), None).await;
+    assert_eq!(code, 200);
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = String::from_utf8(text).unwrap();
+    for line in [
+        "selfdiffusion_jobs{state=\"succeeded\"} 4",
+        "selfdiffusion_jobs{state=\"queued\"} 0",
+        "selfdiffusion_jobs_finished_total{state=\"succeeded\"} 3",
+        "selfdiffusion_job_queue_wait_seconds_count 3",
+        "selfdiffusion_workers 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
     // Another user still sees none of them.
     let mut other = id_claims();
     other["sub"] = "user-2".into();
