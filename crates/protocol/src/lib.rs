@@ -242,3 +242,100 @@ mod tests {
         );
     }
 }
+
+/// `POST /v1/generations`: what to make (the earlier backend's body; its `num_inference_steps`
+/// and `guidance_scale` are accepted for `steps` and `guidance`). The size is `aspect_ratio`
+/// (`"16:9"`: about 512² pixels in that shape) or `width` and `height`, not both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationCreate {
+    /// The prompt.
+    pub prompt: String,
+    /// What to steer away from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// `W:H`, e.g. `"1:1"`, `"16:9"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    /// Width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Denoising steps.
+    #[serde(
+        default,
+        alias = "num_inference_steps",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub steps: Option<u32>,
+    /// Guidance scale.
+    #[serde(
+        default,
+        alias = "guidance_scale",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub guidance: Option<f64>,
+    /// Seed of the first image; random when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Number of images (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+    /// Styles, applied in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub styles: Option<Vec<StyleRef>>,
+    /// A scale applied to every LoRA's weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_scale: Option<f64>,
+}
+
+/// A generation as `/v1/generations` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The job id.
+    pub id: String,
+    /// Where it is.
+    pub status: Status,
+    /// 0..1 while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Signed, expiring links to the images, once it succeeded.
+    #[serde(default)]
+    pub output_urls: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/keys`: a new API key's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCreate {
+    /// What the owner calls it ("laptop script").
+    pub name: String,
+}
+
+/// An API key as its owner's list shows it (never the key itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    /// Its id (for revoking it).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it was made, in seconds since the epoch.
+    pub created_at: u64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// The answer to `POST /v1/keys`: the key itself, shown this once (the server keeps only its
+/// hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedApiKey {
+    /// The key as listed.
+    pub info: ApiKeyInfo,
+    /// The key to send as `X-API-Key`.
+    pub key: String,
+}

@@ -106,7 +106,7 @@ pub struct JobsConfig {
     /// The ESRGAN upscaler of `upscale` jobs (Lanczos without one), and the device it runs on.
     pub upscaler: Option<(Arc<Upscaler>, Device)>,
     /// Where jobs are written down.
-    pub store: JobStore,
+    pub store: Arc<JobStore>,
     /// Checks a stored request again when a restart resumes its job.
     pub resume: Resume,
 }
@@ -171,19 +171,32 @@ impl Jobs {
     }
 
     /// Queues `request` (a [`JobRequest`] or an [`UpscaleJob`]) for `caller`, written down as
-    /// `stored` first; returns the job id.
+    /// `stored` first; returns the job id. With an `idempotency_key` the caller used before,
+    /// nothing is queued and the job made then is returned.
     pub fn submit(
         &self,
         caller: &Caller,
         request: impl Into<Work>,
         stored: StoredRequest,
+        idempotency_key: Option<&str>,
     ) -> Result<String, SubmitError> {
         let request = request.into();
         let id = uuid::Uuid::new_v4().to_string();
+        let store_error = |e: StoreError| {
+            tracing::error!(error = %e, "cannot record a job");
+            SubmitError::Store(e.to_string())
+        };
         let expired = {
             let mut state = self.shared.lock();
             if state.shutdown {
                 return Err(SubmitError::ShuttingDown);
+            }
+            // Under the lock: a retry racing the first request finds its row.
+            if let Some(key) = idempotency_key {
+                let store = &self.shared.config.store;
+                if let Some(existing) = store.job_for_key(&caller.sub, key).map_err(store_error)? {
+                    return Ok(existing);
+                }
             }
             let expired = self.forget_expired(&mut state);
             let limit = self.shared.config.max_jobs_per_user;
@@ -213,11 +226,9 @@ impl Jobs {
                     images: 0,
                     error: None,
                     finished_at: None,
+                    idempotency_key: idempotency_key.map(str::to_owned),
                 })
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot record a job");
-                    SubmitError::Store(e.to_string())
-                })?;
+                .map_err(store_error)?;
             state.jobs.insert(
                 id.clone(),
                 Job {

@@ -2,6 +2,7 @@
 //! over HTTP, Cognito JWTs verified against the pool's key set, a per-user job queue on the
 //! local engine, and images served to their owner or through signed, expiring URLs.
 
+pub mod api_keys;
 pub mod auth;
 pub mod config;
 pub mod jobs;
@@ -10,6 +11,7 @@ pub mod request;
 pub mod routes;
 pub mod signed_url;
 pub mod store;
+pub mod v1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +80,9 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         },
         upscaler_scale: upscaler.as_ref().map_or(1, |(u, _)| u.scale as u32),
     });
-    let store = store::JobStore::open(&config.data_dir.join("jobs.sqlite3"))?;
+    let store = Arc::new(store::JobStore::open(
+        &config.data_dir.join("jobs.sqlite3"),
+    )?);
     let resume = {
         let checks = checks.clone();
         Box::new(move |stored: &store::StoredRequest| checks.resume(stored))
@@ -96,11 +100,11 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         max_jobs_per_user: config.limits.max_jobs_per_user,
         retention: Duration::from_secs(config.job_retention_s),
         upscaler,
-        store,
+        store: store.clone(),
         resume,
     })?;
     let verifier = auth::Verifier::new(rules);
     Ok(Arc::new(AppState::new(
-        config, checks, jobs, verifier, signer,
+        config, checks, jobs, store, verifier, signer,
     )))
 }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::jobs::{Jobs, Status, SubmitError};
 use crate::request::Checks;
 use crate::signed_url::UrlSigner;
-use crate::store::StoredRequest;
+use crate::store::{JobStore, StoredRequest};
 
 /// What the handlers share.
 pub struct AppState {
@@ -33,6 +33,8 @@ pub struct AppState {
     pub signer: UrlSigner,
     /// What requests are checked against.
     pub checks: Arc<Checks>,
+    /// The job store (API keys live there too).
+    pub store: Arc<JobStore>,
     /// Base of image URLs.
     pub public_base: String,
     /// Signed URL lifetime.
@@ -42,11 +44,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `config` around running `jobs`, checking requests with `checks`.
+    /// State for `config` around running `jobs` (written down in `store`), checking requests
+    /// with `checks`.
     pub fn new(
         config: &Config,
         checks: Arc<Checks>,
         jobs: Jobs,
+        store: Arc<JobStore>,
         verifier: Verifier,
         signer: UrlSigner,
     ) -> Self {
@@ -55,6 +59,7 @@ impl AppState {
             verifier,
             signer,
             checks,
+            store,
             public_base: config.public_base(),
             signed_url_ttl_s: config.signed_url_ttl_s,
             max_body_bytes: config.limits.max_body_bytes(),
@@ -70,7 +75,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -90,7 +95,7 @@ impl From<AuthError> for ApiError {
 
 impl ApiError {
     /// A body that could not be read as JSON, or was over `max_body_bytes`.
-    fn rejected(e: JsonRejection, max_body_bytes: usize) -> Self {
+    pub(crate) fn rejected(e: JsonRejection, max_body_bytes: usize) -> Self {
         let status = match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,11 +143,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/result", post(result))
         .route("/images/{job}/{file}", get(image))
+        .merge(crate::v1::routes())
         .layer(DefaultBodyLimit::max(crate::config::TEXT_BODY_BYTES))
         .with_state(state)
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// The caller of a request: from `X-API-Key` when the request has one (see
+/// [`token_caller`] for the token).
+pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(key) = headers.get("x-api-key") else {
+        return token_caller(state, headers).await;
+    };
+    let key = key.to_str().unwrap_or_default().trim();
+    state
+        .store
+        .key_owner(key)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the API key is not valid (revoked, or never made): make one under POST /v1/keys",
+            )
+        })
+}
+
+/// The caller of a request signed in with `Authorization: Bearer <Cognito token>`.
+pub(crate) async fn token_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -214,7 +243,7 @@ async fn generate(
     .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state
         .jobs
-        .submit(&caller, request, stored)
+        .submit(&caller, request, stored, None)
         .map_err(submit_error)?;
     Ok(Json(Submitted { job_id }))
 }
@@ -234,13 +263,13 @@ async fn upscale(
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state
         .jobs
-        .submit(&caller, job, stored)
+        .submit(&caller, job, stored, None)
         .map_err(submit_error)?;
     Ok(Json(Submitted { job_id }))
 }
 
 /// A refused submission as an answer: the user's limit (429), or the server's state (503).
-fn submit_error(e: SubmitError) -> ApiError {
+pub(crate) fn submit_error(e: SubmitError) -> ApiError {
     let status = match e {
         SubmitError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::ShuttingDown | SubmitError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -259,23 +288,26 @@ async fn result(
         .jobs
         .view(&caller.sub, &body.job_id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job {:?}", body.job_id)))?;
-    let images: Vec<String> = if view.status == Status::Succeeded {
-        (0..view.images)
-            .map(|n| {
-                let path = format!("/images/{}/{n}.png", body.job_id);
-                let query = state.signer.sign(&path, state.signed_url_ttl_s);
-                format!("{}{path}?{query}", state.public_base)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     Ok(Json(JobStatus {
         status: view.status,
         progress: view.progress,
-        images,
+        images: image_links(&state, &body.job_id, &view),
         error: view.error,
     }))
+}
+
+/// Signed, expiring links to the images of job `id` once it succeeded (none before).
+pub(crate) fn image_links(state: &AppState, id: &str, view: &crate::jobs::JobView) -> Vec<String> {
+    if view.status != Status::Succeeded {
+        return Vec::new();
+    }
+    (0..view.images)
+        .map(|n| {
+            let path = format!("/images/{id}/{n}.png");
+            let query = state.signer.sign(&path, state.signed_url_ttl_s);
+            format!("{}{path}?{query}", state.public_base)
+        })
+        .collect()
 }
 
 /// The query of a signed image URL.

@@ -21,7 +21,7 @@ pub struct StoreError {
     source: rusqlite::Error,
 }
 
-fn failed(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn failed(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError { what, source }
 }
 
@@ -55,6 +55,9 @@ pub struct StoredJob {
     pub error: Option<String>,
     /// When it finished.
     pub finished_at: Option<SystemTime>,
+    /// The `Idempotency-Key` it was created with: the same key from the same owner gets this
+    /// job again.
+    pub idempotency_key: Option<String>,
 }
 
 /// The job table, one connection behind a lock (writes are small and few per job).
@@ -72,9 +75,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     images      INTEGER NOT NULL DEFAULT 0,
     error       TEXT,
     created_at  INTEGER NOT NULL,
-    finished_at INTEGER
+    finished_at INTEGER,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    username   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
 ";
 
 fn status_name(status: Status) -> &'static str {
@@ -96,7 +111,7 @@ fn status_of(name: &str) -> Option<Status> {
     })
 }
 
-fn seconds(t: SystemTime) -> i64 {
+pub(crate) fn seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
@@ -120,7 +135,7 @@ impl JobStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -129,8 +144,9 @@ impl JobStore {
         let request = serde_json::to_string(&job.request).expect("requests serialise");
         self.lock()
             .execute(
-                "INSERT INTO jobs (id, owner, username, request, status, images, error, created_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO jobs (id, owner, username, request, status, images, error, created_at,
+                                   finished_at, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     job.id,
                     job.owner,
@@ -141,6 +157,7 @@ impl JobStore {
                     job.error,
                     seconds(SystemTime::now()),
                     job.finished_at.map(seconds),
+                    job.idempotency_key,
                 ],
             )
             .map_err(failed("cannot record a job"))?;
@@ -178,11 +195,24 @@ impl JobStore {
         tx.commit().map_err(failed("cannot forget jobs"))
     }
 
+    /// The job `owner` created with `Idempotency-Key` `key`, if any.
+    pub fn job_for_key(&self, owner: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT id FROM jobs WHERE owner = ?1 AND idempotency_key = ?2",
+                [owner, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(failed("cannot be read"))
+    }
+
     /// The job `id`, if the store has it.
     pub fn get(&self, id: &str) -> Result<Option<StoredJob>, StoreError> {
         self.lock()
             .query_row(
-                "SELECT id, owner, username, request, status, images, error, finished_at FROM jobs WHERE id = ?1",
+                "SELECT id, owner, username, request, status, images, error, finished_at, idempotency_key
+                 FROM jobs WHERE id = ?1",
                 [id],
                 row,
             )
@@ -197,7 +227,7 @@ impl JobStore {
         let conn = self.lock();
         let mut query = conn
             .prepare(
-                "SELECT id, owner, username, request, status, images, error, finished_at
+                "SELECT id, owner, username, request, status, images, error, finished_at, idempotency_key
                  FROM jobs ORDER BY created_at, rowid",
             )
             .map_err(failed("cannot be read"))?;
@@ -234,6 +264,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredJob, StoreError>>
         images: r.get::<_, i64>(5)?.max(0) as usize,
         error,
         finished_at: finished_at.map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)),
+        idempotency_key: r.get(8)?,
     }))
 }
 
@@ -256,6 +287,7 @@ mod tests {
             images: 0,
             error: None,
             finished_at: None,
+            idempotency_key: Some(format!("key-{id}")),
         }
     }
 
@@ -286,6 +318,11 @@ mod tests {
         );
         assert_eq!(all[1].request, job("b").request);
         assert!(store.get("c").unwrap().is_none());
+        assert_eq!(
+            store.job_for_key("sub-1", "key-b").unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(store.job_for_key("sub-2", "key-b").unwrap(), None);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,266 @@
+//! The `/v1` API of the earlier backends (seed 002): `POST /v1/generations` → 202 `{id,
+//! status}`, `GET /v1/generations/{id}` → status, progress and signed `output_urls`, with an
+//! `X-API-Key` or a Cognito token; `Idempotency-Key` makes a retried create return the same
+//! job. API keys: `POST /v1/keys` (shown once), `GET /v1/keys`, `DELETE /v1/keys/{id}`, by
+//! their owner signed in with a token (a key cannot make or revoke keys).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use selfdiffusion_protocol::{
+    ApiKeyCreate, ApiKeyInfo, CreatedApiKey, GenerateRequest, Generation, GenerationCreate, Limits,
+    Status,
+};
+
+use crate::routes::{caller, image_links, submit_error, token_caller, ApiError, AppState};
+use crate::store::StoredRequest;
+
+/// The `/v1` routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/generations", post(create))
+        .route("/v1/generations/{id}", get(show))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{id}", delete(revoke_key))
+}
+
+/// Pixels an `aspect_ratio` size covers, about: 512².
+const RATIO_AREA: f64 = 512.0 * 512.0;
+/// Longest name of an API key.
+const MAX_KEY_NAME: usize = 100;
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// The size `ratio` (`"W:H"`) asks for: about [`RATIO_AREA`] pixels in that shape, each side a
+/// multiple of the model's step within its largest side.
+fn size_of_ratio(ratio: &str, limits: &Limits) -> Result<(u32, u32), String> {
+    let bad = || {
+        format!("aspect_ratio {ratio:?} is not W:H with whole numbers from 1 to 100, e.g. \"16:9\"")
+    };
+    let (w, h) = ratio.split_once(':').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(1..=100).contains(&w) || !(1..=100).contains(&h) {
+        return Err(bad());
+    }
+    let step = limits.side_step.max(1);
+    let side = |share: f64| {
+        let pixels = (RATIO_AREA * share).sqrt();
+        let rounded = ((pixels / step as f64).round() as u32).max(1) * step;
+        rounded.min(limits.max_side / step * step)
+    };
+    Ok((side(w as f64 / h as f64), side(h as f64 / w as f64)))
+}
+
+/// `body` as the `generate` request it amounts to.
+fn as_generate(body: GenerationCreate, limits: &Limits) -> Result<GenerateRequest, String> {
+    let (width, height) = match (&body.aspect_ratio, body.width, body.height) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err("give aspect_ratio or width and height, not both".into())
+        }
+        (Some(ratio), None, None) => {
+            let (w, h) = size_of_ratio(ratio, limits)?;
+            (Some(w), Some(h))
+        }
+        (None, w, h) => (w, h),
+    };
+    Ok(GenerateRequest {
+        prompt: body.prompt,
+        samples: body.samples.unwrap_or(1),
+        negative_prompt: body.negative_prompt,
+        styles: body.styles,
+        steps: body.steps,
+        guidance: body.guidance,
+        seed: body.seed,
+        width,
+        height,
+        lora_scale: body.lora_scale,
+        ..GenerateRequest::default()
+    })
+}
+
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<GenerationCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<Generation>), ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
+    let idempotency = idempotency_key(&headers)?;
+    let checks = state.checks.clone();
+    let (request, stored) = tokio::task::spawn_blocking(move || {
+        let body = as_generate(body, &checks.limits)?;
+        let mut stored = body.clone();
+        let request = checks.generate(body)?;
+        stored.seed = Some(request.seed);
+        Ok::<_, String>((request, StoredRequest::Generate(Box::new(stored))))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let id = state
+        .jobs
+        .submit(&caller, request, stored, idempotency.as_deref())
+        .map_err(submit_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(generation(&state, &caller.sub, &id)?),
+    ))
+}
+
+/// Job `id` of `owner` as `/v1` shows it; 404 for a missing job and another user's alike.
+fn generation(state: &AppState, owner: &str, id: &str) -> Result<Generation, ApiError> {
+    let view = state
+        .jobs
+        .view(owner, id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no generation {id:?}")))?;
+    Ok(Generation {
+        id: id.to_owned(),
+        status: view.status,
+        progress: (view.status == Status::Running)
+            .then_some(view.progress)
+            .flatten(),
+        output_urls: image_links(state, id, &view),
+        error: view.error,
+    })
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Generation>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    Ok(Json(generation(&state, &caller.sub, &id)?))
+}
+
+/// A store failure as an answer.
+fn unavailable(e: crate::store::StoreError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ApiKeyCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let caller = token_caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("name the key with 1 to {MAX_KEY_NAME} characters, no control characters"),
+        ));
+    }
+    let (info, key) = state.store.create_key(&caller, name).map_err(unavailable)?;
+    tracing::info!(user = %caller.username, key = %info.id, "API key made");
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { info, key })))
+}
+
+async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
+    let caller = token_caller(&state, &headers).await?;
+    Ok(Json(state.store.keys(&caller.sub).map_err(unavailable)?))
+}
+
+async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = token_caller(&state, &headers).await?;
+    if !state
+        .store
+        .revoke_key(&caller.sub, &id)
+        .map_err(unavailable)?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no API key {id:?}"),
+        ));
+    }
+    tracing::info!(user = %caller.username, key = %id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            side_step: 64,
+            max_side: 1024,
+            ..selfdiffusion_engine::LIMITS
+        }
+    }
+
+    #[test]
+    fn an_aspect_ratio_is_about_512_squared_in_its_shape() {
+        assert_eq!(size_of_ratio("1:1", &limits()), Ok((512, 512)));
+        assert_eq!(size_of_ratio("16:9", &limits()), Ok((704, 384)));
+        assert_eq!(size_of_ratio("9:16", &limits()), Ok((384, 704)));
+        assert_eq!(size_of_ratio(" 3 : 2 ", &limits()), Ok((640, 448)));
+        // Within the largest side.
+        assert_eq!(size_of_ratio("100:1", &limits()).unwrap().0, 1024);
+        for bad in ["", "16x9", "0:1", "1:0", "101:1", "-1:2", "a:b"] {
+            assert!(size_of_ratio(bad, &limits()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_is_a_ratio_or_a_width_and_height() {
+        let body = GenerationCreate {
+            prompt: "a fox".into(),
+            aspect_ratio: Some("1:1".into()),
+            width: Some(512),
+            ..GenerationCreate::default()
+        };
+        assert!(as_generate(body, &limits())
+            .unwrap_err()
+            .contains("not both"));
+        let body: GenerationCreate = serde_json::from_str(
+            r#"{"prompt": "a fox", "num_inference_steps": 12, "guidance_scale": 4.5,
+                "width": 320, "height": 256}"#,
+        )
+        .unwrap();
+        let request = as_generate(body, &limits()).unwrap();
+        assert_eq!(
+            (
+                request.steps,
+                request.guidance,
+                request.width,
+                request.height,
+                request.samples
+            ),
+            (Some(12), Some(4.5), Some(320), Some(256), 1)
+        );
+        let typo = serde_json::from_str::<GenerationCreate>(r#"{"prompt": "a", "stpes": 3}"#);
+        assert!(typo.unwrap_err().to_string().contains("stpes"));
+    }
+}

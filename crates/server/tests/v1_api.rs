@@ -1,0 +1,195 @@
+//! The `/v1` API on the real server: API keys made, listed and revoked by their owner; a
+//! generation created with a key, retried with the same `Idempotency-Key`, polled, its images
+//! downloaded by their signed links; what other users, revoked keys and bad bodies get.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::keys::{id_claims, serve_keys, sign, CLIENT, ISSUER};
+use selfdiffusion_server::config::Limits;
+
+/// A request to `url` with `headers`, and its status and JSON.
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_and_generations() {
+    use reqwest::Method;
+    let keys = serve_keys(&["key-1"]);
+    let server = common::start(ISSUER, &keys.url, CLIENT, Limits::default()).await;
+    let base = &server.base;
+    let ana = format!("Bearer {}", sign("key-1", &id_claims()));
+    let mut bo_claims = id_claims();
+    bo_claims["sub"] = "user-2".into();
+    bo_claims["cognito:username"] = "bo".into();
+    let bo = format!("Bearer {}", sign("key-1", &bo_claims));
+
+    // Keys: made with a token, shown once; listed without the key.
+    let (status, made) = call(
+        Method::POST,
+        &format!("{base}/v1/keys"),
+        &[("Authorization", &ana)],
+        Some(serde_json::json!({"name": "nightly script"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let key_id = made["info"]["id"].as_str().unwrap().to_owned();
+    let (status, listed) = call(
+        Method::GET,
+        &format!("{base}/v1/keys"),
+        &[("Authorization", &ana)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "nightly script");
+    assert!(
+        !listed.to_string().contains(&key),
+        "the key is never listed"
+    );
+    // A key cannot make keys; a blank name is refused.
+    let (status, _) = call(
+        Method::POST,
+        &format!("{base}/v1/keys"),
+        &[("X-API-Key", &key)],
+        Some(serde_json::json!({"name": "more"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, json) = call(
+        Method::POST,
+        &format!("{base}/v1/keys"),
+        &[("Authorization", &ana)],
+        Some(serde_json::json!({"name": "  "})),
+    )
+    .await;
+    assert_eq!(status, 400, "{json}");
+
+    // A generation with the key, created twice with one Idempotency-Key: one job.
+    let body = serde_json::json!({
+        "prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", "num_inference_steps": 2,
+        "guidance_scale": 5.0, "samples": 2, "seed": 3,
+    });
+    let headers = [("X-API-Key", key.as_str()), ("Idempotency-Key", "run-1")];
+    let (status, created) = call(
+        Method::POST,
+        &format!("{base}/v1/generations"),
+        &headers,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["status"], "queued");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, again) = call(
+        Method::POST,
+        &format!("{base}/v1/generations"),
+        &headers,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!((status, again["id"].as_str()), (202, Some(id.as_str())));
+    let url = format!("{base}/v1/generations/{id}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = loop {
+        let (status, json) = call(Method::GET, &url, &[("X-API-Key", &key)], None).await;
+        assert_eq!(status, 200, "{json}");
+        match json["status"].as_str().unwrap() {
+            "succeeded" => break json,
+            "failed" => panic!("{json}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the generation did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let links = done["output_urls"].as_array().unwrap();
+    assert_eq!(links.len(), 2);
+    for link in links {
+        let (code, kind, png) = common::get(link.as_str().unwrap(), None).await;
+        assert_eq!((code, kind.as_str()), (200, "image/png"));
+        let recipe = selfdiffusion_recipe::own_recipe(&png).unwrap();
+        assert_eq!(
+            (recipe.width, recipe.height, recipe.steps),
+            (Some(512), Some(512), Some(2))
+        );
+    }
+    // The owner's token sees it too; another user's does not, nor does a stranger's key.
+    let (status, _) = call(Method::GET, &url, &[("Authorization", &ana)], None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(Method::GET, &url, &[("Authorization", &bo)], None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::GET,
+        &url,
+        &[(
+            "X-API-Key",
+            "sdk_0000000000000000000000000000000000000000000000000000000000000000",
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, json) = call(Method::GET, &url, &[], None).await;
+    assert_eq!(status, 401, "{json}");
+
+    // Bad bodies say what to fix.
+    for (bad, expected) in [
+        (serde_json::json!({"prompt": "a", "stpes": 3}), "stpes"),
+        (
+            serde_json::json!({"prompt": "a", "aspect_ratio": "wide"}),
+            "aspect_ratio",
+        ),
+        (
+            serde_json::json!({"prompt": "a", "aspect_ratio": "1:1", "width": 64}),
+            "not both",
+        ),
+        (serde_json::json!({"prompt": "a", "samples": 99}), "samples"),
+    ] {
+        let (status, json) = call(
+            Method::POST,
+            &format!("{base}/v1/generations"),
+            &[("X-API-Key", &key)],
+            Some(bad),
+        )
+        .await;
+        assert_eq!(status, 400, "{json}");
+        assert!(
+            common::message(&json).contains(expected),
+            "{expected}: {json}"
+        );
+    }
+
+    // Revoked by its owner (not by another user): the key stops working.
+    let revoke = format!("{base}/v1/keys/{key_id}");
+    let (status, _) = call(Method::DELETE, &revoke, &[("Authorization", &bo)], None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(Method::DELETE, &revoke, &[("Authorization", &ana)], None).await;
+    assert_eq!(status, 204);
+    let (status, json) = call(Method::GET, &url, &[("X-API-Key", &key)], None).await;
+    assert_eq!(status, 401);
+    assert!(common::message(&json).contains("not valid"), "{json}");
+}
