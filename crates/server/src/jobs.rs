@@ -48,10 +48,28 @@ pub struct JobView {
     pub status: Status,
     /// 0..1 while running.
     pub progress: Option<f64>,
+    /// Denoising steps done and to do, over all its images, while running.
+    pub steps: Option<(usize, usize)>,
+    /// The engine's estimate of the time left, while running.
+    pub eta: Option<Duration>,
     /// How many images are ready (named `0.png` …).
     pub images: usize,
     /// Why it failed.
     pub error: Option<String>,
+}
+
+impl JobView {
+    /// A job in `status` with `images` written (no progress yet).
+    fn new(status: Status, images: usize, error: Option<String>) -> Self {
+        JobView {
+            status,
+            progress: None,
+            steps: None,
+            eta: None,
+            images,
+            error,
+        }
+    }
 }
 
 /// Refusals of [`Jobs::submit`].
@@ -208,12 +226,7 @@ impl Jobs {
             if open >= limit {
                 return Err(SubmitError::TooMany(limit));
             }
-            let view = JobView {
-                status: Status::Queued,
-                progress: None,
-                images: 0,
-                error: None,
-            };
+            let view = JobView::new(Status::Queued, 0, None);
             self.shared
                 .config
                 .store
@@ -328,12 +341,7 @@ impl Jobs {
 fn restore(config: &JobsConfig) -> Result<State, StoreError> {
     let mut state = State::default();
     for stored in config.store.all()? {
-        let mut view = JobView {
-            status: stored.status,
-            progress: None,
-            images: stored.images,
-            error: stored.error.clone(),
-        };
+        let mut view = JobView::new(stored.status, stored.images, stored.error.clone());
         let finished_at = match stored.status {
             Status::Succeeded | Status::Failed => {
                 let age = stored
@@ -455,15 +463,7 @@ fn worker(shared: &Shared) {
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         };
-        shared.record(
-            &id,
-            &JobView {
-                status: Status::Running,
-                progress: None,
-                images: 0,
-                error: None,
-            },
-        );
+        shared.record(&id, &JobView::new(Status::Running, 0, None));
         tracing::info!(job = %id, user = %username, "job started");
         let started = Instant::now();
         let outcome = match &request {
@@ -557,7 +557,11 @@ fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result
             &mut |p| {
                 if p.phase == Phase::Denoising {
                     let done = (p.image * p.steps + p.step) as f64;
-                    shared.update(id, |j| j.view.progress = Some((done / total).min(1.0)));
+                    shared.update(id, |j| {
+                        j.view.progress = Some((done / total).min(1.0));
+                        j.view.steps = Some((done as usize, total as usize));
+                        j.view.eta = p.eta;
+                    });
                 }
             },
             &mut |image| {

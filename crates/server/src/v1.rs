@@ -1,16 +1,21 @@
 //! The `/v1` API of the earlier backends (seed 002): `POST /v1/generations` → 202 `{id,
 //! status}`, `GET /v1/generations/{id}` → status, progress and signed `output_urls`, with an
 //! `X-API-Key` or a Cognito token; `Idempotency-Key` makes a retried create return the same
-//! job. API keys: `POST /v1/keys` (shown once), `GET /v1/keys`, `DELETE /v1/keys/{id}`, by
-//! their owner signed in with a token (a key cannot make or revoke keys).
+//! job; `GET /v1/generations/{id}/events` streams it as Server-Sent Events (`accepted`,
+//! `progress`, `complete`, `failed`; `Last-Event-ID` resumes). API keys: `POST /v1/keys`
+//! (shown once), `GET /v1/keys`, `DELETE /v1/keys/{id}`, by their owner signed in with a token
+//! (a key cannot make or revoke keys).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use futures_util::Stream;
 use selfdiffusion_protocol::{
     ApiKeyCreate, ApiKeyInfo, CreatedApiKey, GenerateRequest, Generation, GenerationCreate, Limits,
     Status,
@@ -24,6 +29,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/generations", post(create))
         .route("/v1/generations/{id}", get(show))
+        .route("/v1/generations/{id}/events", get(events))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", delete(revoke_key))
 }
@@ -153,6 +159,106 @@ async fn show(
 ) -> Result<Json<Generation>, ApiError> {
     let caller = caller(&state, &headers).await?;
     Ok(Json(generation(&state, &caller.sub, &id)?))
+}
+
+/// The id of the last event of a stream (`complete` or `failed`); `accepted` is 0 and each
+/// `progress` event's id is the steps done so far, so a resumed stream (`Last-Event-ID`) sends
+/// only what is newer.
+const FINAL_EVENT: u64 = 1 << 40;
+/// How often a stream looks at its job.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A stream following one job.
+struct Follow {
+    state: Arc<AppState>,
+    owner: String,
+    id: String,
+    /// The id of the last event sent (or the client had).
+    sent: Option<u64>,
+}
+
+impl Follow {
+    /// The next event to send about `view`, if there is a newer one.
+    fn next(&mut self, view: &crate::jobs::JobView) -> Option<Event> {
+        let (seq, event) = match view.status {
+            _ if self.sent.is_none() => (
+                0,
+                Event::default()
+                    .event("accepted")
+                    .json_data(serde_json::json!({ "id": self.id, "status": view.status })),
+            ),
+            Status::Queued => return None,
+            Status::Running => {
+                let (done, total) = view.steps?;
+                let seq = done as u64;
+                if self.sent.is_some_and(|sent| sent >= seq) {
+                    return None;
+                }
+                let eta = view.eta.map(|eta| eta.as_secs_f64());
+                let data = serde_json::json!({
+                    "step": done, "total": total, "progress": view.progress, "eta_s": eta,
+                });
+                (seq, Event::default().event("progress").json_data(data))
+            }
+            Status::Succeeded => {
+                let urls = image_links(&self.state, &self.id, view);
+                let data = serde_json::json!({ "id": self.id, "output_urls": urls });
+                (
+                    FINAL_EVENT,
+                    Event::default().event("complete").json_data(data),
+                )
+            }
+            Status::Failed => {
+                let data = serde_json::json!({ "id": self.id, "error": view.error });
+                (
+                    FINAL_EVENT,
+                    Event::default().event("failed").json_data(data),
+                )
+            }
+        };
+        if self.sent.is_some_and(|sent| sent >= seq) {
+            return None;
+        }
+        self.sent = Some(seq);
+        // Serialising plain JSON values cannot fail.
+        Some(event.expect("JSON data").id(seq.to_string()))
+    }
+}
+
+async fn events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    generation(&state, &caller.sub, &id)?;
+    let sent = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let follow = Follow {
+        state,
+        owner: caller.sub,
+        id,
+        sent,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut follow| async move {
+        loop {
+            // A job forgotten meanwhile (retention) ends the stream.
+            let view = follow.state.jobs.view(&follow.owner, &follow.id)?;
+            if follow.sent == Some(FINAL_EVENT) {
+                return None;
+            }
+            if let Some(event) = follow.next(&view) {
+                return Some((Ok(event), follow));
+            }
+            if matches!(view.status, Status::Succeeded | Status::Failed) {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// A store failure as an answer.

@@ -156,6 +156,80 @@ async fn api_keys_and_generations() {
     let (status, json) = call(Method::GET, &url, &[], None).await;
     assert_eq!(status, 401, "{json}");
 
+    // Followed as Server-Sent Events: accepted, progress with rising ids, complete.
+    let body = serde_json::json!({
+        "prompt": "a fox in the snow", "width": 64, "height": 64, "steps": 60, "seed": 4,
+    });
+    let (status, created) = call(
+        Method::POST,
+        &format!("{base}/v1/generations"),
+        &[("X-API-Key", &key)],
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let events_url = format!(
+        "{base}/v1/generations/{}/events",
+        created["id"].as_str().unwrap()
+    );
+    let stream = |last: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(&events_url)
+            .header("X-API-Key", &key);
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+            // (id, event, data) of each event; the stream ends after the last.
+            let text = response.text().await.unwrap();
+            text.split("\n\n")
+                .filter(|block| block.contains("event:"))
+                .map(|block| {
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned()
+                    };
+                    let data: serde_json::Value = serde_json::from_str(&field("data:")).unwrap();
+                    (field("id:").parse::<u64>().unwrap(), field("event:"), data)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let events = stream(None).await;
+    let names: Vec<&str> = events.iter().map(|(_, name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"accepted"), "{names:?}");
+    assert_eq!(names.last(), Some(&"complete"), "{names:?}");
+    assert!(names.contains(&"progress"), "{names:?}");
+    assert!(
+        events.windows(2).all(|w| w[0].0 < w[1].0),
+        "ids rise: {events:?}"
+    );
+    for (_, name, data) in &events {
+        if name == "progress" {
+            assert_eq!(data["total"], 60);
+            assert!(data["step"].as_u64().unwrap() <= 60);
+        }
+    }
+    let (last_id, _, complete) = events.last().unwrap();
+    assert_eq!(complete["output_urls"].as_array().unwrap().len(), 1);
+    // Resumed after the last event: nothing more; after `accepted`: only the outcome.
+    assert!(stream(Some(&last_id.to_string())).await.is_empty());
+    let resumed = stream(Some("0")).await;
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0].1, "complete");
+    // Another user cannot follow it.
+    let (status, _) = call(Method::GET, &events_url, &[("Authorization", &bo)], None).await;
+    assert_eq!(status, 404);
+
     // Bad bodies say what to fix.
     for (bad, expected) in [
         (serde_json::json!({"prompt": "a", "stpes": 3}), "stpes"),
