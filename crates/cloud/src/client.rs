@@ -264,6 +264,7 @@ impl CloudClient {
                         status.error.unwrap_or_else(|| "no reason given".into()),
                     ))
                 }
+                Status::Cancelled => return Err(CloudError::Cancelled),
                 Status::Queued | Status::Running => {}
             }
             if started.elapsed() + delay > timeout {

@@ -144,6 +144,8 @@ pub enum Status {
     Succeeded,
     /// Failed; `error` says why.
     Failed,
+    /// Cancelled by its owner (`DELETE /v1/generations/{id}`); images made before stay.
+    Cancelled,
 }
 
 /// The `result` answer.

@@ -72,6 +72,17 @@ impl JobView {
     }
 }
 
+/// Refusals of [`Jobs::cancel`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CancelError {
+    /// The caller has no such job.
+    #[error("no such job")]
+    NotFound,
+    /// It already ended.
+    #[error("the job already ended ({0:?})")]
+    Ended(Status),
+}
+
 /// Refusals of [`Jobs::submit`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -90,6 +101,8 @@ struct Job {
     owner: String,
     username: String,
     view: JobView,
+    /// Its owner cancelled it while it ran: the worker's stop ends it as cancelled.
+    cancelled: bool,
     control: Arc<Control>,
     finished_at: Option<Instant>,
 }
@@ -248,6 +261,7 @@ impl Jobs {
                     owner: caller.sub.clone(),
                     username: caller.username.clone(),
                     view,
+                    cancelled: false,
                     control: Arc::new(Control::default()),
                     finished_at: None,
                 },
@@ -259,6 +273,38 @@ impl Jobs {
         tracing::info!(job = %id, user = %caller.username, "job queued");
         self.shared.wake.notify_one();
         Ok(id)
+    }
+
+    /// Cancels `owner`'s job `id`: a queued job leaves the queue now; a running one stops after
+    /// its current step (the images it made stay). Returns the job as it is now.
+    pub fn cancel(&self, owner: &str, id: &str) -> Result<JobView, CancelError> {
+        let mut state = self.shared.lock();
+        let waiting = state.queue.iter().position(|(queued, _, _)| queued == id);
+        let job = state
+            .jobs
+            .get_mut(id)
+            .filter(|j| j.owner == owner)
+            .ok_or(CancelError::NotFound)?;
+        match job.view.status {
+            Status::Queued => {
+                job.view.status = Status::Cancelled;
+                job.finished_at = Some(Instant::now());
+                let view = job.view.clone();
+                if let Some(at) = waiting {
+                    state.queue.remove(at);
+                }
+                drop(state);
+                self.shared.record(id, &view);
+                self.shared.metrics.finished(Status::Cancelled, 0.0);
+                Ok(view)
+            }
+            Status::Running => {
+                job.cancelled = true;
+                job.control.cancel();
+                Ok(job.view.clone())
+            }
+            ended => Err(CancelError::Ended(ended)),
+        }
     }
 
     /// The job `id` if it belongs to `owner` (another user's job looks just like a missing one).
@@ -291,6 +337,7 @@ impl Jobs {
                 Status::Running,
                 Status::Succeeded,
                 Status::Failed,
+                Status::Cancelled,
             ]
             .map(|status| {
                 let held = state
@@ -343,7 +390,7 @@ fn restore(config: &JobsConfig) -> Result<State, StoreError> {
     for stored in config.store.all()? {
         let mut view = JobView::new(stored.status, stored.images, stored.error.clone());
         let finished_at = match stored.status {
-            Status::Succeeded | Status::Failed => {
+            Status::Succeeded | Status::Failed | Status::Cancelled => {
                 let age = stored
                     .finished_at
                     .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
@@ -382,6 +429,7 @@ fn restore(config: &JobsConfig) -> Result<State, StoreError> {
                 owner: stored.owner,
                 username: stored.username,
                 view,
+                cancelled: false,
                 control: Arc::new(Control::default()),
                 finished_at,
             },
@@ -481,6 +529,11 @@ fn worker(shared: &Shared) {
                     job.view.status = Status::Succeeded;
                     job.view.progress = Some(1.0);
                     job.view.images = images;
+                }
+                Err(_) if job.cancelled => {
+                    tracing::info!(job = %id, "job cancelled by its owner");
+                    job.view.status = Status::Cancelled;
+                    job.view.progress = None;
                 }
                 Err(error) => {
                     tracing::warn!(job = %id, %error, "job failed");

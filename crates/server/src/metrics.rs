@@ -22,6 +22,7 @@ fn label(status: Status) -> StateLabel {
         Status::Running => "running",
         Status::Succeeded => "succeeded",
         Status::Failed => "failed",
+        Status::Cancelled => "cancelled",
     };
     StateLabel {
         state: state.to_owned(),
@@ -49,7 +50,7 @@ impl Default for Metrics {
         let workers = Gauge::default();
         registry.register(
             "jobs",
-            "Jobs the server holds, by state (queued, running, succeeded, failed)",
+            "Jobs the server holds, by state (queued, running, succeeded, failed, cancelled)",
             jobs.clone(),
         );
         registry.register(

@@ -296,9 +296,10 @@ async fn result(
     }))
 }
 
-/// Signed, expiring links to the images of job `id` once it succeeded (none before).
+/// Signed, expiring links to the images of job `id` once it succeeded or was cancelled (the
+/// images made before stay); none before.
 pub(crate) fn image_links(state: &AppState, id: &str, view: &crate::jobs::JobView) -> Vec<String> {
-    if view.status != Status::Succeeded {
+    if !matches!(view.status, Status::Succeeded | Status::Cancelled) {
         return Vec::new();
     }
     (0..view.images)

@@ -98,6 +98,7 @@ fn status_name(status: Status) -> &'static str {
         Status::Running => "running",
         Status::Succeeded => "succeeded",
         Status::Failed => "failed",
+        Status::Cancelled => "cancelled",
     }
 }
 
@@ -107,6 +108,7 @@ fn status_of(name: &str) -> Option<Status> {
         "running" => Status::Running,
         "succeeded" => Status::Succeeded,
         "failed" => Status::Failed,
+        "cancelled" => Status::Cancelled,
         _ => return None,
     })
 }
@@ -173,8 +175,11 @@ impl JobStore {
         images: usize,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let finished = matches!(status, Status::Succeeded | Status::Failed)
-            .then(|| seconds(SystemTime::now()));
+        let finished = matches!(
+            status,
+            Status::Succeeded | Status::Failed | Status::Cancelled
+        )
+        .then(|| seconds(SystemTime::now()));
         self.lock()
             .execute(
                 "UPDATE jobs SET status = ?2, images = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",

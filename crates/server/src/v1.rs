@@ -1,8 +1,8 @@
 //! The `/v1` API of the earlier backends (seed 002): `POST /v1/generations` → 202 `{id,
 //! status}`, `GET /v1/generations/{id}` → status, progress and signed `output_urls`, with an
 //! `X-API-Key` or a Cognito token; `Idempotency-Key` makes a retried create return the same
-//! job; `GET /v1/generations/{id}/events` streams it as Server-Sent Events (`accepted`,
-//! `progress`, `complete`, `failed`; `Last-Event-ID` resumes). API keys: `POST /v1/keys`
+//! job; `DELETE /v1/generations/{id}` cancels it; `GET /v1/generations/{id}/events` streams it as Server-Sent Events (`accepted`,
+//! `progress`, `complete`, `failed`, `cancelled`; `Last-Event-ID` resumes). API keys: `POST /v1/keys`
 //! (shown once), `GET /v1/keys`, `DELETE /v1/keys/{id}`, by their owner signed in with a token
 //! (a key cannot make or revoke keys).
 
@@ -21,6 +21,7 @@ use selfdiffusion_protocol::{
     Status,
 };
 
+use crate::jobs::CancelError;
 use crate::routes::{caller, image_links, submit_error, token_caller, ApiError, AppState};
 use crate::store::StoredRequest;
 
@@ -28,7 +29,7 @@ use crate::store::StoredRequest;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/generations", post(create))
-        .route("/v1/generations/{id}", get(show))
+        .route("/v1/generations/{id}", get(show).delete(cancel))
         .route("/v1/generations/{id}/events", get(events))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", delete(revoke_key))
@@ -161,6 +162,22 @@ async fn show(
     Ok(Json(generation(&state, &caller.sub, &id)?))
 }
 
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Generation>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    match state.jobs.cancel(&caller.sub, &id) {
+        Ok(_) => Ok(Json(generation(&state, &caller.sub, &id)?)),
+        Err(CancelError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no generation {id:?}"),
+        )),
+        Err(e @ CancelError::Ended(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
 /// The id of the last event of a stream (`complete` or `failed`); `accepted` is 0 and each
 /// `progress` event's id is the steps done so far, so a resumed stream (`Last-Event-ID`) sends
 /// only what is newer.
@@ -215,6 +232,14 @@ impl Follow {
                     Event::default().event("failed").json_data(data),
                 )
             }
+            Status::Cancelled => {
+                let urls = image_links(&self.state, &self.id, view);
+                let data = serde_json::json!({ "id": self.id, "output_urls": urls });
+                (
+                    FINAL_EVENT,
+                    Event::default().event("cancelled").json_data(data),
+                )
+            }
         };
         if self.sent.is_some_and(|sent| sent >= seq) {
             return None;
@@ -252,7 +277,10 @@ async fn events(
             if let Some(event) = follow.next(&view) {
                 return Some((Ok(event), follow));
             }
-            if matches!(view.status, Status::Succeeded | Status::Failed) {
+            if matches!(
+                view.status,
+                Status::Succeeded | Status::Failed | Status::Cancelled
+            ) {
                 return None;
             }
             tokio::time::sleep(POLL).await;

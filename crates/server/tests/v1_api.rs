@@ -230,6 +230,76 @@ async fn api_keys_and_generations() {
     let (status, _) = call(Method::GET, &events_url, &[("Authorization", &bo)], None).await;
     assert_eq!(status, 404);
 
+    // Cancelled: two long jobs take both workers, a third waits and is cancelled at once; a
+    // running one stops after its step.
+    let long = serde_json::json!({
+        "prompt": "a long night", "width": 64, "height": 64, "steps": 100, "samples": 4,
+    });
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, created) = call(
+            Method::POST,
+            &format!("{base}/v1/generations"),
+            &[("X-API-Key", &key)],
+            Some(long.clone()),
+        )
+        .await;
+        assert_eq!(status, 202, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let at = |id: &str| format!("{base}/v1/generations/{id}");
+    let (status, json) = call(
+        Method::DELETE,
+        &at(&ids[2]),
+        &[("Authorization", &bo)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another user's job: {json}");
+    let (status, json) = call(Method::DELETE, &at(&ids[2]), &[("X-API-Key", &key)], None).await;
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (200, Some("cancelled")),
+        "{json}"
+    );
+    let (status, json) = call(Method::DELETE, &at(&ids[2]), &[("X-API-Key", &key)], None).await;
+    assert_eq!(status, 409, "{json}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(Method::GET, &at(&ids[0]), &[("X-API-Key", &key)], None)
+        .await
+        .1["status"]
+        != "running"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first long job did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids[..2] {
+        let (status, json) = call(Method::DELETE, &at(id), &[("X-API-Key", &key)], None).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, json) = call(Method::GET, &at(id), &[("X-API-Key", &key)], None).await;
+            if json["status"] == "cancelled" {
+                break;
+            }
+            assert!(json["status"] != "succeeded", "{json}");
+            assert!(Instant::now() < deadline, "{id} was not cancelled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (_, metrics_kind, metrics) = common::get(&format!("{base}/metrics"), None).await;
+    assert!(metrics_kind.starts_with("application/openmetrics-text"));
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("selfdiffusion_jobs{state=\"cancelled\"} 3"),
+        "{metrics}"
+    );
+
     // Bad bodies say what to fix.
     for (bad, expected) in [
         (serde_json::json!({"prompt": "a", "stpes": 3}), "stpes"),
