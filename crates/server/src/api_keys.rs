@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::store::{failed, seconds, JobStore, StoreError};
 
 /// What every key starts with, so a leaked one is easy to recognise (and to scan for).
-const PREFIX: &str = "sdk_";
+pub(crate) const PREFIX: &str = "sdk_";
 
 /// The hash a key is kept as.
 fn hash(key: &str) -> String {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod jobs;
 pub mod metrics;
+pub mod openai;
 pub mod request;
 pub mod routes;
 pub mod signed_url;

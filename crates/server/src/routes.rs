@@ -144,17 +144,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/result", post(result))
         .route("/images/{job}/{file}", get(image))
         .merge(crate::v1::routes())
+        .route("/v1/images/generations", post(crate::openai::generate))
         .layer(DefaultBodyLimit::max(crate::config::TEXT_BODY_BYTES))
         .with_state(state)
 }
 
-/// The caller of a request: from `X-API-Key` when the request has one (see
-/// [`token_caller`] for the token).
+/// The caller of a request: from its API key — `X-API-Key`, or `Authorization: Bearer sdk_…`
+/// as OpenAI's clients send one — else from its Cognito token ([`token_caller`]).
 pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let Some(key) = headers.get("x-api-key") else {
-        return token_caller(state, headers).await;
+    let key = match headers.get("x-api-key") {
+        Some(key) => key.to_str().unwrap_or_default().trim(),
+        None => match bearer(headers) {
+            Some(token) if token.starts_with(crate::api_keys::PREFIX) => token,
+            _ => return token_caller(state, headers).await,
+        },
     };
-    let key = key.to_str().unwrap_or_default().trim();
     state
         .store
         .key_owner(key)
@@ -167,12 +171,9 @@ pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Call
         })
 }
 
-/// The caller of a request signed in with `Authorization: Bearer <Cognito token>`.
-pub(crate) async fn token_caller(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
-    let token = headers
+/// The value of `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -181,7 +182,14 @@ pub(crate) async fn token_caller(
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(AuthError::Missing)?;
+}
+
+/// The caller of a request signed in with `Authorization: Bearer <Cognito token>`.
+pub(crate) async fn token_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let token = bearer(headers).ok_or(AuthError::Missing)?;
     Ok(state.verifier.verify(token).await?)
 }
 

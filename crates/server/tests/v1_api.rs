@@ -327,6 +327,63 @@ async fn api_keys_and_generations() {
         );
     }
 
+    // OpenAI's image API, with the key as its clients send it.
+    let openai = format!("{base}/v1/images/generations");
+    let bearer_key = format!("Bearer {key}");
+    let (status, json) = call(
+        Method::POST,
+        &openai,
+        &[("Authorization", &bearer_key)],
+        Some(serde_json::json!({
+            "model": "dall-e-2", "prompt": "a red kite", "n": 2, "size": "64x64",
+            "response_format": "b64_json",
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert!(json["created"].as_u64().unwrap() > 0);
+    let data = json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for image in data {
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(image["b64_json"].as_str().unwrap())
+            .unwrap();
+        let recipe = selfdiffusion_recipe::own_recipe(&png).unwrap();
+        assert_eq!((recipe.width, recipe.height), (Some(64), Some(64)));
+    }
+    let (status, json) = call(
+        Method::POST,
+        &openai,
+        &[("Authorization", &bearer_key)],
+        Some(serde_json::json!({"prompt": "a red kite", "size": "64x64"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let (code, kind, _) = common::get(json["data"][0]["url"].as_str().unwrap(), None).await;
+    assert_eq!((code, kind.as_str()), (200, "image/png"));
+    for (bad, expected) in [
+        (serde_json::json!({"prompt": "a", "size": "big"}), "size"),
+        (
+            serde_json::json!({"prompt": "a", "response_format": "jpeg"}),
+            "response_format",
+        ),
+        (serde_json::json!({"prompt": "a", "nn": 2}), "nn"),
+    ] {
+        let (status, json) = call(
+            Method::POST,
+            &openai,
+            &[("Authorization", &bearer_key)],
+            Some(bad),
+        )
+        .await;
+        assert_eq!(status, 400, "{json}");
+        assert!(
+            common::message(&json).contains(expected),
+            "{expected}: {json}"
+        );
+    }
+
     // Revoked by its owner (not by another user): the key stops working.
     let revoke = format!("{base}/v1/keys/{key_id}");
     let (status, _) = call(Method::DELETE, &revoke, &[("Authorization", &bo)], None).await;
