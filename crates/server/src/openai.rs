@@ -16,8 +16,7 @@ use base64::Engine as _;
 use selfdiffusion_protocol::{GenerateRequest, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::routes::{caller, image_links, submit_error, ApiError, AppState};
-use crate::store::StoredRequest;
+use crate::routes::{caller, image_links, submit_generate, ApiError, AppState};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -120,20 +119,7 @@ pub async fn generate(
         height,
         ..GenerateRequest::default()
     };
-    let checks = state.checks.clone();
-    let (job, stored) = tokio::task::spawn_blocking(move || {
-        let mut stored = request.clone();
-        let job = checks.generate(request)?;
-        stored.seed = Some(job.seed);
-        Ok::<_, String>((job, StoredRequest::Generate(Box::new(stored))))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(bad)?;
-    let id = state
-        .jobs
-        .submit(&caller, job, stored, None)
-        .map_err(submit_error)?;
+    let id = submit_generate(&state, &caller, request, None).await?;
     let deadline = Instant::now() + WAIT;
     let view = loop {
         let view = state

@@ -88,6 +88,21 @@ impl Checks {
         )
     }
 
+    /// A `generate` body checked, and the form it is written down in: the body with the seed
+    /// chosen now, so a restart resumes the job as it was accepted.
+    pub fn accept(
+        &self,
+        body: GenerateRequest,
+    ) -> Result<(JobRequest, crate::store::StoredRequest), String> {
+        let mut stored = body.clone();
+        let request = self.generate(body)?;
+        stored.seed = Some(request.seed);
+        Ok((
+            request,
+            crate::store::StoredRequest::Generate(Box::new(stored)),
+        ))
+    }
+
     /// An `upscale` body checked ([`validate_upscale`]).
     pub fn upscale(
         &self,

@@ -237,23 +237,27 @@ async fn generate(
 ) -> Result<Json<Submitted>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
-    let checks = state.checks.clone();
-    // Decoding an image to start from is CPU work: off the async threads.
-    let (request, stored) = tokio::task::spawn_blocking(move || {
-        let mut stored = body.clone();
-        let request = checks.generate(body)?;
-        // Resumed after a restart with the seed chosen now.
-        stored.seed = Some(request.seed);
-        Ok::<_, String>((request, StoredRequest::Generate(Box::new(stored))))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let job_id = state
-        .jobs
-        .submit(&caller, request, stored, None)
-        .map_err(submit_error)?;
+    let job_id = submit_generate(&state, &caller, body, None).await?;
     Ok(Json(Submitted { job_id }))
+}
+
+/// Checks `body` ([`Checks::accept`]) and queues it for `caller`; returns the job id. The
+/// checks run on the blocking pool: decoding an image to start from is CPU work.
+pub(crate) async fn submit_generate(
+    state: &AppState,
+    caller: &Caller,
+    body: GenerateRequest,
+    idempotency_key: Option<&str>,
+) -> Result<String, ApiError> {
+    let checks = state.checks.clone();
+    let (request, stored) = tokio::task::spawn_blocking(move || checks.accept(body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    state
+        .jobs
+        .submit(caller, request, stored, idempotency_key)
+        .map_err(submit_error)
 }
 
 async fn upscale(
@@ -277,7 +281,7 @@ async fn upscale(
 }
 
 /// A refused submission as an answer: the user's limit (429), or the server's state (503).
-pub(crate) fn submit_error(e: SubmitError) -> ApiError {
+fn submit_error(e: SubmitError) -> ApiError {
     let status = match e {
         SubmitError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::ShuttingDown | SubmitError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -22,8 +22,7 @@ use selfdiffusion_protocol::{
 };
 
 use crate::jobs::CancelError;
-use crate::routes::{caller, image_links, submit_error, token_caller, ApiError, AppState};
-use crate::store::StoredRequest;
+use crate::routes::{caller, image_links, submit_generate, token_caller, ApiError, AppState};
 
 /// The `/v1` routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -115,21 +114,9 @@ async fn create(
     let caller = caller(&state, &headers).await?;
     let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
     let idempotency = idempotency_key(&headers)?;
-    let checks = state.checks.clone();
-    let (request, stored) = tokio::task::spawn_blocking(move || {
-        let body = as_generate(body, &checks.limits)?;
-        let mut stored = body.clone();
-        let request = checks.generate(body)?;
-        stored.seed = Some(request.seed);
-        Ok::<_, String>((request, StoredRequest::Generate(Box::new(stored))))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let id = state
-        .jobs
-        .submit(&caller, request, stored, idempotency.as_deref())
-        .map_err(submit_error)?;
+    let body = as_generate(body, &state.checks.limits)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    let id = submit_generate(&state, &caller, body, idempotency.as_deref()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(generation(&state, &caller.sub, &id)?),
