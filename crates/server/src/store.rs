@@ -212,20 +212,6 @@ impl JobStore {
             .map_err(failed("cannot be read"))
     }
 
-    /// The job `id`, if the store has it.
-    pub fn get(&self, id: &str) -> Result<Option<StoredJob>, StoreError> {
-        self.lock()
-            .query_row(
-                "SELECT id, owner, username, request, status, images, error, finished_at, idempotency_key
-                 FROM jobs WHERE id = ?1",
-                [id],
-                row,
-            )
-            .optional()
-            .map_err(failed("cannot be read"))?
-            .transpose()
-    }
-
     /// Every job, oldest first. A row that cannot be read back (a request of an older format)
     /// comes back failed, with the reason.
     pub fn all(&self) -> Result<Vec<StoredJob>, StoreError> {
@@ -240,13 +226,13 @@ impl JobStore {
             .query_map([], row)
             .map_err(failed("cannot be read"))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(failed("cannot be read"))?;
-        rows.into_iter().collect()
+            .map_err(failed("cannot be read"));
+        rows
     }
 }
 
 /// One row; a request that does not parse becomes a failed job saying so.
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredJob, StoreError>> {
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
     let text: String = r.get(3)?;
     let status: String = r.get(4)?;
     let mut error: Option<String> = r.get(6)?;
@@ -260,7 +246,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredJob, StoreError>>
         }
     };
     let finished_at: Option<i64> = r.get(7)?;
-    Ok(Ok(StoredJob {
+    Ok(StoredJob {
         id: r.get(0)?,
         owner: r.get(1)?,
         username: r.get(2)?,
@@ -270,7 +256,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredJob, StoreError>>
         error,
         finished_at: finished_at.map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)),
         idempotency_key: r.get(8)?,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -322,7 +308,7 @@ mod tests {
             ("b", Status::Running, 1)
         );
         assert_eq!(all[1].request, job("b").request);
-        assert!(store.get("c").unwrap().is_none());
+        assert!(all.iter().all(|j| j.id != "c"), "c was removed");
         assert_eq!(
             store.job_for_key("sub-1", "key-b").unwrap().as_deref(),
             Some("b")
@@ -345,7 +331,7 @@ mod tests {
             .lock()
             .execute("UPDATE jobs SET request = '{\"kind\":\"paint\"}'", [])
             .unwrap();
-        let job = store.get("a").unwrap().unwrap();
+        let job = store.all().unwrap().remove(0);
         assert_eq!(job.status, Status::Failed);
         assert!(job.error.unwrap().contains("cannot be read"));
     }
