@@ -34,6 +34,23 @@ async fn call(
     )
 }
 
+/// Each body of `cases` POSTed to `url` with `header` is a 400 whose message names the
+/// expected part.
+async fn refused(
+    url: &str,
+    header: (&str, &str),
+    cases: impl IntoIterator<Item = (serde_json::Value, &str)>,
+) {
+    for (body, expected) in cases {
+        let (status, json) = call(reqwest::Method::POST, url, &[header], Some(body)).await;
+        assert_eq!(status, 400, "{json}");
+        assert!(
+            common::message(&json).contains(expected),
+            "{expected}: {json}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_and_generations() {
     use reqwest::Method;
@@ -307,7 +324,7 @@ async fn api_keys_and_generations() {
     );
 
     // Bad bodies say what to fix.
-    for (bad, expected) in [
+    let bad = [
         (serde_json::json!({"prompt": "a", "stpes": 3}), "stpes"),
         (
             serde_json::json!({"prompt": "a", "aspect_ratio": "wide"}),
@@ -318,20 +335,8 @@ async fn api_keys_and_generations() {
             "not both",
         ),
         (serde_json::json!({"prompt": "a", "samples": 99}), "samples"),
-    ] {
-        let (status, json) = call(
-            Method::POST,
-            &format!("{base}/v1/generations"),
-            &[("X-API-Key", &key)],
-            Some(bad),
-        )
-        .await;
-        assert_eq!(status, 400, "{json}");
-        assert!(
-            common::message(&json).contains(expected),
-            "{expected}: {json}"
-        );
-    }
+    ];
+    refused(&format!("{base}/v1/generations"), ("X-API-Key", &key), bad).await;
 
     // OpenAI's image API, with the key as its clients send it.
     let openai = format!("{base}/v1/images/generations");
@@ -368,27 +373,15 @@ async fn api_keys_and_generations() {
     assert_eq!(status, 200, "{json}");
     let (code, kind, _) = common::get(json["data"][0]["url"].as_str().unwrap(), None).await;
     assert_eq!((code, kind.as_str()), (200, "image/png"));
-    for (bad, expected) in [
+    let bad = [
         (serde_json::json!({"prompt": "a", "size": "big"}), "size"),
         (
             serde_json::json!({"prompt": "a", "response_format": "jpeg"}),
             "response_format",
         ),
         (serde_json::json!({"prompt": "a", "nn": 2}), "nn"),
-    ] {
-        let (status, json) = call(
-            Method::POST,
-            &openai,
-            &[("Authorization", &bearer_key)],
-            Some(bad),
-        )
-        .await;
-        assert_eq!(status, 400, "{json}");
-        assert!(
-            common::message(&json).contains(expected),
-            "{expected}: {json}"
-        );
-    }
+    ];
+    refused(&openai, ("Authorization", &bearer_key), bad).await;
 
     // Revoked by its owner (not by another user): the key stops working.
     let revoke = format!("{base}/v1/keys/{key_id}");
