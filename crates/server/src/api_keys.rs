@@ -15,8 +15,22 @@ use crate::store::{failed, seconds, JobStore, StoreError};
 pub(crate) const PREFIX: &str = "sdk_";
 
 /// The hash a key is kept as.
-fn hash(key: &str) -> String {
+pub(crate) fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new key named `name`: as listed, and the key itself.
+pub(crate) fn new_key(name: &str) -> (ApiKeyInfo, String) {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the system's random source works");
+    let key = format!("{PREFIX}{}", hex::encode(secret));
+    let info = ApiKeyInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        created_at: seconds(SystemTime::now()) as u64,
+        revoked: false,
+    };
+    (info, key)
 }
 
 impl JobStore {
@@ -27,15 +41,7 @@ impl JobStore {
         caller: &Caller,
         name: &str,
     ) -> Result<(ApiKeyInfo, String), StoreError> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).expect("the system's random source works");
-        let key = format!("{PREFIX}{}", hex::encode(secret));
-        let info = ApiKeyInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: name.to_owned(),
-            created_at: seconds(SystemTime::now()) as u64,
-            revoked: false,
-        };
+        let (info, key) = new_key(name);
         self.lock()
             .execute(
                 "INSERT INTO api_keys (id, owner, username, name, hash, created_at)

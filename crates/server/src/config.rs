@@ -47,6 +47,84 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request limits.
     pub limits: Limits,
+    /// Scale-out: the job database and object store shared by `api` nodes and `worker`s.
+    pub cluster: ClusterConfig,
+}
+
+/// A setting that may hold a password: never shown by `Debug` (so never logged).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Scale-out settings (unused by the one-box server). The S3 credentials come from the
+/// standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The PostgreSQL connection string, e.g. `postgres://user:password@db:5432/selfdiffusion`.
+    pub database_url: Option<Secret>,
+    /// Most connections each process keeps to the database.
+    pub database_connections: usize,
+    /// How long a worker's claim on a job lasts without a heartbeat, in seconds: a job whose
+    /// worker died is started again after this long.
+    pub lease_s: u64,
+    /// How many times a job is started (a worker died, or storage failed) before it fails.
+    pub max_attempts: u32,
+    /// The S3 bucket the images go to (as `<user>/<job>/<n>.png`).
+    pub s3_bucket: Option<String>,
+    /// The S3 endpoint of an S3-compatible store (MinIO, Ceph, R2…); AWS when unset.
+    pub s3_endpoint: Option<String>,
+    /// The S3 region.
+    pub s3_region: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            database_url: None,
+            database_connections: 8,
+            lease_s: 30,
+            max_attempts: 3,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings scale-out needs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_none() {
+            return Err(ConfigError(
+                "scale-out needs a database: set cluster.database_url or \
+                 SELFDIFFUSION_SERVER_DATABASE_URL (postgres://user:password@host/db)"
+                    .into(),
+            ));
+        }
+        if self.s3_bucket.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError(
+                "scale-out needs an S3 bucket: set cluster.s3_bucket or \
+                 SELFDIFFUSION_SERVER_S3_BUCKET"
+                    .into(),
+            ));
+        }
+        if self.lease_s < 3 {
+            return Err(ConfigError("cluster.lease_s must be at least 3".into()));
+        }
+        if self.max_attempts == 0 || self.database_connections == 0 {
+            return Err(ConfigError(
+                "cluster.max_attempts and cluster.database_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which tokens are accepted: Cognito user pool JWTs, RS256.
@@ -146,6 +224,7 @@ impl Default for Config {
             job_retention_s: 24 * 3600,
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -262,6 +341,28 @@ impl Config {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
+        }
+        let cluster = &mut self.cluster;
+        if let Some(v) = var("DATABASE_URL") {
+            cluster.database_url = Some(Secret(v));
+        }
+        if let Some(v) = var("DATABASE_CONNECTIONS") {
+            cluster.database_connections = number("DATABASE_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = var("LEASE_S") {
+            cluster.lease_s = number("LEASE_S", &v)?;
+        }
+        if let Some(v) = var("MAX_ATTEMPTS") {
+            cluster.max_attempts = number("MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = var("S3_BUCKET") {
+            cluster.s3_bucket = Some(v);
+        }
+        if let Some(v) = var("S3_ENDPOINT") {
+            cluster.s3_endpoint = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = var("S3_REGION") {
+            cluster.s3_region = v;
         }
         let limits = &mut self.limits;
         for (name, slot) in [

@@ -10,36 +10,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use selfdiffusion_engine::{Control, Device, Engine, ModelSpec, Phase, Request, Upscaler};
+use selfdiffusion_engine::Control;
 use selfdiffusion_files::{write_atomic, Access};
 pub use selfdiffusion_protocol::Status;
-use selfdiffusion_recipe::encode_png;
 
 use crate::auth::Caller;
 use crate::metrics::Metrics;
-use crate::request::{JobRequest, UpscaleJob};
 use crate::store::{JobStore, StoreError, StoredJob, StoredRequest};
-
-/// What a job does: generate images, or upscale one.
-#[derive(Debug, Clone)]
-pub enum Work {
-    /// A `generate` request.
-    Generate(Box<JobRequest>),
-    /// An `upscale` request.
-    Upscale(Box<UpscaleJob>),
-}
-
-impl From<JobRequest> for Work {
-    fn from(request: JobRequest) -> Self {
-        Work::Generate(Box::new(request))
-    }
-}
-
-impl From<UpscaleJob> for Work {
-    fn from(job: UpscaleJob) -> Self {
-        Work::Upscale(Box::new(job))
-    }
-}
+pub use crate::work::Work;
+use crate::work::{image_path, Runner};
 
 /// A job as its owner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,12 +99,8 @@ pub type Resume = Box<dyn Fn(&StoredRequest) -> Result<Work, String> + Send + Sy
 
 /// What the workers need.
 pub struct JobsConfig {
-    /// The engine (one model, shared by the workers).
-    pub engine: Arc<Engine>,
-    /// The model it serves.
-    pub model: ModelSpec,
-    /// The model's name for recipes.
-    pub model_name: String,
+    /// The engine and the model it serves.
+    pub runner: Runner,
     /// Where job folders go.
     pub images_dir: PathBuf,
     /// Worker threads.
@@ -134,8 +109,6 @@ pub struct JobsConfig {
     pub max_jobs_per_user: usize,
     /// How long finished jobs are kept.
     pub retention: Duration,
-    /// The ESRGAN upscaler of `upscale` jobs (Lanczos without one), and the device it runs on.
-    pub upscaler: Option<(Arc<Upscaler>, Device)>,
     /// Where jobs are written down.
     pub store: Arc<JobStore>,
     /// Checks a stored request again when a restart resumes its job.
@@ -317,15 +290,13 @@ impl Jobs {
             .map(|j| j.view.clone())
     }
 
-    /// The file of image `index` of job `id`, if it is ready and (when `owner` is given) the
-    /// job is theirs.
-    pub fn image_file(&self, owner: Option<&str>, id: &str, index: usize) -> Option<PathBuf> {
+    /// Whether image `index` of job `id` is ready and (when `owner` is given) the job is theirs.
+    pub fn has_image(&self, owner: Option<&str>, id: &str, index: usize) -> bool {
         let state = self.shared.lock();
-        let job = state.jobs.get(id)?;
-        if owner.is_some_and(|o| o != job.owner) || index >= job.view.images {
-            return None;
-        }
-        Some(image_path(&self.shared.config.images_dir, id, index))
+        state
+            .jobs
+            .get(id)
+            .is_some_and(|job| owner.is_none_or(|o| o == job.owner) && index < job.view.images)
     }
 
     /// `GET /metrics`: the Prometheus text exposition, with the jobs held now by state.
@@ -472,10 +443,6 @@ impl Drop for Jobs {
     }
 }
 
-fn image_path(images_dir: &Path, id: &str, index: usize) -> PathBuf {
-    images_dir.join(id).join(format!("{index}.png"))
-}
-
 /// Counts a worker as alive until dropped (whatever way the worker ends).
 struct Alive<'a>(&'a Metrics);
 
@@ -514,10 +481,7 @@ fn worker(shared: &Shared) {
         shared.record(&id, &JobView::new(Status::Running, 0, None));
         tracing::info!(job = %id, user = %username, "job started");
         let started = Instant::now();
-        let outcome = match &request {
-            Work::Generate(request) => run(shared, &id, request, &control),
-            Work::Upscale(job) => upscale(shared, &id, job),
-        };
+        let outcome = run(shared, &id, &request, &control);
         let mut state = shared.lock();
         if outcome.is_err() && state.shutdown {
             // Stopped by the shutdown: left as running in the store, resumed at the next start.
@@ -554,95 +518,37 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// Upscales the job's image with the server's ESRGAN model (or Lanczos) and writes it with its
-/// recipe and how it was upscaled; returns 1.
-fn upscale(shared: &Shared, id: &str, job: &UpscaleJob) -> Result<usize, String> {
-    let upscaler = shared.config.upscaler.as_ref().map(|(u, d)| (&**u, d));
-    let (larger, how) = selfdiffusion_engine::upscale(
-        &job.picture,
-        job.factor,
-        upscaler,
-        selfdiffusion_engine::MAX_INPUT_PIXELS,
-    )
-    .map_err(|e| e.to_string())?;
-    let (width, height) = (larger.width, larger.height);
-    let mut recipe = job.recipe.clone();
-    recipe.upscale = Some(how);
-    recipe.job_id = Some(id.to_owned());
-    let png =
-        encode_png(width as u32, height as u32, &larger.rgb, &recipe).map_err(|e| e.to_string())?;
-    let path = image_path(&shared.config.images_dir, id, 0);
-    write_atomic(&path, &png, Access::Default).map_err(|e| {
-        tracing::error!(job = %id, error = %e, "cannot write an image");
-        "the server could not store the image".to_owned()
-    })?;
-    Ok(1)
-}
-
-/// Generates the job's images, writing each (recipe embedded) as soon as the engine hands it
-/// out, so clients can fetch the first while the next is made; returns how many were written.
-fn run(shared: &Shared, id: &str, job: &JobRequest, control: &Control) -> Result<usize, String> {
-    let config = &shared.config;
-    let request = Request {
-        prompt: job.prompt.clone(),
-        negative_prompt: job.negative_prompt.clone(),
-        steps: job.steps,
-        guidance: job.guidance,
-        seed: job.seed,
-        width: job.width,
-        height: job.height,
-        count: job.samples,
-        init: job.init.clone(),
-        hires: job.hires,
-        ..Request::default()
-    };
-    let total = (job.samples * request.steps_run()).max(1) as f64;
-    let mut written = 0;
-    config
-        .engine
-        .generate(
-            &ModelSpec {
-                loras: job.loras.clone(),
-                ..config.model.clone()
-            },
-            &request,
-            control,
-            &mut |p| {
-                if p.phase == Phase::Denoising {
-                    let done = (p.image * p.steps + p.step) as f64;
-                    shared.update(id, |j| {
-                        j.view.progress = Some((done / total).min(1.0));
-                        j.view.steps = Some((done as usize, total as usize));
-                        j.view.eta = p.eta;
-                    });
-                }
-            },
-            &mut |image| {
-                let mut recipe = request.recipe(&image, &config.model_name, "cloud").styled(
-                    job.styles.clone(),
-                    &job.user_prompt,
-                    &job.user_negative_prompt,
-                );
-                recipe.job_id = Some(id.to_owned());
-                let png = encode_png(image.width as u32, image.height as u32, &image.rgb, &recipe)
-                    .map_err(|e| e.to_string())?;
-                let path = image_path(&config.images_dir, id, written);
-                write_atomic(&path, &png, Access::Default).map_err(|e| {
+/// Runs job `id`, its progress shown to its owner and each image written to its folder (and
+/// counted in the store) as it comes; returns how many were written.
+fn run(shared: &Shared, id: &str, work: &Work, control: &Control) -> Result<usize, String> {
+    let images_dir = &shared.config.images_dir;
+    shared.config.runner.run(
+        id,
+        work,
+        control,
+        &mut |steps| {
+            shared.update(id, |j| {
+                j.view.progress = Some(steps.fraction());
+                j.view.steps = Some((steps.done, steps.total));
+                j.view.eta = steps.eta;
+            })
+        },
+        &mut |index, png| {
+            write_atomic(&image_path(images_dir, id, index), &png, Access::Default).map_err(
+                |e| {
                     tracing::error!(job = %id, error = %e, "cannot write an image");
                     "the server could not store the image".to_owned()
-                })?;
-                written += 1;
-                let mut view = None;
-                shared.update(id, |j| {
-                    j.view.images = written;
-                    view = Some(j.view.clone());
-                });
-                if let Some(view) = view {
-                    shared.record(id, &view);
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(written)
+                },
+            )?;
+            let mut view = None;
+            shared.update(id, |j| {
+                j.view.images = index + 1;
+                view = Some(j.view.clone());
+            });
+            if let Some(view) = view {
+                shared.record(id, &view);
+            }
+            Ok(())
+        },
+    )
 }

@@ -1,9 +1,13 @@
 //! The self-hostable SelfDiffusion generation server: the cloud `generate` / `result` protocol
-//! over HTTP, Cognito JWTs verified against the pool's key set, a per-user job queue on the
-//! local engine, and images served to their owner or through signed, expiring URLs.
+//! and the `/v1` API over HTTP, Cognito JWTs verified against the pool's key set or API keys,
+//! and a per-user job queue on the local engine. One box keeps everything in one process
+//! (SQLite, images on disk behind signed URLs); scale-out runs stateless `api` nodes and
+//! `worker`s over PostgreSQL and S3 ([`cluster`]).
 
 pub mod api_keys;
 pub mod auth;
+pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod jobs;
 pub mod metrics;
@@ -13,14 +17,20 @@ pub mod routes;
 pub mod signed_url;
 pub mod store;
 pub mod v1;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use selfdiffusion_engine::{default_dtype, model_limits, DeviceChoice, Engine, ModelSpec};
+use selfdiffusion_engine::{
+    default_dtype, model_limits, Device, DeviceChoice, Engine, ModelSpec, Upscaler,
+};
+
+use request::Checks;
+use work::Runner;
 
 pub use config::{Config, ConfigError};
-pub use routes::{router, AppState};
+pub use routes::{router, worker_router, AppState};
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +44,9 @@ pub enum StartError {
     /// The job store cannot be opened or read.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The shared job database cannot be reached or prepared.
+    #[error(transparent)]
+    Database(#[from] cluster::db::DbError),
     /// The data folder cannot be used.
     #[error("data folder {path}: {error}")]
     DataDir {
@@ -44,14 +57,55 @@ pub enum StartError {
     },
 }
 
-/// Checks `config`, opens the device, prepares the data folder and starts the workers.
+/// The upscaler `config` names, loaded on `device`.
+fn upscaler(config: &Config, device: &Device) -> Result<Option<Arc<Upscaler>>, StartError> {
+    // A bad upscaler file stops the start, with what is wrong, rather than every upscale job.
+    Ok(config
+        .upscaler
+        .as_ref()
+        .map(|file| Upscaler::load(file, device).map(Arc::new))
+        .transpose()?)
+}
+
+/// What requests are checked against under `config` (with `upscaler`'s scale).
+fn checks(config: &Config, upscaler: Option<&Upscaler>) -> Result<Arc<Checks>, StartError> {
+    let model_dir = config.model_dir()?;
+    Ok(Arc::new(Checks {
+        limits: config.limits.within(&model_limits(model_dir)?),
+        model_name: config.model_name.clone(),
+        styles: selfdiffusion_styles::builtin(),
+        loras: selfdiffusion_models::LoraLibrary::new(config.loras_dir()),
+        caps: request::InputCaps {
+            bytes: config.limits.max_input_bytes,
+            pixels: config.limits.max_input_pixels as u64,
+        },
+        upscaler_scale: upscaler.map_or(1, |u| u.scale as u32),
+    }))
+}
+
+/// The engine on `config`'s device, its model, and the upscaler on the same device.
+fn runner(config: &Config) -> Result<Runner, StartError> {
+    let device = DeviceChoice::parse(&config.device)?.open()?;
+    let dtype = default_dtype(&device);
+    let model_dir = config.model_dir()?.to_path_buf();
+    tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
+    Ok(Runner {
+        upscaler: upscaler(config, &device)?.map(|u| (u, device.clone())),
+        engine: Arc::new(
+            Engine::new(device, dtype)
+                .with_low_memory(config.low_memory)
+                .with_half_weights(config.half_weights),
+        ),
+        model: ModelSpec::folder(model_dir),
+        model_name: config.model_name.clone(),
+    })
+}
+
+/// One box: checks `config`, opens the device, prepares the data folder and starts the
+/// workers, resuming the jobs a restart interrupted.
 pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     config.validate()?;
     let rules = config.token_rules()?;
-    let model_dir = config.model_dir()?.to_path_buf();
-    let limits = config.limits.within(&model_limits(&model_dir)?);
-    let device = DeviceChoice::parse(&config.device)?.open()?;
-    let dtype = default_dtype(&device);
     let data_error = |error| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         error,
@@ -60,27 +114,8 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     std::fs::create_dir_all(&images_dir).map_err(data_error)?;
     let signer = signed_url::UrlSigner::load_or_create(&config.data_dir.join("signing.key"))
         .map_err(data_error)?;
-    tracing::info!(model = %model_dir.display(), ?device, workers = config.workers, "starting");
-    // A bad upscaler file stops the start, with what is wrong, rather than every upscale job.
-    let upscaler = config
-        .upscaler
-        .as_ref()
-        .map(|file| {
-            selfdiffusion_engine::Upscaler::load(file, &device)
-                .map(|u| (Arc::new(u), device.clone()))
-        })
-        .transpose()?;
-    let checks = Arc::new(request::Checks {
-        limits,
-        model_name: config.model_name.clone(),
-        styles: selfdiffusion_styles::builtin(),
-        loras: selfdiffusion_models::LoraLibrary::new(config.loras_dir()),
-        caps: request::InputCaps {
-            bytes: config.limits.max_input_bytes,
-            pixels: config.limits.max_input_pixels as u64,
-        },
-        upscaler_scale: upscaler.as_ref().map_or(1, |(u, _)| u.scale as u32),
-    });
+    let runner = runner(config)?;
+    let checks = checks(config, runner.upscaler.as_ref().map(|(u, _)| &**u))?;
     let store = Arc::new(store::JobStore::open(
         &config.data_dir.join("jobs.sqlite3"),
     )?);
@@ -89,23 +124,73 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
         Box::new(move |stored: &store::StoredRequest| checks.resume(stored))
     };
     let jobs = jobs::Jobs::start(jobs::JobsConfig {
-        engine: Arc::new(
-            Engine::new(device.clone(), dtype)
-                .with_low_memory(config.low_memory)
-                .with_half_weights(config.half_weights),
-        ),
-        model: ModelSpec::folder(model_dir),
-        model_name: config.model_name.clone(),
-        images_dir,
+        runner,
+        images_dir: images_dir.clone(),
         workers: config.workers,
         max_jobs_per_user: config.limits.max_jobs_per_user,
         retention: Duration::from_secs(config.job_retention_s),
-        upscaler,
         store: store.clone(),
         resume,
     })?;
-    let verifier = auth::Verifier::new(rules);
+    let backend = backend::Backend::OneBox(backend::OneBox {
+        jobs,
+        store,
+        images_dir,
+        signer,
+        public_base: config.public_base(),
+    });
     Ok(Arc::new(AppState::new(
-        config, checks, jobs, store, verifier, signer,
+        config,
+        checks,
+        backend,
+        auth::Verifier::new(rules),
     )))
+}
+
+/// A scale-out API node: checks `config` and connects to the shared database and bucket. It
+/// runs no engine (the upscaler, if any, is read on the CPU for its scale).
+pub async fn build_api(config: &Config) -> Result<Arc<AppState>, StartError> {
+    config.validate()?;
+    config.cluster.validate()?;
+    let rules = config.token_rules()?;
+    let checks = checks(config, upscaler(config, &Device::Cpu)?.as_deref())?;
+    let (db, objects) = cluster::connect(&config.cluster).await?;
+    cluster::forget_expired_jobs(
+        db.clone(),
+        objects.clone(),
+        Duration::from_secs(config.job_retention_s),
+    );
+    let backend = backend::Backend::Shared(backend::Shared {
+        db,
+        objects,
+        max_jobs_per_user: config.limits.max_jobs_per_user,
+        metrics: metrics::Metrics::default(),
+        worker_alive: Duration::from_secs(config.cluster.lease_s),
+    });
+    Ok(Arc::new(AppState::new(
+        config,
+        checks,
+        backend,
+        auth::Verifier::new(rules),
+    )))
+}
+
+/// A scale-out worker: checks `config`, opens the device and connects to the shared database
+/// and bucket; [`cluster::worker::Worker::run`] then takes jobs.
+pub async fn build_worker(config: &Config) -> Result<Arc<cluster::worker::Worker>, StartError> {
+    config.validate()?;
+    config.cluster.validate()?;
+    let runner = runner(config)?;
+    let checks = checks(config, runner.upscaler.as_ref().map(|(u, _)| &**u))?;
+    let (db, objects) = cluster::connect(&config.cluster).await?;
+    Ok(Arc::new(cluster::worker::Worker {
+        name: cluster::worker_name(),
+        db,
+        objects,
+        runner: Arc::new(runner),
+        checks,
+        lease: Duration::from_secs(config.cluster.lease_s),
+        max_attempts: config.cluster.max_attempts,
+        metrics: Arc::new(metrics::Metrics::default()),
+    }))
 }

@@ -1,19 +1,33 @@
-//! `selfdiffusion-server [--config FILE]`: serves generate/result on the configured address.
+//! `selfdiffusion-server [api|worker] [--config FILE]`: one box (the default) serves the APIs
+//! and runs the jobs; `api` nodes and `worker`s split that over PostgreSQL and S3.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: selfdiffusion-server [--config FILE]
+const USAGE: &str = "usage: selfdiffusion-server [api|worker] [--config FILE]
 
-Serves the SelfDiffusion cloud protocol (POST /generate, POST /result, GET /health).
+One box (no mode): serves the SelfDiffusion APIs (POST /generate, POST /result, /v1/…,
+GET /health, GET /metrics) and runs the jobs, kept in <data_dir> across restarts.
+Scale-out: `api` serves the APIs over the shared PostgreSQL job table and S3 bucket
+(any number of nodes); `worker` runs jobs from them on this machine's device (one per GPU)
+and serves GET /health and GET /metrics on the listen address.
 Settings come from FILE (TOML) and SELFDIFFUSION_SERVER_* environment variables;
 see the README section \"Running the generation server\".";
 
-fn config_path() -> anyhow::Result<Option<PathBuf>> {
+/// How this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    OneBox,
+    Api,
+    Worker,
+}
+
+fn arguments() -> anyhow::Result<(Mode, Option<PathBuf>)> {
     let mut args = std::env::args().skip(1);
-    let mut path = None;
+    let (mut mode, mut path) = (Mode::OneBox, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => {
@@ -23,10 +37,13 @@ fn config_path() -> anyhow::Result<Option<PathBuf>> {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
+            "api" if mode == Mode::OneBox => mode = Mode::Api,
+            "worker" if mode == Mode::OneBox => mode = Mode::Worker,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    Ok(path.or_else(|| std::env::var_os("SELFDIFFUSION_SERVER_CONFIG").map(PathBuf::from)))
+    let path = path.or_else(|| std::env::var_os("SELFDIFFUSION_SERVER_CONFIG").map(PathBuf::from));
+    Ok((mode, path))
 }
 
 /// Ctrl-C, or SIGTERM (what service managers send) on Unix.
@@ -48,7 +65,7 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down: running jobs are cancelled");
+    tracing::info!("shutting down");
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,21 +85,46 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Loads the configuration, starts the workers and serves until a shutdown signal.
+/// Loads the configuration, starts what the mode runs and serves until a shutdown signal.
 async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = selfdiffusion_server::Config::load(config_path()?.as_deref())?;
-    let state = selfdiffusion_server::build(&config)?;
+    let (mode, path) = arguments()?;
+    let config = selfdiffusion_server::Config::load(path.as_deref())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(address = %config.listen, public = %config.public_base(), "listening");
-    axum::serve(listener, selfdiffusion_server::router(state))
+    let router = match mode {
+        Mode::OneBox => selfdiffusion_server::router(selfdiffusion_server::build(&config)?),
+        Mode::Api => selfdiffusion_server::router(selfdiffusion_server::build_api(&config).await?),
+        Mode::Worker => return work(&config, listener).await,
+    };
+    tracing::info!(address = %config.listen, public = %config.public_base(), ?mode, "listening");
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server stopped")
+}
+
+/// A scale-out worker: takes jobs until a shutdown signal (the running ones go back to the
+/// queue), serving its health and metrics on `listener` meanwhile.
+async fn work(
+    config: &selfdiffusion_server::Config,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let worker = selfdiffusion_server::build_worker(config).await?;
+    tracing::info!(name = %worker.name, address = %config.listen, "worker taking jobs");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.clone().run(config.workers, stopped));
+    let status = tokio::spawn(
+        axum::serve(listener, selfdiffusion_server::worker_router(worker)).into_future(),
+    );
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    running.await.context("the worker failed")?;
+    status.abort();
+    Ok(())
 }

@@ -101,6 +101,11 @@ impl Metrics {
         }
     }
 
+    /// Sets the workers alive (a scale-out API node counts them in the database).
+    pub fn set_workers(&self, workers: usize) {
+        self.workers.set(workers as i64);
+    }
+
     /// The text exposition, with the jobs held now by state (`counts`).
     pub fn render(&self, counts: &[(Status, usize)]) -> String {
         for &(status, count) in counts {

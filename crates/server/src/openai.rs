@@ -122,10 +122,10 @@ pub async fn generate(
     let id = submit_generate(&state, &caller, request, None).await?;
     let deadline = Instant::now() + WAIT;
     let view = loop {
-        let view = state
-            .jobs
-            .view(&caller.sub, &id)
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the job was lost"))?;
+        let view =
+            state.backend.view(&caller.sub, &id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the job was lost")
+            })?;
         match view.status {
             Status::Succeeded => break view,
             Status::Failed | Status::Cancelled => {
@@ -145,26 +145,21 @@ pub async fn generate(
     let data = if as_base64 {
         let mut data = Vec::with_capacity(view.images);
         for n in 0..view.images {
-            let path = state
-                .jobs
-                .image_file(Some(&caller.sub), &id, n)
+            let png = state
+                .backend
+                .image(Some(&caller.sub), &id, n)
+                .await?
                 .ok_or_else(|| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "an image is missing")
                 })?;
-            let png = tokio::fs::read(&path).await.map_err(|e| {
-                tracing::error!(file = %path.display(), error = %e, "cannot read an image");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the image cannot be read",
-                )
-            })?;
             data.push(ImageData::Base64 {
                 b64_json: base64::engine::general_purpose::STANDARD.encode(png),
             });
         }
         data
     } else {
-        image_links(&state, &id, &view)
+        image_links(&state, &caller.sub, &id, &view)
+            .await?
             .into_iter()
             .map(|url| ImageData::Url { url })
             .collect()

@@ -17,51 +17,34 @@ use selfdiffusion_protocol::{
 use serde::Deserialize;
 
 use crate::auth::{AuthError, Caller, Verifier};
+use crate::backend::Backend;
 use crate::config::Config;
-use crate::jobs::{Jobs, Status, SubmitError};
+use crate::jobs::JobView;
 use crate::request::Checks;
-use crate::signed_url::UrlSigner;
-use crate::store::{JobStore, StoredRequest};
+use crate::store::StoredRequest;
 
 /// What the handlers share.
 pub struct AppState {
-    /// The job queue.
-    pub jobs: Jobs,
+    /// Where jobs, images and API keys are.
+    pub backend: Backend,
     /// Token verification.
     pub verifier: Verifier,
-    /// Image URL signing.
-    pub signer: UrlSigner,
     /// What requests are checked against.
     pub checks: Arc<Checks>,
-    /// The job store (API keys live there too).
-    pub store: Arc<JobStore>,
-    /// Base of image URLs.
-    pub public_base: String,
-    /// Signed URL lifetime.
-    pub signed_url_ttl_s: u64,
+    /// How long an image link stays valid.
+    pub link_ttl: std::time::Duration,
     /// The largest request body.
     pub max_body_bytes: usize,
 }
 
 impl AppState {
-    /// State for `config` around running `jobs` (written down in `store`), checking requests
-    /// with `checks`.
-    pub fn new(
-        config: &Config,
-        checks: Arc<Checks>,
-        jobs: Jobs,
-        store: Arc<JobStore>,
-        verifier: Verifier,
-        signer: UrlSigner,
-    ) -> Self {
+    /// State for `config` over `backend`, checking requests with `checks`.
+    pub fn new(config: &Config, checks: Arc<Checks>, backend: Backend, verifier: Verifier) -> Self {
         AppState {
-            jobs,
+            backend,
             verifier,
-            signer,
             checks,
-            store,
-            public_base: config.public_base(),
-            signed_url_ttl_s: config.signed_url_ttl_s,
+            link_ttl: std::time::Duration::from_secs(config.signed_url_ttl_s),
             max_body_bytes: config.limits.max_body_bytes(),
         }
     }
@@ -149,6 +132,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// A scale-out worker's own routes: `GET /health` and `GET /metrics` (its queue waits, run
+/// times and outcomes; the jobs by state are on the API nodes).
+pub fn worker_router(worker: Arc<crate::cluster::worker::Worker>) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(
+                |State(worker): State<Arc<crate::cluster::worker::Worker>>| async move {
+                    Json(serde_json::json!({ "status": "ok", "worker": worker.name }))
+                },
+            ),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State(worker): State<Arc<crate::cluster::worker::Worker>>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        worker.metrics.render(&[]),
+                    )
+                },
+            ),
+        )
+        .with_state(worker)
+}
+
 /// The caller of a request: from its API key — `X-API-Key`, or `Authorization: Bearer sdk_…`
 /// as OpenAI's clients send one — else from its Cognito token ([`token_caller`]).
 pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -159,16 +171,12 @@ pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Call
             _ => return token_caller(state, headers).await,
         },
     };
-    state
-        .store
-        .key_owner(key)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "the API key is not valid (revoked, or never made): make one under POST /v1/keys",
-            )
-        })
+    state.backend.key_owner(key).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the API key is not valid (revoked, or never made): make one under POST /v1/keys",
+        )
+    })
 }
 
 /// The value of `Authorization: Bearer …`, if any.
@@ -204,9 +212,9 @@ fn lora_names(state: &AppState) -> Vec<String> {
     }
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
-    let (queued, running) = state.jobs.load();
-    Json(ServerInfo {
+async fn health(State(state): State<Arc<AppState>>) -> Result<Json<ServerInfo>, ApiError> {
+    let (queued, running) = state.backend.load().await?;
+    Ok(Json(ServerInfo {
         status: "ok".into(),
         model: Some(state.checks.model_name.clone()),
         max_samples: Some(state.checks.limits.max_count),
@@ -214,20 +222,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
         loras: Some(lora_names(&state)),
         queued: Some(queued),
         running: Some(running),
-    })
+    }))
 }
 
 /// The Prometheus text exposition (no token: it holds counts only; keep the port private or
 /// filter the path at the proxy).
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.jobs.metrics_text(),
+        state.backend.metrics_text().await?,
     )
-        .into_response()
+        .into_response())
 }
 
 async fn generate(
@@ -255,9 +263,9 @@ pub(crate) async fn submit_generate(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     state
-        .jobs
-        .submit(caller, request, stored, idempotency_key)
-        .map_err(submit_error)
+        .backend
+        .submit(caller, request.into(), stored, idempotency_key)
+        .await
 }
 
 async fn upscale(
@@ -274,19 +282,10 @@ async fn upscale(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let job_id = state
-        .jobs
-        .submit(&caller, job, stored, None)
-        .map_err(submit_error)?;
+        .backend
+        .submit(&caller, job.into(), stored, None)
+        .await?;
     Ok(Json(Submitted { job_id }))
-}
-
-/// A refused submission as an answer: the user's limit (429), or the server's state (503).
-fn submit_error(e: SubmitError) -> ApiError {
-    let status = match e {
-        SubmitError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-        SubmitError::ShuttingDown | SubmitError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, e.to_string())
 }
 
 async fn result(
@@ -297,30 +296,30 @@ async fn result(
     let caller = caller(&state, &headers).await?;
     let Json(body) = body.map_err(|e| ApiError::rejected(e, state.max_body_bytes))?;
     let view = state
-        .jobs
+        .backend
         .view(&caller.sub, &body.job_id)
+        .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job {:?}", body.job_id)))?;
     Ok(Json(JobStatus {
         status: view.status,
         progress: view.progress,
-        images: image_links(&state, &body.job_id, &view),
+        images: image_links(&state, &caller.sub, &body.job_id, &view).await?,
         error: view.error,
     }))
 }
 
-/// Signed, expiring links to the images of job `id` once it succeeded or was cancelled (the
+/// Expiring links to the images of `owner`'s job `id` once it succeeded or was cancelled (the
 /// images made before stay); none before.
-pub(crate) fn image_links(state: &AppState, id: &str, view: &crate::jobs::JobView) -> Vec<String> {
-    if !matches!(view.status, Status::Succeeded | Status::Cancelled) {
-        return Vec::new();
-    }
-    (0..view.images)
-        .map(|n| {
-            let path = format!("/images/{id}/{n}.png");
-            let query = state.signer.sign(&path, state.signed_url_ttl_s);
-            format!("{}{path}?{query}", state.public_base)
-        })
-        .collect()
+pub(crate) async fn image_links(
+    state: &AppState,
+    owner: &str,
+    id: &str,
+    view: &JobView,
+) -> Result<Vec<String>, ApiError> {
+    state
+        .backend
+        .image_links(owner, id, view, state.link_ttl)
+        .await
 }
 
 /// The query of a signed image URL.
@@ -344,25 +343,16 @@ async fn image(
     let owner = match (signature.expires, signature.signature) {
         (Some(expires), Some(sig)) => {
             let path = format!("/images/{job}/{file}");
-            state
-                .signer
-                .check(&path, expires, &sig)
-                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+            state.backend.check_link(&path, expires, &sig)?;
             None
         }
         _ => Some(caller(&state, &headers).await?.sub),
     };
-    let path = state
-        .jobs
-        .image_file(owner.as_deref(), &job, index)
+    let bytes = state
+        .backend
+        .image(owner.as_deref(), &job, index)
+        .await?
         .ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        tracing::error!(file = %path.display(), error = %e, "cannot read an image");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the image cannot be read",
-        )
-    })?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),

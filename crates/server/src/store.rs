@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 ";
 
-fn status_name(status: Status) -> &'static str {
+pub(crate) fn status_name(status: Status) -> &'static str {
     match status {
         Status::Queued => "queued",
         Status::Running => "running",
@@ -102,7 +102,7 @@ fn status_name(status: Status) -> &'static str {
     }
 }
 
-fn status_of(name: &str) -> Option<Status> {
+pub(crate) fn status_of(name: &str) -> Option<Status> {
     Some(match name {
         "queued" => Status::Queued,
         "running" => Status::Running,

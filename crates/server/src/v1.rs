@@ -21,7 +21,7 @@ use selfdiffusion_protocol::{
     Status,
 };
 
-use crate::jobs::CancelError;
+use crate::jobs::JobView;
 use crate::routes::{caller, image_links, submit_generate, token_caller, ApiError, AppState};
 
 /// The `/v1` routes.
@@ -119,23 +119,29 @@ async fn create(
     let id = submit_generate(&state, &caller, body, idempotency.as_deref()).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(generation(&state, &caller.sub, &id)?),
+        Json(generation(&state, &caller.sub, &id).await?),
     ))
 }
 
-/// Job `id` of `owner` as `/v1` shows it; 404 for a missing job and another user's alike.
-fn generation(state: &AppState, owner: &str, id: &str) -> Result<Generation, ApiError> {
-    let view = state
-        .jobs
+/// Job `id` of `owner`; 404 for a missing job and another user's alike.
+async fn job(state: &AppState, owner: &str, id: &str) -> Result<JobView, ApiError> {
+    state
+        .backend
         .view(owner, id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no generation {id:?}")))?;
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no generation {id:?}")))
+}
+
+/// Job `id` of `owner` as `/v1` shows it.
+async fn generation(state: &AppState, owner: &str, id: &str) -> Result<Generation, ApiError> {
+    let view = job(state, owner, id).await?;
     Ok(Generation {
         id: id.to_owned(),
         status: view.status,
         progress: (view.status == Status::Running)
             .then_some(view.progress)
             .flatten(),
-        output_urls: image_links(state, id, &view),
+        output_urls: image_links(state, owner, id, &view).await?,
         error: view.error,
     })
 }
@@ -146,7 +152,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Generation>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    Ok(Json(generation(&state, &caller.sub, &id)?))
+    Ok(Json(generation(&state, &caller.sub, &id).await?))
 }
 
 async fn cancel(
@@ -155,14 +161,8 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Generation>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    match state.jobs.cancel(&caller.sub, &id) {
-        Ok(_) => Ok(Json(generation(&state, &caller.sub, &id)?)),
-        Err(CancelError::NotFound) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no generation {id:?}"),
-        )),
-        Err(e @ CancelError::Ended(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
-    }
+    state.backend.cancel(&caller.sub, &id).await?;
+    Ok(Json(generation(&state, &caller.sub, &id).await?))
 }
 
 /// The id of the last event of a stream (`complete` or `failed`); `accepted` is 0 and each
@@ -182,8 +182,9 @@ struct Follow {
 }
 
 impl Follow {
-    /// The next event to send about `view`, if there is a newer one.
-    fn next(&mut self, view: &crate::jobs::JobView) -> Option<Event> {
+    /// The next event to send about `view` (whose image links are `urls`), if there is a
+    /// newer one.
+    fn next(&mut self, view: &JobView, urls: &[String]) -> Option<Event> {
         let (seq, event) = match view.status {
             _ if self.sent.is_none() => (
                 0,
@@ -205,7 +206,6 @@ impl Follow {
                 (seq, Event::default().event("progress").json_data(data))
             }
             Status::Succeeded => {
-                let urls = image_links(&self.state, &self.id, view);
                 let data = serde_json::json!({ "id": self.id, "output_urls": urls });
                 (
                     FINAL_EVENT,
@@ -220,7 +220,6 @@ impl Follow {
                 )
             }
             Status::Cancelled => {
-                let urls = image_links(&self.state, &self.id, view);
                 let data = serde_json::json!({ "id": self.id, "output_urls": urls });
                 (
                     FINAL_EVENT,
@@ -243,7 +242,7 @@ async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    generation(&state, &caller.sub, &id)?;
+    job(&state, &caller.sub, &id).await?;
     let sent = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -256,12 +255,25 @@ async fn events(
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         loop {
-            // A job forgotten meanwhile (retention) ends the stream.
-            let view = follow.state.jobs.view(&follow.owner, &follow.id)?;
             if follow.sent == Some(FINAL_EVENT) {
                 return None;
             }
-            if let Some(event) = follow.next(&view) {
+            // A job forgotten meanwhile (retention) ends the stream; a storage failure is
+            // retried at the next look.
+            let view = match follow.state.backend.view(&follow.owner, &follow.id).await {
+                Ok(view) => view?,
+                Err(_) => {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            let urls = follow
+                .state
+                .backend
+                .image_links(&follow.owner, &follow.id, &view, follow.state.link_ttl)
+                .await
+                .unwrap_or_default();
+            if let Some(event) = follow.next(&view, &urls) {
                 return Some((Ok(event), follow));
             }
             if matches!(
@@ -274,11 +286,6 @@ async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// A store failure as an answer.
-fn unavailable(e: crate::store::StoreError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 async fn create_key(
@@ -296,7 +303,7 @@ async fn create_key(
             format!("name the key with 1 to {MAX_KEY_NAME} characters, no control characters"),
         ));
     }
-    let (info, key) = state.store.create_key(&caller, name).map_err(unavailable)?;
+    let (info, key) = state.backend.create_key(&caller, name).await?;
     tracing::info!(user = %caller.username, key = %info.id, "API key made");
     Ok((StatusCode::CREATED, Json(CreatedApiKey { info, key })))
 }
@@ -306,7 +313,7 @@ async fn list_keys(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
     let caller = token_caller(&state, &headers).await?;
-    Ok(Json(state.store.keys(&caller.sub).map_err(unavailable)?))
+    Ok(Json(state.backend.keys(&caller.sub).await?))
 }
 
 async fn revoke_key(
@@ -315,11 +322,7 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let caller = token_caller(&state, &headers).await?;
-    if !state
-        .store
-        .revoke_key(&caller.sub, &id)
-        .map_err(unavailable)?
-    {
+    if !state.backend.revoke_key(&caller.sub, &id).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no API key {id:?}"),
