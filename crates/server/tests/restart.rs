@@ -4,52 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::keys::{id_claims, serve_keys, sign, CLIENT, ISSUER};
-
-/// The server binary, started on `port` with the config file `config`; killed when dropped.
-struct Server(Child);
-
-impl Server {
-    async fn start(config: &Path, base: &str) -> Self {
-        // Killed and waited for on drop, also when it never comes up.
-        let server = Server(
-            Command::new(env!("CARGO_BIN_EXE_selfdiffusion-server"))
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = reqwest::get(format!("{base}/health"))
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::process::{free_port, Server};
 
 /// The job's status (polling `result`), and its image links.
 async fn result(base: &str, token: &str, id: &str) -> (String, Vec<String>, serde_json::Value) {
@@ -89,11 +47,7 @@ async fn jobs_queued_when_the_server_is_killed_run_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     common::engine::tiny_model(&model);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("server.toml");
     std::fs::write(
@@ -133,7 +87,7 @@ async fn jobs_queued_when_the_server_is_killed_run_after_the_restart() {
         }
     };
 
-    let server = Server::start(&config, &base).await;
+    let server = Server::start(None, &config, &base, &[]).await;
     let done = submit(2, 2, Some(1)).await;
     let done_images = wait_done(&base, &token, &done).await;
     assert_eq!(done_images.len(), 2);
@@ -150,7 +104,7 @@ async fn jobs_queued_when_the_server_is_killed_run_after_the_restart() {
     }
     server.kill();
 
-    let _server = Server::start(&config, &base).await;
+    let _server = Server::start(None, &config, &base, &[]).await;
     // The finished job is still there, its images served as before.
     let (status, images, _) = result(&base, &token, &done).await;
     assert_eq!((status.as_str(), images.len()), ("succeeded", 2));

@@ -4,6 +4,8 @@
 #[path = "../../../engine/tests/common/mod.rs"]
 pub mod engine;
 pub mod keys;
+pub mod process;
+pub mod services;
 
 use std::path::PathBuf;
 
