@@ -3,17 +3,19 @@
 # what is already there. Sourced by run.sh and test.sh.
 #   system packages (apt, as root or via sudo): build tools, WebKitGTK 4.1 + GTK 3 dev files,
 #     librsvg, libxdo, appindicator, OpenSSL and D-Bus (OS keyring) dev files; for tests also Xvfb and
-#     webkit2gtk-driver (WebKitWebDriver), and dbus-daemon + gnome-keyring (a real Secret Service)
+#     webkit2gtk-driver (WebKitWebDriver), dbus-daemon + gnome-keyring (a real Secret Service),
+#     and PostgreSQL (the scale-out tests initdb a throwaway cluster; no service is used)
 #   Rust: the toolchain pinned in rust-toolchain.toml via rustup if cargo is missing
-#   for tests: tauri-driver and cargo-deny (cargo install), Node.js and npm (apt) if missing, and
-#     the Cognito emulator moto 5.2.5 (PyPI) in a virtualenv under ~/.cache/selfdiffusion-moto
+#   for tests: tauri-driver, cargo-deny and the S3 server s3s-fs (cargo install), Node.js and npm
+#     (apt) if missing, and the Cognito emulator moto 5.2.5 (PyPI) in a virtualenv under
+#     ~/.cache/selfdiffusion-moto
 #   for packages (package.sh): what the app needs, plus Node.js and npm (the Tauri CLI comes from
 #     package-lock.json through npm ci; the .deb and .rpm writers are part of it)
 set -euo pipefail
 
 APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
   libxdo-dev libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev)
-TEST_PACKAGES=(xvfb xauth webkit2gtk-driver dbus gnome-keyring)
+TEST_PACKAGES=(xvfb xauth webkit2gtk-driver dbus gnome-keyring postgresql)
 MOTO_VENV="${MOTO_VENV:-$HOME/.cache/selfdiffusion-moto}"
 
 as_root() {
@@ -66,6 +68,11 @@ setup_tests() {
   if ! command -v cargo-deny >/dev/null; then
     echo "==> cargo: installing cargo-deny"
     cargo install cargo-deny --locked
+  fi
+  if ! command -v s3s-fs >/dev/null; then
+    # An S3 server over a folder that checks signatures and presigned links' expiry.
+    echo "==> cargo: installing the S3 server s3s-fs"
+    cargo install s3s-fs@0.14.1 --features binary --locked
   fi
   if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
     echo "==> pip: installing the Cognito emulator (moto) into $MOTO_VENV"

@@ -586,4 +586,50 @@ mod tests {
         };
         assert!(config.validate().unwrap_err().0.contains("max_samples"));
     }
+
+    #[test]
+    fn scale_out_settings_come_from_the_file_or_the_environment_and_hide_the_password() {
+        let mut config: Config = toml::from_str(
+            r#"
+            [cluster]
+            s3_bucket = "images"
+            lease_s = 20
+            "#,
+        )
+        .unwrap();
+        let err = config.cluster.validate().unwrap_err().0;
+        assert!(err.contains("SELFDIFFUSION_SERVER_DATABASE_URL"), "{err}");
+        let env: HashMap<&str, &str> = [
+            (
+                "SELFDIFFUSION_SERVER_DATABASE_URL",
+                "postgres://sd:hunter2@db/sd",
+            ),
+            ("SELFDIFFUSION_SERVER_MAX_ATTEMPTS", "5"),
+            ("SELFDIFFUSION_SERVER_S3_ENDPOINT", "http://minio:9000"),
+        ]
+        .into();
+        config
+            .apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .unwrap();
+        config.cluster.validate().unwrap();
+        assert_eq!(
+            (config.cluster.lease_s, config.cluster.max_attempts),
+            (20, 5)
+        );
+        assert_eq!(
+            config.cluster.s3_endpoint.as_deref(),
+            Some("http://minio:9000")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"), "never logged");
+        config.cluster.lease_s = 1;
+        assert!(config.cluster.validate().unwrap_err().0.contains("lease_s"));
+        config.cluster.lease_s = 20;
+        config.cluster.s3_bucket = None;
+        assert!(config
+            .cluster
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("S3_BUCKET"));
+    }
 }
