@@ -6,72 +6,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::keys::{id_claims, serve_keys, sign, CLIENT, ISSUER};
-use common::process::{free_port, Server};
-use common::services::{Postgres, BUCKET, S3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use common::cluster::{token, Cluster};
 use serde_json::{json, Value};
 
 /// How long a worker's lease lasts in this test, in seconds.
 const LEASE_S: u64 = 3;
 /// How long node B's links last, in seconds (node A's: 15 minutes).
 const SHORT_TTL_S: u64 = 4;
-
-/// Writes the config of one process listening on `port`.
-fn config(
-    dir: &Path,
-    name: &str,
-    port: u16,
-    ttl_s: u64,
-    pg: &Postgres,
-    s3: &S3,
-    jwks: &str,
-) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            data_dir = {data:?}
-            model = {model:?}
-            model_name = "tiny"
-            device = "cpu"
-            workers = 1
-            signed_url_ttl_s = {ttl_s}
-            [auth]
-            issuer = "{ISSUER}"
-            jwks_url = "{jwks}"
-            client_ids = ["{CLIENT}"]
-            [limits]
-            max_jobs_per_user = 16
-            max_steps = 150
-            [cluster]
-            database_url = "{db}"
-            lease_s = {LEASE_S}
-            max_attempts = 3
-            s3_bucket = "{BUCKET}"
-            s3_endpoint = "{s3}"
-            "#,
-            data = dir.join(name),
-            model = dir.join("model"),
-            db = pg.url(),
-            s3 = s3.endpoint(),
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// The token of user `n`.
-fn token(n: usize) -> String {
-    let mut claims = id_claims();
-    claims["sub"] = format!("user-{n}").into();
-    claims["cognito:username"] = format!("user{n}").into();
-    sign("key-1", &claims)
-}
 
 /// `GET /v1/generations/{id}` on `node`: status code and body (0 when it cannot connect).
 async fn show(node: &str, token: &str, id: &str) -> (u16, Value) {
@@ -197,36 +140,16 @@ impl Events {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(mut s3) = S3::start().await else {
+    let Some(mut cluster) = Cluster::start(LEASE_S).await else {
         return;
     };
-    let keys = serve_keys(&["key-1"]);
-    let dir = tempfile::tempdir().unwrap();
-    common::engine::tiny_model(&dir.path().join("model"));
-    let env = [
-        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+    let (node_a, a) = cluster.api("api-a", 900).await;
+    let (_node_b, b) = cluster.api("api-b", SHORT_TTL_S).await;
+    let mut workers = vec![
+        cluster.worker("worker-1").await,
+        cluster.worker("worker-2").await,
     ];
-    let ports = [free_port(), free_port(), free_port(), free_port()];
-    let base = |port: u16| format!("http://127.0.0.1:{port}");
-    let (a, b) = (base(ports[0]), base(ports[1]));
-    let file = |name, port, ttl| config(dir.path(), name, port, ttl, &pg, &s3, &keys.url);
-    let (config_a, config_b) = (
-        file("api-a", ports[0], 900),
-        file("api-b", ports[1], SHORT_TTL_S),
-    );
-    let node_a = Server::start(Some("api"), &config_a, &a, &env).await;
-    let _node_b = Server::start(Some("api"), &config_b, &b, &env).await;
-    let mut workers = Vec::new();
-    for (n, port) in ports[2..].iter().enumerate() {
-        let config = file(if n == 0 { "worker-1" } else { "worker-2" }, *port, 900);
-        let worker = Server::start(Some("worker"), &config, &base(*port), &env).await;
-        let (_, _, health) = common::get(&format!("{}/health", base(*port)), None).await;
-        let health: Value = serde_json::from_slice(&health).unwrap();
-        workers.push((worker, health["worker"].as_str().unwrap().to_owned()));
-    }
-    let db = pg.client().await;
+    let db = cluster.pg.client().await;
     let tokens: Vec<String> = (1..=4).map(token).collect();
 
     // 40 jobs from 4 users through both nodes, half by /v1, half by the desktop's /generate.
@@ -257,7 +180,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
         assert_eq!(urls.len(), 1);
         download(&urls[0], id).await;
         assert_eq!(
-            s3.keys(&format!("user-{}/{id}", user + 1)),
+            cluster.s3.keys(&format!("user-{}/{id}", user + 1)),
             [format!("user-{}/{id}/0.png", user + 1)]
         );
         // Another user's job is missing on every node, and so is its stream.
@@ -328,7 +251,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     killed.kill();
     node_a.kill();
     drop(stream);
-    let _node_a = Server::start(Some("api"), &config_a, &a, &env).await;
+    let _node_a = cluster.restart_api("api-a", &a).await;
     let mut stream = Events::open(&events_url, &tokens[0], Some(last)).await;
     let mut names = Vec::new();
     let mut complete = Value::Null;
@@ -363,7 +286,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     assert_eq!(attempts, 2, "started again once, after the lease");
     assert_eq!(worker, workers[0].1, "on the other worker");
     assert_eq!(
-        s3.keys(&format!("user-1/{id}")).len(),
+        cluster.s3.keys(&format!("user-1/{id}")).len(),
         2,
         "no image lost or duplicated"
     );
@@ -376,7 +299,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     )
     .await;
     wait_running(&a, &tokens[1], &id).await;
-    pg.restart();
+    cluster.pg.restart();
     let job = wait_end(&a, &tokens[1], &id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     download(&links(&job)[0], &id).await;
@@ -391,7 +314,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     }
 
     // Storage down: the job is tried again, then fails with the reason; nothing is listed.
-    s3.stop();
+    cluster.s3.stop();
     let id = create(
         &a,
         &tokens[3],
@@ -405,8 +328,8 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
         error.contains("gave up after 3 attempts") && error.contains("image store"),
         "{error}"
     );
-    s3.resume().await;
-    assert!(s3.keys(&format!("user-4/{id}")).is_empty());
+    cluster.s3.resume().await;
+    assert!(cluster.s3.keys(&format!("user-4/{id}")).is_empty());
     let id = create(
         &b,
         &tokens[3],

@@ -1,6 +1,7 @@
 //! Starting the real server on loopback with a tiny random model, and raw HTTP helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
 #[path = "../../../engine/tests/common/mod.rs"]
 pub mod engine;
 pub mod keys;
