@@ -599,6 +599,25 @@ try {
         await shot('account.png');
       });
 
+      await step('make an API key on the Account screen, call the server with it, then revoke it', async () => {
+        await wd.until(() => wd.exec('return document.getElementById("api-key-empty").textContent === "No keys yet."'), 'no keys yet');
+        await wd.click('#api-key-create');
+        assert.match(await wd.text('#account-error'), /Name is empty/, 'a key needs a name');
+        await wd.type('#api-key-name', 'nightly script');
+        await wd.click('#api-key-create');
+        await wd.until(() => wd.exec('return !document.getElementById("api-key-made").hidden'), 'the new key shown');
+        const key = await wd.exec('return document.getElementById("api-key-value").textContent');
+        assert.match(key, /^sdk_[0-9a-f]{64}$/);
+        await wd.until(() => wd.exec('return document.querySelectorAll("#api-key-list li").length === 1'), 'the key listed');
+        assert.equal(await wd.exec('return document.querySelector("#api-key-list .api-key-name").textContent'), 'nightly script');
+        const generation = (k) => fetch(`${cloud.serverUrl}/v1/generations/no-such-job`, { headers: { 'X-API-Key': k } });
+        assert.equal((await generation(key)).status, 404, 'the key is accepted (the job is simply missing)');
+        await shot('api-keys.png');
+        await wd.exec('document.querySelector("#api-key-list li button.danger").click()');
+        await wd.until(() => wd.exec('return document.querySelector("#api-key-list li")?.textContent.includes("revoked")'), 'the key shown revoked');
+        assert.equal((await generation(key)).status, 401, 'a revoked key is refused');
+      });
+
       await step('generate one image in the cloud with a style: the viewer shows the server\'s scheduler and styles', async () => {
         await go('create');
         const before = await strip();

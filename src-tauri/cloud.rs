@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts,
-    CloudClient, CloudError, CloudJobEvent, CognitoConfig, GenerateRequest, Limits, PendingJobs,
-    RefreshStore, Status, StyleRef, SubmittedJob,
+    follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts, ApiKeyInfo,
+    CloudClient, CloudError, CloudJobEvent, CognitoConfig, CreatedApiKey, GenerateRequest, Limits,
+    PendingJobs, RefreshStore, Status, StyleRef, SubmittedJob, Tokens,
 };
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
@@ -247,15 +247,58 @@ pub async fn account_log_in(
 ) -> CmdResult<AccountStatus> {
     let (settings, accounts) = cloud.accounts(&app)?;
     let tokens = accounts.log_in(&username, &password).await?;
-    session_store(&app)?.save(&tokens)?;
+    sign_in(&app, &cloud, &settings, accounts, tokens)
+}
+
+/// Keeps a new session (the refresh token in the keyring or a private file) and follows the
+/// account's pending cloud jobs.
+fn sign_in(
+    app: &AppHandle,
+    cloud: &Cloud,
+    settings: &CloudSettings,
+    accounts: Arc<Accounts>,
+    tokens: Tokens,
+) -> CmdResult<AccountStatus> {
+    session_store(app)?.save(&tokens)?;
     let session = Session {
         username: tokens.username().to_owned(),
         client: Arc::new(CloudClient::new(&settings.api_url, accounts, tokens)),
     };
     *lock(&cloud.session) = Some(Arc::new(session));
     tracing::info!("signed in");
-    resume_pending(&app);
-    Ok(status(&app, &cloud))
+    resume_pending(app);
+    Ok(status(app, cloud))
+}
+
+/// How long a browser login may take.
+const BROWSER_LOGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Logs in through the pool's hosted UI in the system browser with `provider` (e.g. `Google`):
+/// opens the page, waits for the browser to come back to the app's loopback address, then
+/// keeps the session as a password login does.
+#[tauri::command]
+pub async fn account_log_in_with(
+    app: AppHandle,
+    cloud: State<'_, Cloud>,
+    provider: String,
+) -> CmdResult<AccountStatus> {
+    let (settings, accounts) = cloud.accounts(&app)?;
+    let cognito = settings.cognito().map_err(CommandError::invalid)?;
+    let ui = settings.hosted_ui(&cognito).ok_or_else(|| {
+        CommandError::invalid(
+            "this cloud service has no hosted login page: set its domain under Account → Cloud service",
+        )
+    })?;
+    let provider = Some(provider.trim()).filter(|p| !p.is_empty());
+    let pending = ui.begin(provider).await?;
+    open::that_detached(pending.url()).map_err(|e| {
+        CommandError::failed(format!(
+            "cannot open the browser ({e}); open this address yourself: {}",
+            pending.url()
+        ))
+    })?;
+    let tokens = pending.finish(BROWSER_LOGIN).await?;
+    sign_in(&app, &cloud, &settings, accounts, tokens)
 }
 
 /// Emails a password reset code.
@@ -335,14 +378,43 @@ pub struct CloudSubmitted {
     seed: u64,
 }
 
+/// The signed-in session, restored off the async runtime (the keyring may block).
+async fn signed_in(app: &AppHandle) -> CmdResult<Arc<Session>> {
+    let app = app.clone();
+    blocking(move || app.state::<Cloud>().signed_in(&app)).await
+}
+
 /// What requests the signed-in account's cloud server takes (from its `/health`).
 #[tauri::command]
 pub async fn cloud_limits(app: AppHandle) -> CmdResult<Limits> {
-    let session = {
-        let app = app.clone();
-        blocking(move || app.state::<Cloud>().signed_in(&app)).await?
-    };
-    Ok(session.client.limits().await?)
+    Ok(signed_in(&app).await?.client.limits().await?)
+}
+
+/// The signed-in account's API keys on its cloud server (for scripts using the `/v1` API).
+#[tauri::command]
+pub async fn cloud_api_keys(app: AppHandle) -> CmdResult<Vec<ApiKeyInfo>> {
+    Ok(signed_in(&app).await?.client.api_keys().await?)
+}
+
+/// Longest API key name.
+const MAX_KEY_NAME: usize = 100;
+
+/// Makes an API key named `name`; the answer holds the key, shown this once.
+#[tauri::command]
+pub async fn cloud_create_api_key(app: AppHandle, name: String) -> CmdResult<CreatedApiKey> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_KEY_NAME {
+        return Err(CommandError::invalid(format!(
+            "name the key (1 to {MAX_KEY_NAME} characters), e.g. \"nightly script\""
+        )));
+    }
+    Ok(signed_in(&app).await?.client.create_api_key(name).await?)
+}
+
+/// Revokes the signed-in account's API key `id`: requests made with it are refused from now on.
+#[tauri::command]
+pub async fn cloud_revoke_api_key(app: AppHandle, id: String) -> CmdResult<()> {
+    Ok(signed_in(&app).await?.client.revoke_api_key(&id).await?)
 }
 
 /// Sends a job to the cloud and follows it in the background; its images go into the project.
@@ -518,6 +590,12 @@ fn spawn_job(
         };
         if let Some(job_id) = &server_job {
             lock(&cloud.following).remove(job_id);
+            // Cancelled here: stop it on the server too, so it does not run for nothing.
+            if matches!(outcome, Err(CloudError::Cancelled)) && cancel.load(Ordering::Relaxed) {
+                if let Err(e) = client.cancel(job_id).await {
+                    tracing::warn!(%job_id, error = %e, "cannot cancel the cloud job on the server");
+                }
+            }
         }
         if let (Some(pending), Some(job_id)) = (&pending, &server_job) {
             if !worth_resuming(&outcome) {

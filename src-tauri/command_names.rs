@@ -47,9 +47,13 @@ const COMMANDS: &[&str] = &[
     "account_confirm",
     "account_resend_code",
     "account_log_in",
+    "account_log_in_with",
     "account_forgot_password",
     "account_reset_password",
     "account_sign_out",
     "cloud_limits",
+    "cloud_api_keys",
+    "cloud_create_api_key",
+    "cloud_revoke_api_key",
     "submit_cloud_job",
 ];

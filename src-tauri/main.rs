@@ -80,10 +80,14 @@ fn main() {
             cloud::account_confirm,
             cloud::account_resend_code,
             cloud::account_log_in,
+            cloud::account_log_in_with,
             cloud::account_forgot_password,
             cloud::account_reset_password,
             cloud::account_sign_out,
             cloud::cloud_limits,
+            cloud::cloud_api_keys,
+            cloud::cloud_create_api_key,
+            cloud::cloud_revoke_api_key,
             cloud::submit_cloud_job,
         ])
         .run(tauri::generate_context!())

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use selfdiffusion_cloud::CognitoConfig;
+use selfdiffusion_cloud::{CognitoConfig, HostedUi, LOOPBACK_PORT};
 use serde::{Deserialize, Serialize};
 use tauri::AppHandle;
 use tauri_plugin_store::StoreExt;
@@ -57,7 +57,7 @@ const CLOUD: &str = "cloud";
 
 /// Where the cloud service is: the generation API and the Cognito user pool. Environment
 /// variables (`SELFDIFFUSION_CLOUD_URL`, `SELFDIFFUSION_COGNITO_REGION`, `…_USER_POOL_ID`,
-/// `…_CLIENT_ID`, `…_ENDPOINT`) override what was saved. An app client secret, if the pool's
+/// `…_CLIENT_ID`, `…_ENDPOINT`, `…_DOMAIN`) override what was saved. An app client secret, if the pool's
 /// client has one, is read only from `SELFDIFFUSION_COGNITO_CLIENT_SECRET`, never saved.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -72,6 +72,9 @@ pub struct CloudSettings {
     pub client_id: String,
     /// Another Cognito endpoint (an emulator or a proxy); empty for AWS.
     pub cognito_endpoint: String,
+    /// The pool's hosted UI domain (e.g. `https://myapp.auth.eu-west-1.amazoncognito.com`),
+    /// for "Log in with Google"; empty when the pool has none.
+    pub hosted_ui_domain: String,
 }
 
 impl CloudSettings {
@@ -83,6 +86,11 @@ impl CloudSettings {
             user_pool_id: self.user_pool_id.trim().to_owned(),
             client_id: self.client_id.trim().to_owned(),
             cognito_endpoint: self.cognito_endpoint.trim().to_owned(),
+            hosted_ui_domain: self
+                .hosted_ui_domain
+                .trim()
+                .trim_end_matches('/')
+                .to_owned(),
         }
     }
 
@@ -104,7 +112,11 @@ impl CloudSettings {
                 missing.join(", ")
             ));
         }
-        for url in [&self.api_url, &self.cognito_endpoint] {
+        for url in [
+            &self.api_url,
+            &self.cognito_endpoint,
+            &self.hosted_ui_domain,
+        ] {
             let web = url.starts_with("https://") || url.starts_with("http://");
             if !url.is_empty() && !web {
                 return Err(format!("{url:?} is not an http(s) URL"));
@@ -118,6 +130,16 @@ impl CloudSettings {
                 .ok()
                 .filter(|s| !s.is_empty()),
             endpoint_url: Some(self.cognito_endpoint.clone()).filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// The pool's hosted UI ("Log in with Google"), when its domain is set.
+    pub fn hosted_ui(&self, cognito: &CognitoConfig) -> Option<HostedUi> {
+        (!self.hosted_ui_domain.is_empty()).then(|| HostedUi {
+            domain: self.hosted_ui_domain.clone(),
+            client_id: cognito.client_id.clone(),
+            client_secret: cognito.client_secret.clone(),
+            port: LOOPBACK_PORT,
         })
     }
 }
@@ -141,6 +163,10 @@ pub fn cloud(app: &AppHandle) -> CloudSettings {
         (
             "SELFDIFFUSION_COGNITO_ENDPOINT",
             &mut settings.cognito_endpoint,
+        ),
+        (
+            "SELFDIFFUSION_COGNITO_DOMAIN",
+            &mut settings.hosted_ui_domain,
         ),
     ] {
         if let Ok(v) = std::env::var(var) {
@@ -169,6 +195,7 @@ mod tests {
             user_pool_id: "eu-west-1_AbC".into(),
             client_id: "client".into(),
             cognito_endpoint: String::new(),
+            hosted_ui_domain: String::new(),
         }
     }
 

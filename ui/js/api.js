@@ -28,6 +28,8 @@
 /** @typedef {import('./types.js').UpscalerInfo} UpscalerInfo */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
 /** @typedef {import('./types.js').CloudSettings} CloudSettings */
+/** @typedef {import('./types.js').ApiKeyInfo} ApiKeyInfo */
+/** @typedef {import('./types.js').CreatedApiKey} CreatedApiKey */
 /** @typedef {import('./events.js').TauriEventMap} TauriEventMap */
 
 const KINDS = ['invalid', 'not_found', 'conflict', 'not_installed', 'offline', 'unauthorized', 'not_confirmed', 'cancelled', 'failed'];
@@ -134,6 +136,12 @@ export const api = {
   engineLimits: () => invoke('engine_limits'),
   /** @returns {Promise<Limits>} the cloud server's, from its /health */
   cloudLimits: () => invoke('cloud_limits'),
+  /** @returns {Promise<ApiKeyInfo[]>} */
+  apiKeys: () => invoke('cloud_api_keys'),
+  /** @param {string} name @returns {Promise<CreatedApiKey>} */
+  createApiKey: (name) => invoke('cloud_create_api_key', { name }),
+  /** @param {string} id @returns {Promise<void>} */
+  revokeApiKey: (id) => invoke('cloud_revoke_api_key', { id }),
   /** @param {JobParams} params @returns {Promise<Submitted>} */
   submitJob: (params) => invoke('submit_job', { params }),
   /** @param {CloudJobParams} params @returns {Promise<Submitted>} */
@@ -196,6 +204,8 @@ export const api = {
   resendCode: (username) => invoke('account_resend_code', { username }),
   /** @param {string} username @param {string} password @returns {Promise<AccountStatus>} */
   logIn: (username, password) => invoke('account_log_in', { username, password }),
+  /** @param {string} provider e.g. Google @returns {Promise<AccountStatus>} */
+  logInWith: (provider) => invoke('account_log_in_with', { provider }),
   /** @param {string} username @returns {Promise<void>} */
   forgotPassword: (username) => invoke('account_forgot_password', { username }),
   /** @param {string} username @param {string} code @param {string} password @returns {Promise<void>} */

@@ -319,6 +319,23 @@
  * @property {string} user_pool_id
  * @property {string} client_id
  * @property {string} cognito_endpoint
+ * @property {string} hosted_ui_domain
+ */
+
+/**
+ * An API key of the signed-in account on its cloud server (never the key itself).
+ * @typedef {object} ApiKeyInfo
+ * @property {string} id
+ * @property {string} name
+ * @property {number} created_at seconds since the epoch
+ * @property {boolean} revoked
+ */
+
+/**
+ * A key just made: shown this once.
+ * @typedef {object} CreatedApiKey
+ * @property {ApiKeyInfo} info
+ * @property {string} key
  */
 
 /**

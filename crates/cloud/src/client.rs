@@ -1,6 +1,8 @@
-//! The cloud generation client: `POST {base}/generate` → `{job_id}`, `POST {base}/result` →
-//! `{status, progress?, images, error?}`, with a Bearer token that is refreshed before it
-//! expires and once more on a 401; polling with backoff; retries of timeouts and 5xx with
+//! The cloud generation client: `POST {base}/generate` → `{job_id}`, then the job followed over
+//! the server's event stream (`GET {base}/v1/generations/{id}/events`, resumed with
+//! `Last-Event-ID` when it breaks) or, from a server without one, by polling `POST
+//! {base}/result` → `{status, progress?, images, error?}` with backoff; a Bearer token that is
+//! refreshed before it expires and once more on a 401; retries of timeouts and 5xx with
 //! jitter; image downloads with a size cap and a content-type check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
 use selfdiffusion_protocol::{
-    GenerateRequest, JobStatus, Limits, ResultRequest, ServerInfo, Status, Submitted,
+    ApiKeyCreate, ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ResultRequest,
+    ServerInfo, Status, Submitted,
 };
 use selfdiffusion_recipe::{own_recipe, Recipe};
 use serde::Deserialize;
@@ -23,6 +26,93 @@ use crate::session::Tokens;
 pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
 /// Attempts for one request when the server times out or answers 5xx.
 const ATTEMPTS: u32 = 4;
+/// Times a job's event stream may break before the client polls instead.
+const STREAM_BREAKS: u32 = 5;
+/// How often a quiet event stream looks at the cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(250);
+
+/// Whether `response` is a Server-Sent Events stream.
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response.status().is_success()
+        && response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, PartialEq)]
+struct Event {
+    id: Option<u64>,
+    name: String,
+    data: String,
+}
+
+/// Takes the first whole event off `buffer`, if one has arrived (comments and keep-alives are
+/// skipped).
+fn take_event(buffer: &mut Vec<u8>) -> Option<Event> {
+    loop {
+        let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+        let block: Vec<u8> = buffer.drain(..end + 2).collect();
+        let mut event = Event::default();
+        for line in String::from_utf8_lossy(&block).lines() {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => event.id = value.trim().parse().ok(),
+                "event" => event.name = value.to_owned(),
+                "data" => event.data.push_str(value),
+                _ => {}
+            }
+        }
+        if !event.name.is_empty() {
+            return Some(event);
+        }
+    }
+}
+
+impl Event {
+    /// The job's status this event tells of (`accepted`, `progress`, `complete`, `failed`,
+    /// `cancelled`); `None` for another event.
+    fn status(&self) -> Option<JobStatus> {
+        let data: serde_json::Value = serde_json::from_str(&self.data).unwrap_or_default();
+        let urls = || {
+            data["output_urls"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (status, progress, images, error) = match self.name.as_str() {
+            "accepted" => (
+                serde_json::from_value(data["status"].clone()).unwrap_or(Status::Queued),
+                None,
+                Vec::new(),
+                None,
+            ),
+            "progress" => (Status::Running, data["progress"].as_f64(), Vec::new(), None),
+            "complete" => (Status::Succeeded, Some(1.0), urls(), None),
+            "failed" => (
+                Status::Failed,
+                None,
+                Vec::new(),
+                data["error"].as_str().map(str::to_owned),
+            ),
+            "cancelled" => (Status::Cancelled, None, urls(), None),
+            _ => return None,
+        };
+        Some(JobStatus {
+            status,
+            progress,
+            images,
+            error,
+        })
+    }
+}
 
 /// What can go wrong talking to the cloud.
 #[derive(Debug, thiserror::Error)]
@@ -120,24 +210,33 @@ impl CloudClient {
         Ok(tokens.id_token().to_owned())
     }
 
-    /// POSTs JSON with retries (timeouts, connection resets, 5xx) and one refresh on a 401.
+    /// POSTs JSON; see [`CloudClient::call`].
     async fn post<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
         body: &serde_json::Value,
+    ) -> Result<T, CloudError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Sends `method path` (with a JSON `body`) signed in, with retries (timeouts, connection
+    /// resets, 5xx) and one refresh on a 401; an empty answer (204) reads as JSON `null`.
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<T, CloudError> {
         let url = format!("{}{path}", self.base);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
             let token = self.bearer(false).await?;
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(&token)
-                .json(body)
-                .send()
-                .await;
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(&token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let sent = request.send().await;
             let response = match sent {
                 Ok(r) => r,
                 Err(e)
@@ -187,7 +286,12 @@ impl CloudClient {
                     message,
                 });
             }
-            return serde_json::from_str(&text)
+            let text = if text.trim().is_empty() {
+                "null"
+            } else {
+                &text
+            };
+            return serde_json::from_str(text)
                 .map_err(|e| CloudError::Protocol(format!("{path}: {e}")));
         }
     }
@@ -240,8 +344,47 @@ impl CloudClient {
         .await
     }
 
-    /// Polls until the job succeeds or fails, backing off from 0.5 s to 5 s; `on_status` sees
-    /// every answer. Setting `cancel` stops following the job.
+    /// Cancels job `job_id` on the server (`DELETE /v1/generations/{id}`): a queued job never
+    /// runs, a running one stops after its step. A job that already ended, or a server without
+    /// the `/v1` API, is left as it is.
+    pub async fn cancel(&self, job_id: &str) -> Result<(), CloudError> {
+        let path = format!("/v1/generations/{job_id}");
+        match self
+            .call::<serde_json::Value>(reqwest::Method::DELETE, &path, None)
+            .await
+        {
+            Ok(_)
+            | Err(CloudError::Refused {
+                status: 404 | 405 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The signed-in user's API keys for the server's `/v1` API (never the keys themselves).
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyInfo>, CloudError> {
+        self.call(reqwest::Method::GET, "/v1/keys", None).await
+    }
+
+    /// Makes an API key named `name`; the answer holds the key, shown this once.
+    pub async fn create_api_key(&self, name: &str) -> Result<CreatedApiKey, CloudError> {
+        let body = serde_json::to_value(ApiKeyCreate {
+            name: name.to_owned(),
+        })
+        .expect("a request serialises");
+        self.post("/v1/keys", &body).await
+    }
+
+    /// Revokes the signed-in user's API key `id`.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<(), CloudError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/keys/{id}"), None)
+            .await
+    }
+
+    /// Follows the job until it succeeds or fails: over its event stream, or (a server without
+    /// one, or a stream that keeps breaking) by polling, backing off from 0.5 s to 5 s.
+    /// `on_status` sees every change. Setting `cancel` stops following the job.
     pub async fn wait(
         &self,
         job_id: &str,
@@ -250,6 +393,9 @@ impl CloudClient {
         on_status: &mut (dyn FnMut(&JobStatus) + Send),
     ) -> Result<JobStatus, CloudError> {
         let started = Instant::now();
+        if let Some(status) = self.stream(job_id, timeout, cancel, on_status).await? {
+            return Ok(status);
+        }
         let mut delay = Duration::from_millis(500);
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -272,6 +418,86 @@ impl CloudClient {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Follows `job_id` over `GET /v1/generations/{id}/events` until its outcome, reconnecting
+    /// with `Last-Event-ID` when the stream breaks; `None` when the server has no such stream
+    /// (or it broke [`STREAM_BREAKS`] times): the caller polls instead.
+    async fn stream(
+        &self,
+        job_id: &str,
+        timeout: Duration,
+        cancel: &AtomicBool,
+        on_status: &mut (dyn FnMut(&JobStatus) + Send),
+    ) -> Result<Option<JobStatus>, CloudError> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/v1/generations/{job_id}/events", self.base);
+        let mut last: Option<u64> = None;
+        let mut breaks = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CloudError::TimedOut(timeout));
+            }
+            let mut request = self
+                .http
+                .get(&url)
+                .bearer_auth(self.bearer(false).await?)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .timeout(left);
+            if let Some(id) = last {
+                request = request.header("Last-Event-ID", id.to_string());
+            }
+            let mut response = match request.send().await {
+                Ok(r) if is_event_stream(&r) => r,
+                // Not a stream (an older server, a proxy, a 401 the polling path refreshes).
+                Ok(_) => return Ok(None),
+                Err(_) => {
+                    breaks += 1;
+                    if breaks >= STREAM_BREAKS {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(backoff(breaks)).await;
+                    continue;
+                }
+            };
+            let mut buffer = Vec::new();
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(CloudError::Cancelled);
+                }
+                let chunk = match tokio::time::timeout(CANCEL_CHECK, response.chunk()).await {
+                    Err(_) => continue,
+                    Ok(Ok(Some(chunk))) => chunk,
+                    // Ended or broke before the outcome: reconnect.
+                    Ok(Ok(None) | Err(_)) => break,
+                };
+                buffer.extend_from_slice(&chunk);
+                while let Some(event) = take_event(&mut buffer) {
+                    if event.id.is_some() {
+                        last = event.id;
+                    }
+                    if let Some(status) = event.status() {
+                        on_status(&status);
+                        match status.status {
+                            Status::Succeeded => return Ok(Some(status)),
+                            Status::Failed => {
+                                return Err(CloudError::JobFailed(
+                                    status.error.unwrap_or_else(|| "no reason given".into()),
+                                ))
+                            }
+                            Status::Cancelled => return Err(CloudError::Cancelled),
+                            Status::Queued | Status::Running => {}
+                        }
+                    }
+                }
+            }
+            breaks += 1;
+            if breaks >= STREAM_BREAKS {
+                return Ok(None);
+            }
+            tokio::time::sleep(backoff(breaks)).await;
         }
     }
 

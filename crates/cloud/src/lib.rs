@@ -1,21 +1,24 @@
 //! SelfDiffusion's cloud side: accounts (Amazon Cognito user pools through the official SDK,
 //! errors a user can act on, tokens that never reach logs, the refresh token in the OS keyring
-//! or a private file) and the client of the cloud `generate` / `result` protocol.
+//! or a private file) and the client of the cloud `generate` / `result` protocol, its event
+//! streams and the account's API keys.
 
 mod accounts;
 mod client;
 mod error;
+mod hosted_ui;
 mod job;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
 pub use client::{cloud_recipe, received_recipe, CloudClient, CloudError, MAX_IMAGE_BYTES};
 pub use error::AccountError;
+pub use hosted_ui::{HostedUi, PendingLogin, LOOPBACK_PORT};
 pub use job::{
     follow_cloud_job, run_cloud_job, submit_cloud_job, worth_resuming, CloudJobEvent, PendingJobs,
     SubmittedJob,
 };
 pub use selfdiffusion_protocol::{
-    GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
+    ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
 };
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};

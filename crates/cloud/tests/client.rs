@@ -25,6 +25,8 @@ struct Script {
     seen_tokens: Vec<String>,
     /// How many `/result` calls per job.
     polls: HashMap<String, usize>,
+    /// The `Last-Event-ID` of each event stream request (`None`: a first connection).
+    resumed_from: Vec<Option<String>>,
 }
 
 /// A 2×2 PNG from the app's writer.
@@ -60,6 +62,18 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                     )
                     .boxed()
             };
+            let last_event = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Last-Event-ID"))
+                .map(|h| h.value.to_string());
+            let events = |text: String| {
+                tiny_http::Response::from_string(text)
+                    .with_header(
+                        tiny_http::Header::from_bytes("Content-Type", "text/event-stream").unwrap(),
+                    )
+                    .boxed()
+            };
             let mut s = script.lock().unwrap();
             s.seen_tokens.push(auth.clone());
             let token = auth.strip_prefix("Bearer ").unwrap_or("").to_owned();
@@ -90,6 +104,23 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                 }
             } else if token.is_empty() || s.reject_token.as_deref() == Some(token.as_str()) {
                 json(401, r#"{"error": "token expired"}"#)
+            } else if url == "/v1/generations/job-4/events" {
+                s.resumed_from.push(last_event.clone());
+                // The first stream breaks after a progress event; resumed, it sends the rest.
+                match last_event.as_deref() {
+                    None => events(
+                        ": keep-alive\n\nid: 0\nevent: accepted\ndata: {\"id\": \"job-4\", \"status\": \"queued\"}\n\n\
+                         id: 3\nevent: progress\ndata: {\"step\": 3, \"total\": 6, \"progress\": 0.5, \"eta_s\": 1.5}\n\n"
+                            .into(),
+                    ),
+                    Some("3") => events(format!(
+                        "id: 6\nevent: progress\ndata: {{\"step\": 6, \"total\": 6, \"progress\": 1.0}}\n\n\
+                         id: 1099511627776\nevent: complete\ndata: {{\"id\": \"job-4\", \"output_urls\": [\"{base2}/images/0.png\"]}}\n\n"
+                    )),
+                    Some(_) => json(400, r#"{"error": "unexpected Last-Event-ID"}"#),
+                }
+            } else if url == "/v1/generations/job-5/events" {
+                events("id: 0\nevent: accepted\ndata: {\"status\": \"running\"}\n\nid: 1099511627776\nevent: failed\ndata: {\"error\": \"out of GPU memory\"}\n\n".into())
             } else if url == "/generate" {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 if s.fail_first_generate {
@@ -203,6 +234,63 @@ async fn generate_poll_download_and_save_with_the_recipe() {
         assert_eq!(saved.recipe.seed, Some(40 + i as u64));
     }
     assert_eq!(library.project_summary(project.id).unwrap().image_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_followed_over_its_event_stream_which_resumes_where_it_broke() {
+    let Some(moto) = moto() else { return };
+    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
+    accounts
+        .sign_up("gus@example.com", "gus", PASSWORD)
+        .await
+        .unwrap();
+    accounts.confirm_sign_up("gus", "1").await.unwrap();
+    let tokens = accounts.log_in("gus", PASSWORD).await.unwrap();
+    let script = Arc::new(Mutex::new(Script::default()));
+    let base = start(script.clone());
+    let client = CloudClient::new(&base, accounts.clone(), tokens.clone());
+    let mut seen = Vec::new();
+    let done = client
+        .wait(
+            "job-4",
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+            &mut |s| seen.push((s.status, s.progress)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            (Status::Queued, None),
+            (Status::Running, Some(0.5)),
+            (Status::Running, Some(1.0)),
+            (Status::Succeeded, Some(1.0)),
+        ]
+    );
+    assert_eq!(done.images, [format!("{base}/images/0.png")]);
+    {
+        let script = script.lock().unwrap();
+        assert_eq!(script.resumed_from, [None, Some("3".to_owned())]);
+        assert!(
+            !script.polls.contains_key("job-4"),
+            "followed without polling /result"
+        );
+    }
+    // A failure comes over the stream too.
+    let failed = client
+        .wait(
+            "job-5",
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failed, CloudError::JobFailed(m) if m == "out of GPU memory"),
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@ pub use selfdiffusion_styles::Style;
 /// (the server does not know the user's styles).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StyleRef {
     /// A built-in style, by name (any case).
     Named(String),
@@ -33,6 +34,7 @@ impl StyleRef {
 /// is an error rather than a silently ignored setting.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerateRequest {
     /// The prompt.
     pub prompt: String,
@@ -95,6 +97,7 @@ pub struct GenerateRequest {
 /// server's ESRGAN model (or Lanczos); the answer and the result are those of `generate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpscaleRequest {
     /// The image, a PNG, JPEG or WebP file in base64 (its embedded recipe is kept).
     pub image: String,
@@ -105,6 +108,7 @@ pub struct UpscaleRequest {
 /// A LoRA asked for by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoraRef {
     /// Its name on the server.
     pub name: String,
@@ -119,6 +123,7 @@ fn one() -> f64 {
 
 /// The `generate` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     /// The job to ask `result` about.
     pub job_id: String,
@@ -127,6 +132,7 @@ pub struct Submitted {
 /// The `result` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultRequest {
     /// The job.
     pub job_id: String,
@@ -135,6 +141,7 @@ pub struct ResultRequest {
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Waiting.
     Queued,
@@ -150,6 +157,7 @@ pub enum Status {
 
 /// The `result` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     /// Where the job is.
     pub status: Status,
@@ -166,6 +174,7 @@ pub struct JobStatus {
 
 /// The `health` answer (no token needed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// `"ok"` when serving.
     #[serde(default)]
@@ -192,6 +201,7 @@ pub struct ServerInfo {
 
 /// Every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong and what to do.
     pub error: String,
@@ -250,6 +260,7 @@ mod tests {
 /// (`"16:9"`: about 512² pixels in that shape) or `width` and `height`, not both.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerationCreate {
     /// The prompt.
     pub prompt: String,
@@ -295,6 +306,7 @@ pub struct GenerationCreate {
 
 /// A generation as `/v1/generations` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Generation {
     /// The job id.
     pub id: String,
@@ -314,6 +326,7 @@ pub struct Generation {
 /// `POST /v1/keys`: a new API key's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyCreate {
     /// What the owner calls it ("laptop script").
     pub name: String,
@@ -321,6 +334,7 @@ pub struct ApiKeyCreate {
 
 /// An API key as its owner's list shows it (never the key itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyInfo {
     /// Its id (for revoking it).
     pub id: String,
@@ -335,6 +349,7 @@ pub struct ApiKeyInfo {
 /// The answer to `POST /v1/keys`: the key itself, shown this once (the server keeps only its
 /// hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApiKey {
     /// The key as listed.
     pub info: ApiKeyInfo,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a generation request may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Smallest width or height in pixels.
     pub min_side: u32,

@@ -87,6 +87,7 @@ pub struct SourceImage {
 /// A second pass at a larger size ("hires fix"): the first image made `factor` times larger
 /// (Lanczos), then redrawn at `strength` as img2img.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HiresFix {
     /// How many times wider and taller the second pass is (1 to 4).
     pub factor: f64,

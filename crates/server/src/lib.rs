@@ -12,6 +12,7 @@ pub mod config;
 pub mod jobs;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod signed_url;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::routes::{caller, image_links, submit_generate, ApiError, AppState};
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImagesRequest {
     prompt: String,
@@ -40,7 +40,7 @@ pub struct ImagesRequest {
 }
 
 /// One image of the answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ImageData {
     /// A signed, expiring link.
@@ -56,7 +56,7 @@ pub enum ImageData {
 }
 
 /// The answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImagesResponse {
     /// When the images were made, in seconds since the epoch.
     pub created: u64,
@@ -85,6 +85,12 @@ fn size(text: &str) -> Result<(u32, u32), ApiError> {
 }
 
 /// `POST /v1/images/generations`.
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", request_body = ImagesRequest,
+    security(("api_key" = []), ("cognito" = [])),
+    responses((status = 200, body = ImagesResponse),
+        (status = 400, description = "The body is not valid", body = selfdiffusion_protocol::ErrorBody),
+        (status = 401, description = "No valid token or API key", body = selfdiffusion_protocol::ErrorBody),
+        (status = 504, description = "The images are not ready yet: follow the generation", body = selfdiffusion_protocol::ErrorBody)))]
 pub async fn generate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

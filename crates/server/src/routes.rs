@@ -128,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/images/{job}/{file}", get(image))
         .merge(crate::v1::routes())
         .route("/v1/images/generations", post(crate::openai::generate))
+        .route("/openapi.json", get(crate::openapi::document))
         .layer(DefaultBodyLimit::max(crate::config::TEXT_BODY_BYTES))
         .with_state(state)
 }
@@ -212,7 +213,12 @@ fn lora_names(state: &AppState) -> Vec<String> {
     }
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Result<Json<ServerInfo>, ApiError> {
+/// The server's model, limits, LoRAs and load (no token needed).
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, body = ServerInfo), (status = 503, body = ErrorBody)))]
+pub(crate) async fn health(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<ServerInfo>, ApiError> {
     let (queued, running) = state.backend.load().await?;
     Ok(Json(ServerInfo {
         status: "ok".into(),
@@ -227,7 +233,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Result<Json<ServerInfo>, 
 
 /// The Prometheus text exposition (no token: it holds counts only; keep the port private or
 /// filter the path at the proxy).
-async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "OpenMetrics text: jobs by state, queue wait and run time, live workers", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -238,7 +246,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
         .into_response())
 }
 
-async fn generate(
+/// Queues a generation (the desktop app's protocol).
+#[utoipa::path(post, path = "/generate", tag = "jobs", request_body = GenerateRequest,
+    security(("cognito" = []), ("api_key" = [])),
+    responses((status = 200, body = Submitted), (status = 400, description = "The body is not valid: the message says what to change", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 429, description = "Too many open jobs", body = ErrorBody)))]
+pub(crate) async fn generate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<GenerateRequest>, JsonRejection>,
@@ -268,7 +282,13 @@ pub(crate) async fn submit_generate(
         .await
 }
 
-async fn upscale(
+/// Queues an upscale of one image; followed with `/result` like a generation.
+#[utoipa::path(post, path = "/upscale", tag = "jobs", request_body = UpscaleRequest,
+    security(("cognito" = []), ("api_key" = [])),
+    responses((status = 200, body = Submitted), (status = 400, description = "The body is not valid: the message says what to change", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 429, description = "Too many open jobs", body = ErrorBody)))]
+pub(crate) async fn upscale(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<UpscaleRequest>, JsonRejection>,
@@ -288,7 +308,13 @@ async fn upscale(
     Ok(Json(Submitted { job_id }))
 }
 
-async fn result(
+/// A job's status, progress and (once it ended) its image links.
+#[utoipa::path(post, path = "/result", tag = "jobs", request_body = ResultRequest,
+    security(("cognito" = []), ("api_key" = [])),
+    responses((status = 200, body = JobStatus), (status = 400, description = "The body is not valid: the message says what to change", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 404, description = "No such job of the caller's", body = ErrorBody)))]
+pub(crate) async fn result(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<ResultRequest>, JsonRejection>,
@@ -324,12 +350,21 @@ pub(crate) async fn image_links(
 
 /// The query of a signed image URL.
 #[derive(Deserialize)]
-struct Signature {
+pub(crate) struct Signature {
     expires: Option<u64>,
     signature: Option<String>,
 }
 
-async fn image(
+/// One image of a job: with the link's own signature, or the owner's token.
+#[utoipa::path(get, path = "/images/{job}/{file}", tag = "jobs",
+    params(("job" = String, Path, description = "The job id"),
+           ("file" = String, Path, description = "`<n>.png`"),
+           ("expires" = Option<u64>, Query, description = "From the signed link"),
+           ("signature" = Option<String>, Query, description = "From the signed link")),
+    responses((status = 200, description = "The PNG, its recipe embedded", content_type = "image/png"),
+        (status = 403, description = "The link is altered or expired", body = ErrorBody),
+        (status = 404, description = "No such image", body = ErrorBody)))]
+pub(crate) async fn image(
     State(state): State<Arc<AppState>>,
     Path((job, file)): Path<(String, String)>,
     Query(signature): Query<Signature>,

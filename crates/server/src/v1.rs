@@ -17,8 +17,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use selfdiffusion_protocol::{
-    ApiKeyCreate, ApiKeyInfo, CreatedApiKey, GenerateRequest, Generation, GenerationCreate, Limits,
-    Status,
+    ApiKeyCreate, ApiKeyInfo, CreatedApiKey, ErrorBody, GenerateRequest, Generation,
+    GenerationCreate, Limits, Status,
 };
 
 use crate::jobs::JobView;
@@ -106,7 +106,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-async fn create(
+/// Queues a generation; `Idempotency-Key` makes a retried create return the same job.
+#[utoipa::path(post, path = "/v1/generations", tag = "v1", request_body = GenerationCreate,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key returns the same job")),
+    security(("api_key" = []), ("cognito" = [])),
+    responses((status = 202, body = Generation), (status = 400, description = "The body is not valid: the message says what to change", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 429, description = "Too many open jobs", body = ErrorBody)))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<GenerationCreate>, JsonRejection>,
@@ -146,7 +153,14 @@ async fn generation(state: &AppState, owner: &str, id: &str) -> Result<Generatio
     })
 }
 
-async fn show(
+/// A generation: status, progress, and expiring `output_urls` once it ended.
+#[utoipa::path(get, path = "/v1/generations/{id}", tag = "v1",
+    params(("id" = String, Path, description = "The generation id")),
+    security(("api_key" = []), ("cognito" = [])),
+    responses((status = 200, body = Generation),
+        (status = 401, description = "No valid token or API key", body = ErrorBody),
+        (status = 404, description = "No such generation of the caller's", body = ErrorBody)))]
+pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -155,7 +169,14 @@ async fn show(
     Ok(Json(generation(&state, &caller.sub, &id).await?))
 }
 
-async fn cancel(
+/// Cancels a generation: a queued one at once, a running one after its step.
+#[utoipa::path(delete, path = "/v1/generations/{id}", tag = "v1",
+    params(("id" = String, Path, description = "The generation id")),
+    security(("api_key" = []), ("cognito" = [])),
+    responses((status = 200, body = Generation),
+        (status = 404, description = "No such generation of the caller's", body = ErrorBody),
+        (status = 409, description = "It already ended", body = ErrorBody)))]
+pub(crate) async fn cancel(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -236,7 +257,15 @@ impl Follow {
     }
 }
 
-async fn events(
+/// The generation as Server-Sent Events: `accepted`, `progress` (step, total, progress,
+/// eta_s), then `complete` (output_urls), `failed` or `cancelled`.
+#[utoipa::path(get, path = "/v1/generations/{id}/events", tag = "v1",
+    params(("id" = String, Path, description = "The generation id"),
+           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
+    security(("api_key" = []), ("cognito" = [])),
+    responses((status = 200, description = "The event stream", content_type = "text/event-stream"),
+        (status = 404, description = "No such generation of the caller's", body = ErrorBody)))]
+pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -288,7 +317,12 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn create_key(
+/// Makes an API key, shown this once (the server keeps its hash).
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = ApiKeyCreate,
+    security(("cognito" = [])),
+    responses((status = 201, body = CreatedApiKey), (status = 400, description = "The body is not valid: the message says what to change", body = ErrorBody),
+        (status = 401, description = "No valid token or API key", body = ErrorBody)))]
+pub(crate) async fn create_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<ApiKeyCreate>, JsonRejection>,
@@ -308,7 +342,11 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { info, key })))
 }
 
-async fn list_keys(
+/// The caller's API keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("cognito" = [])),
+    responses((status = 200, body = Vec<ApiKeyInfo>),
+        (status = 401, description = "No valid token", body = ErrorBody)))]
+pub(crate) async fn list_keys(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
@@ -316,7 +354,13 @@ async fn list_keys(
     Ok(Json(state.backend.keys(&caller.sub).await?))
 }
 
-async fn revoke_key(
+/// Revokes one of the caller's API keys.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    security(("cognito" = [])),
+    responses((status = 204, description = "Revoked"),
+        (status = 404, description = "No such key of the caller's", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,

@@ -78,8 +78,9 @@ async fn create(node: &str, token: &str, body: Value) -> String {
 
 /// Downloads `link` (no credentials but the link's own) and checks it is job `id`'s PNG.
 async fn download(link: &str, id: &str) {
-    let (code, _, png) = common::get(link, None).await;
+    let (code, kind, png) = common::get(link, None).await;
     assert_eq!(code, 200, "{link}: {}", String::from_utf8_lossy(&png));
+    assert_eq!(kind, "image/png");
     let recipe = selfdiffusion_recipe::own_recipe(&png).unwrap();
     assert_eq!(recipe.job_id.as_deref(), Some(id));
 }

@@ -19,6 +19,7 @@ pub const MAX_TEXT_CHARS: usize = 1000;
 
 /// One style.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Style {
     /// Unique name.
     pub name: String,

@@ -7,6 +7,7 @@ import { byId, scoped, toast } from '../dom.js';
 import { state, setAccount } from '../store.js';
 
 /** @typedef {import('../types.js').AccountStatus} AccountStatus */
+/** @typedef {import('../types.js').ApiKeyInfo} ApiKeyInfo */
 /** @typedef {'login' | 'signup' | 'confirm' | 'forgot' | 'signed-in'} AccountView */
 
 const root = byId('screen-account');
@@ -38,7 +39,56 @@ function show(name) {
 
 /** The view that fits the account state. */
 function home() {
-  show(state.account?.username ? 'signed-in' : 'login');
+  const signedIn = Boolean(state.account?.username);
+  show(signedIn ? 'signed-in' : 'login');
+  if (signedIn) loadKeys();
+}
+
+/** @param {ApiKeyInfo[]} keys */
+function renderKeys(keys) {
+  const list = q('#api-key-list');
+  list.replaceChildren(...keys.map((key) => {
+    const item = document.createElement('li');
+    item.dataset.id = key.id;
+    const name = document.createElement('span');
+    name.className = 'api-key-name';
+    name.textContent = key.name;
+    const made = document.createElement('span');
+    made.className = 'muted';
+    made.textContent = `made ${new Date(key.created_at * 1000).toLocaleDateString()}`;
+    item.append(name, made);
+    if (key.revoked) {
+      const revoked = document.createElement('span');
+      revoked.className = 'muted';
+      revoked.textContent = 'revoked';
+      item.append(revoked);
+    } else {
+      const revoke = document.createElement('button');
+      revoke.type = 'button';
+      revoke.className = 'danger';
+      revoke.textContent = 'Revoke';
+      revoke.addEventListener('click', () => act(revoke, async () => {
+        await api.revokeApiKey(key.id);
+        toast(`Key “${key.name}” revoked`);
+        await loadKeys();
+      }));
+      item.append(revoke);
+    }
+    return item;
+  }));
+  q('#api-key-empty').textContent = 'No keys yet.';
+  q('#api-key-empty').hidden = keys.length > 0;
+}
+
+/** Lists the account's API keys (a server without them says so inline). */
+async function loadKeys() {
+  try {
+    renderKeys(await api.apiKeys());
+  } catch (e) {
+    q('#api-key-list').replaceChildren();
+    q('#api-key-empty').hidden = false;
+    q('#api-key-empty').textContent = `API keys are not available: ${toCommandError(e).message}`;
+  }
 }
 
 /** @param {AccountStatus} status */
@@ -54,6 +104,8 @@ function render(status) {
   field('service-pool').value = s.user_pool_id;
   field('service-client').value = s.client_id;
   field('service-endpoint').value = s.cognito_endpoint;
+  field('service-domain').value = s.hosted_ui_domain;
+  q('#login-google').hidden = !status.configured || !s.hosted_ui_domain;
 }
 
 /**
@@ -132,6 +184,17 @@ export async function initAccount() {
     show('signed-in');
     toast(`Signed in as ${status.username}`);
   });
+  onClick('login-google', async () => {
+    q('#login-browser').hidden = false;
+    try {
+      const status = await api.logInWith('Google');
+      setAccount(status);
+      show('signed-in');
+      toast(`Signed in as ${status.username}`);
+    } finally {
+      q('#login-browser').hidden = true;
+    }
+  });
   onSubmit('account-signup', async () => {
     required('signup-email', 'signup-username', 'signup-password');
     const username = value('signup-username');
@@ -168,9 +231,23 @@ export async function initAccount() {
     toast('Password changed: log in with the new one');
   });
   onClick('account-sign-out', async () => {
+    q('#api-key-made').hidden = true;
+    q('#api-key-value').textContent = '';
     setAccount(await api.signOut());
     show('login');
     toast('Signed out');
+  });
+  onSubmit('api-key-form', async () => {
+    required('api-key-name');
+    const made = await api.createApiKey(value('api-key-name'));
+    field('api-key-name').value = '';
+    q('#api-key-value').textContent = made.key;
+    q('#api-key-made').hidden = false;
+    await loadKeys();
+  });
+  onClick('api-key-copy', async () => {
+    await navigator.clipboard.writeText(q('#api-key-value').textContent || '');
+    toast('Key copied');
   });
   onSubmit('service-form', async () => {
     setAccount(await api.setCloudSettings({
@@ -179,6 +256,7 @@ export async function initAccount() {
       user_pool_id: field('service-pool').value,
       client_id: field('service-client').value,
       cognito_endpoint: field('service-endpoint').value,
+      hosted_ui_domain: field('service-domain').value,
     }));
     toast('Cloud service saved');
     home();

@@ -8,7 +8,7 @@ use axum::http::Method;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{ObjectStore, PutPayload, RetryConfig};
+use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload, RetryConfig};
 
 use crate::config::{ClusterConfig, ConfigError};
 
@@ -66,8 +66,17 @@ impl Objects {
         index: usize,
         png: Vec<u8>,
     ) -> Result<(), ObjectsError> {
+        // Served as a PNG (presigned GETs answer with the stored type), private to its link.
+        let attributes = Attributes::from_iter([
+            (Attribute::ContentType, "image/png"),
+            (Attribute::CacheControl, "private, max-age=3600"),
+        ]);
+        let options = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
         self.s3
-            .put(&key(owner, job, index), PutPayload::from(png))
+            .put_opts(&key(owner, job, index), PutPayload::from(png), options)
             .await
             .map_err(|source| ObjectsError {
                 what: "cannot store an image",
