@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
     follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts, ApiKeyInfo,
-    CloudClient, CloudError, CloudJobEvent, CognitoConfig, CreatedApiKey, GenerateRequest, Limits,
-    PendingJobs, RefreshStore, Status, StyleRef, SubmittedJob, Tokens,
+    CloudClient, CloudError, CloudJobEvent, CloudSettings, CognitoConfig, CreatedApiKey,
+    GenerateRequest, Limits, PendingJobs, RefreshStore, Status, StyleRef, SubmittedJob, Tokens,
 };
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use tauri::{AppHandle, Emitter, Manager, State};
 
 use crate::error::{blocking, CmdResult, CommandError, ErrorKind};
 use crate::events;
-use crate::settings::{self, CloudSettings};
+use crate::settings;
 use crate::state::AppState;
 use crate::styles::Styles;
 

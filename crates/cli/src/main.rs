@@ -1,6 +1,8 @@
-//! `selfdiffusion-cli`: the project library and local generation from the command line.
+//! `selfdiffusion-cli`: the project library, local generation and a cloud account's API keys
+//! from the command line.
 
 mod generate;
+mod keys;
 mod models;
 mod upscale;
 
@@ -44,6 +46,8 @@ enum Command {
         #[command(subcommand)]
         action: models::LorasAction,
     },
+    /// Make, list or revoke the API keys of a cloud account (for the server's /v1 API).
+    Keys(keys::KeysArgs),
     #[command(flatten)]
     Library(LibraryCommand),
 }
@@ -193,6 +197,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Loras { action } => {
             models::run_loras(action, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(args) => {
+            keys::run(args, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Library(command) => run_library(command, cli.library.as_deref(), cli.json),

@@ -8,6 +8,7 @@ mod client;
 mod error;
 mod hosted_ui;
 mod job;
+mod service;
 mod session;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
@@ -21,4 +22,5 @@ pub use job::{
 pub use selfdiffusion_protocol::{
     ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
 };
+pub use service::CloudSettings;
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};
