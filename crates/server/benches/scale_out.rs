@@ -56,24 +56,29 @@ async fn throughput(nodes: &[String], tokens: &[String], jobs: usize) -> f64 {
         ids.push((created["id"].as_str().unwrap().to_owned(), token, node));
     }
     for (id, token, node) in &ids {
-        loop {
-            let job: Value = client
-                .get(format!("{node}/v1/generations/{id}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match job["status"].as_str() {
-                Some("succeeded") => break,
-                Some("queued" | "running") => tokio::time::sleep(Duration::from_millis(50)).await,
-                _ => panic!("job {id}: {job}"),
-            }
-        }
+        wait_succeeded(&client, node, token, id).await;
     }
     jobs as f64 / started.elapsed().as_secs_f64() * 60.0
+}
+
+/// Polls job `id` on `node` until it succeeded.
+async fn wait_succeeded(client: &reqwest::Client, node: &str, token: &str, id: &str) {
+    loop {
+        let job: Value = client
+            .get(format!("{node}/v1/generations/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match job["status"].as_str() {
+            Some("succeeded") => return,
+            Some("queued" | "running") => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("job {id}: {job}"),
+        }
+    }
 }
 
 /// Latencies seen by [`POLLERS`] clients polling `id` for `seconds` through `nodes` in turn.
@@ -166,21 +171,7 @@ fn main() {
             .await
             .unwrap();
         let id = created["id"].as_str().unwrap().to_owned();
-        while !matches!(
-            client
-                .get(format!("{a}/v1/generations/{id}"))
-                .bearer_auth(&tokens[0])
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()["status"]
-                .as_str(),
-            Some("succeeded")
-        ) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_succeeded(&client, &a, &tokens[0], &id).await;
         let one_node = poll_latency(std::slice::from_ref(&a), &tokens[0], &id, seconds).await;
         let (_b, b) = cluster.api("api-b", 900).await;
         let nodes = [a, b];

@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{token, Cluster};
+use common::sse::Events;
 use serde_json::{json, Value};
 
 /// How long a worker's lease lasts in this test, in seconds.
@@ -92,51 +93,6 @@ fn links(job: &Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect()
-}
-
-/// A Server-Sent Events stream, read event by event.
-struct Events {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Events {
-    async fn open(url: &str, token: &str, last: Option<u64>) -> Self {
-        let mut request = reqwest::Client::new().get(url).bearer_auth(token);
-        if let Some(last) = last {
-            request = request.header("Last-Event-ID", last.to_string());
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        Events {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event's id, name and data; `None` when the stream ends (or breaks).
-    async fn next(&mut self) -> Option<(u64, String, Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if !block.contains("event:") {
-                    continue;
-                }
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned()
-                };
-                let data = serde_json::from_str(&field("data:")).unwrap();
-                return Some((field("id:").parse().unwrap(), field("event:"), data));
-            }
-            let chunk = self.response.chunk().await.ok()??;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +186,8 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     let id = create(&a, &tokens[0], long).await;
     wait_running(&b, &tokens[0], &id).await;
     let events_url = format!("{a}/v1/generations/{id}/events");
-    let mut stream = Events::open(&events_url, &tokens[0], None).await;
+    let bearer = format!("Bearer {}", tokens[0]);
+    let mut stream = Events::open(&events_url, ("Authorization", &bearer), None).await;
     let mut last = 0;
     while let Some((event_id, name, _)) = stream.next().await {
         last = event_id;
@@ -253,7 +210,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     node_a.kill();
     drop(stream);
     let _node_a = cluster.restart_api("api-a", &a).await;
-    let mut stream = Events::open(&events_url, &tokens[0], Some(last)).await;
+    let mut stream = Events::open(&events_url, ("Authorization", &bearer), Some(last)).await;
     let mut names = Vec::new();
     let mut complete = Value::Null;
     while let Some((event_id, name, data)) = stream.next().await {

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::keys::{id_claims, serve_keys, sign, CLIENT, ISSUER};
+use common::sse::Events;
 use selfdiffusion_server::config::Limits;
 
 /// A request to `url` with `headers`, and its status and JSON.
@@ -194,39 +195,8 @@ async fn api_keys_and_generations() {
         "{base}/v1/generations/{}/events",
         created["id"].as_str().unwrap()
     );
-    let stream = |last: Option<&str>| {
-        let mut request = reqwest::Client::new()
-            .get(&events_url)
-            .header("X-API-Key", &key);
-        if let Some(last) = last {
-            request = request.header("Last-Event-ID", last);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            assert_eq!(
-                response.headers()["content-type"].to_str().unwrap(),
-                "text/event-stream"
-            );
-            // (id, event, data) of each event; the stream ends after the last.
-            let text = response.text().await.unwrap();
-            text.split("\n\n")
-                .filter(|block| block.contains("event:"))
-                .map(|block| {
-                    let field = |name: &str| {
-                        block
-                            .lines()
-                            .find_map(|l| l.strip_prefix(name))
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned()
-                    };
-                    let data: serde_json::Value = serde_json::from_str(&field("data:")).unwrap();
-                    (field("id:").parse::<u64>().unwrap(), field("event:"), data)
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let events = stream(None).await;
+    let stream = |last: Option<u64>| Events::open(&events_url, ("X-API-Key", &key), last);
+    let events = stream(None).await.all().await;
     let names: Vec<&str> = events.iter().map(|(_, name, _)| name.as_str()).collect();
     assert_eq!(names.first(), Some(&"accepted"), "{names:?}");
     assert_eq!(names.last(), Some(&"complete"), "{names:?}");
@@ -245,8 +215,8 @@ async fn api_keys_and_generations() {
     let (last_id, _, complete) = events.last().unwrap();
     assert_eq!(complete["output_urls"].as_array().unwrap().len(), 4);
     // Resumed after the last event: nothing more; after `accepted`: only the outcome.
-    assert!(stream(Some(&last_id.to_string())).await.is_empty());
-    let resumed = stream(Some("0")).await;
+    assert!(stream(Some(*last_id)).await.all().await.is_empty());
+    let resumed = stream(Some(0)).await.all().await;
     assert_eq!(resumed.len(), 1, "{resumed:?}");
     assert_eq!(resumed[0].1, "complete");
     // Another user cannot follow it.

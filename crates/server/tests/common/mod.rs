@@ -7,6 +7,7 @@ pub mod engine;
 pub mod keys;
 pub mod process;
 pub mod services;
+pub mod sse;
 
 use std::path::PathBuf;
 
