@@ -4,7 +4,8 @@
 #   system packages (apt, as root or via sudo): build tools, WebKitGTK 4.1 + GTK 3 dev files,
 #     librsvg, libxdo, appindicator, OpenSSL and D-Bus (OS keyring) dev files; for tests also Xvfb and
 #     webkit2gtk-driver (WebKitWebDriver), dbus-daemon + gnome-keyring (a real Secret Service),
-#     and PostgreSQL (the scale-out tests initdb a throwaway cluster; no service is used)
+#     PostgreSQL (the scale-out tests initdb a throwaway cluster; no service is used) and openssl
+#     (certificates for its TLS test)
 #   Rust: the toolchain pinned in rust-toolchain.toml via rustup if cargo is missing
 #   for tests: tauri-driver, cargo-deny and the S3 server s3s-fs (cargo install), Node.js and npm
 #     (apt) if missing, and the Cognito emulator moto 5.2.5 (PyPI) in a virtualenv under
@@ -15,7 +16,7 @@ set -euo pipefail
 
 APP_PACKAGES=(build-essential pkg-config curl file libwebkit2gtk-4.1-dev libgtk-3-dev libssl-dev
   libxdo-dev libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev)
-TEST_PACKAGES=(xvfb xauth webkit2gtk-driver dbus gnome-keyring postgresql)
+TEST_PACKAGES=(xvfb xauth webkit2gtk-driver dbus gnome-keyring postgresql openssl)
 MOTO_VENV="${MOTO_VENV:-$HOME/.cache/selfdiffusion-moto}"
 
 as_root() {

@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     pub database_url: Option<Secret>,
     /// Most connections each process keeps to the database.
     pub database_connections: usize,
+    /// The CA certificate(s) (PEM) the database's certificate is checked against when the URL
+    /// asks for TLS (`?sslmode=require`); the public web roots when unset.
+    pub database_ca_file: Option<PathBuf>,
     /// How long a worker's claim on a job lasts without a heartbeat, in seconds: a job whose
     /// worker died is started again after this long.
     pub lease_s: u64,
@@ -89,6 +92,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             database_url: None,
             database_connections: 8,
+            database_ca_file: None,
             lease_s: 30,
             max_attempts: 3,
             s3_bucket: None,
@@ -348,6 +352,9 @@ impl Config {
         }
         if let Some(v) = var("DATABASE_CONNECTIONS") {
             cluster.database_connections = number("DATABASE_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = var("DATABASE_CA_FILE") {
+            cluster.database_ca_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = var("LEASE_S") {
             cluster.lease_s = number("LEASE_S", &v)?;

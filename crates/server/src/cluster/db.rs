@@ -4,11 +4,15 @@
 //! lease is still theirs. A job whose lease ran out is claimed again, up to `max_attempts`
 //! starts, then fails with the reason. API keys live here too.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use selfdiffusion_protocol::{ApiKeyInfo, Status};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::api_keys::{hash, new_key, PREFIX};
 use crate::auth::Caller;
@@ -28,6 +32,40 @@ fn failed<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> DbError
         what,
         reason: e.to_string(),
     }
+}
+
+/// The TLS connector of `sslmode=require` URLs: the server's certificate checked against the
+/// CAs in `ca_file` (PEM), or the public web roots.
+pub fn tls(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, DbError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| DbError {
+                    what: "CA file cannot be read",
+                    reason: format!("{}: {e}", file.display()),
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(DbError {
+                    what: "CA file cannot be used",
+                    reason: format!("{} holds no certificate", file.display()),
+                });
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(failed("TLS cannot be set up"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 const SCHEMA: &str = "
@@ -155,16 +193,23 @@ fn view_of(row: &tokio_postgres::Row) -> JobView {
 const VIEW_COLUMNS: &str = "status, images, error, steps_done, steps_total, eta_ms";
 
 impl Db {
-    /// Connects to `url` with at most `connections` connections and prepares the tables.
-    pub async fn connect(url: &str, connections: usize) -> Result<Self, DbError> {
+    /// Connects to `url` with at most `connections` connections and prepares the tables. With
+    /// `sslmode=require` in the URL the connections use TLS, the server's certificate checked
+    /// against `ca_file` (PEM) or else the public web roots; otherwise they are plain TCP.
+    pub async fn connect(
+        url: &str,
+        connections: usize,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, DbError> {
         let config: tokio_postgres::Config = url.parse().map_err(failed("URL is not valid"))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if config.get_ssl_mode() == SslMode::Require {
+            Manager::from_config(config, tls(ca_file)?, recycling)
+        } else {
+            Manager::from_config(config, NoTls, recycling)
+        };
         let pool = Pool::builder(manager)
             .max_size(connections)
             .runtime(Runtime::Tokio1)

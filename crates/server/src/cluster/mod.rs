@@ -23,7 +23,12 @@ pub async fn connect(config: &ClusterConfig) -> Result<(Db, Arc<Objects>), Start
         .as_ref()
         .map(|s| s.0.as_str())
         .unwrap_or_default();
-    let db = Db::connect(url, config.database_connections).await?;
+    let db = Db::connect(
+        url,
+        config.database_connections,
+        config.database_ca_file.as_deref(),
+    )
+    .await?;
     let objects = Arc::new(Objects::new(config)?);
     Ok((db, objects))
 }

@@ -48,6 +48,8 @@ pub struct Postgres {
     data: PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// With TLS: the CA that signed the server's certificate (for 127.0.0.1).
+    pub certificate: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,6 +61,16 @@ impl Postgres {
 
     /// Starts a fresh cluster, or says why it cannot.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts a fresh cluster that also takes TLS connections (a self-signed certificate for
+    /// 127.0.0.1 made with `openssl`), or says why it cannot.
+    pub fn start_with_tls() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let Some(bin) = postgres_bin() else {
             missing("PostgreSQL not found (scripts/test.sh installs it; or set PG_BIN)")?;
             unreachable!()
@@ -71,10 +83,12 @@ impl Postgres {
                 std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
             }
         }
+        let certificate = tls.then(|| make_certificates(dir.path()));
         let pg = Postgres {
             bin,
             data,
             port: free_port(),
+            certificate,
             _dir: dir,
         };
         let out = pg
@@ -91,11 +105,18 @@ impl Postgres {
 
     fn pg_ctl(&self, action: &str) {
         let log = self.data.join("server.log");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.data.display()
         );
+        if let Some(ca) = &self.certificate {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                ca.with_file_name("server.crt").display(),
+                ca.with_file_name("server.key").display()
+            );
+        }
         let out = self
             .command("pg_ctl")
             .arg("-D")
@@ -143,6 +164,65 @@ impl Drop for Postgres {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it (`openssl`) in `dir`:
+/// `ca.crt`, `server.crt`, `server.key` (readable by PostgreSQL's user only); returns the CA.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (scripts/test.sh installs it)");
+        assert!(out.status.success(), "openssl {args:?} failed: {out:?}");
+    };
+    let key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &["-days", "1", "-subj", "/CN=test CA"],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &key[..],
+            &["-subj", "/CN=127.0.0.1"],
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let key = dir.join("server.key");
+    // PostgreSQL takes a key only its owner can read.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if is_root() {
+        for file in [dir.join("server.crt"), key] {
+            std::os::unix::fs::chown(file, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+    dir.join("ca.crt")
 }
 
 /// `program`, run as `nobody` when the tests run as root.
