@@ -44,21 +44,26 @@ async fn throughput(nodes: &[String], tokens: &[String], jobs: usize) -> f64 {
         let token = &tokens[i % tokens.len()];
         let body = json!({ "prompt": format!("a harbour, take {i}"), "steps": 4,
                            "width": 64, "height": 64, "seed": i });
-        let response = client
-            .post(format!("{node}/v1/generations"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let created: Value = response.json().await.unwrap();
-        ids.push((created["id"].as_str().unwrap().to_owned(), token, node));
+        ids.push((create(&client, node, token, &body).await, token, node));
     }
     for (id, token, node) in &ids {
         wait_succeeded(&client, node, token, id).await;
     }
     jobs as f64 / started.elapsed().as_secs_f64() * 60.0
+}
+
+/// `POST /v1/generations` of `body` on `node`; returns the job id.
+async fn create(client: &reqwest::Client, node: &str, token: &str, body: &Value) -> String {
+    let response = client
+        .post(format!("{node}/v1/generations"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let created: Value = response.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
 }
 
 /// Polls job `id` on `node` until it succeeded.
@@ -158,19 +163,9 @@ fn main() {
 
         // A finished job, polled as clients poll.
         let client = reqwest::Client::new();
-        let created: Value = client
-            .post(format!("{a}/v1/generations"))
-            .bearer_auth(&tokens[0])
-            .json(
-                &json!({ "prompt": "a polled lighthouse", "steps": 2, "width": 64, "height": 64 }),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["id"].as_str().unwrap().to_owned();
+        let polled =
+            json!({ "prompt": "a polled lighthouse", "steps": 2, "width": 64, "height": 64 });
+        let id = create(&client, &a, &tokens[0], &polled).await;
         wait_succeeded(&client, &a, &tokens[0], &id).await;
         let one_node = poll_latency(std::slice::from_ref(&a), &tokens[0], &id, seconds).await;
         let (_b, b) = cluster.api("api-b", 900).await;

@@ -169,8 +169,8 @@ impl Backend {
         id: &str,
         index: usize,
     ) -> Result<Option<Vec<u8>>, ApiError> {
-        match self {
-            Backend::OneBox(one) => {
+        match (self, owner) {
+            (Backend::OneBox(one), owner) => {
                 if !one.jobs.has_image(owner, id, index) {
                     return Ok(None);
                 }
@@ -185,9 +185,8 @@ impl Backend {
                 Ok(Some(bytes))
             }
             // Links to a shared store's images are the store's own (presigned).
-            Backend::Shared(_) if owner.is_none() => Ok(None),
-            Backend::Shared(shared) => {
-                let owner = owner.unwrap_or_default();
+            (Backend::Shared(_), None) => Ok(None),
+            (Backend::Shared(shared), Some(owner)) => {
                 match shared.db.view(owner, id).await.map_err(unavailable)? {
                     Some(view) if index < view.images => {
                         let bytes = shared.objects.get(owner, id, index).await;
@@ -219,11 +218,7 @@ impl Backend {
         match self {
             Backend::OneBox(one) => Ok(one.jobs.load()),
             Backend::Shared(shared) => {
-                let (counts, _) = shared
-                    .db
-                    .counts(shared.worker_alive)
-                    .await
-                    .map_err(unavailable)?;
+                let counts = shared.db.counts().await.map_err(unavailable)?;
                 let of = |s| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
                 Ok((of(Status::Queued), of(Status::Running)))
             }
@@ -235,12 +230,9 @@ impl Backend {
         match self {
             Backend::OneBox(one) => Ok(one.jobs.metrics_text()),
             Backend::Shared(shared) => {
-                let (counts, workers) = shared
-                    .db
-                    .counts(shared.worker_alive)
-                    .await
-                    .map_err(unavailable)?;
-                shared.metrics.set_workers(workers);
+                let counts = shared.db.counts().await.map_err(unavailable)?;
+                let workers = shared.db.live_workers(shared.worker_alive).await;
+                shared.metrics.set_workers(workers.map_err(unavailable)?);
                 Ok(shared.metrics.render(&counts))
             }
         }

@@ -303,14 +303,7 @@ impl Jobs {
     pub fn metrics_text(&self) -> String {
         let counts = {
             let state = self.shared.lock();
-            [
-                Status::Queued,
-                Status::Running,
-                Status::Succeeded,
-                Status::Failed,
-                Status::Cancelled,
-            ]
-            .map(|status| {
+            Status::ALL.map(|status| {
                 let held = state
                     .jobs
                     .values()

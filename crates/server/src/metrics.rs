@@ -17,15 +17,8 @@ struct StateLabel {
 }
 
 fn label(status: Status) -> StateLabel {
-    let state = match status {
-        Status::Queued => "queued",
-        Status::Running => "running",
-        Status::Succeeded => "succeeded",
-        Status::Failed => "failed",
-        Status::Cancelled => "cancelled",
-    };
     StateLabel {
-        state: state.to_owned(),
+        state: status.name().to_owned(),
     }
 }
 

@@ -92,27 +92,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 ";
 
-pub(crate) fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Queued => "queued",
-        Status::Running => "running",
-        Status::Succeeded => "succeeded",
-        Status::Failed => "failed",
-        Status::Cancelled => "cancelled",
-    }
-}
-
-pub(crate) fn status_of(name: &str) -> Option<Status> {
-    Some(match name {
-        "queued" => Status::Queued,
-        "running" => Status::Running,
-        "succeeded" => Status::Succeeded,
-        "failed" => Status::Failed,
-        "cancelled" => Status::Cancelled,
-        _ => return None,
-    })
-}
-
 pub(crate) fn seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -154,7 +133,7 @@ impl JobStore {
                     job.owner,
                     job.username,
                     request,
-                    status_name(job.status),
+                    job.status.name(),
                     job.images as i64,
                     job.error,
                     seconds(SystemTime::now()),
@@ -183,7 +162,7 @@ impl JobStore {
         self.lock()
             .execute(
                 "UPDATE jobs SET status = ?2, images = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
-                params![id, status_name(status), images as i64, error, finished],
+                params![id, status.name(), images as i64, error, finished],
             )
             .map_err(failed("cannot record a job's state"))?;
         Ok(())
@@ -236,7 +215,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
     let text: String = r.get(3)?;
     let status: String = r.get(4)?;
     let mut error: Option<String> = r.get(6)?;
-    let mut status = status_of(&status).unwrap_or(Status::Failed);
+    let mut status = Status::from_name(&status).unwrap_or(Status::Failed);
     let request = match serde_json::from_str(&text) {
         Ok(request) => request,
         Err(e) => {

@@ -17,7 +17,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::api_keys::{hash, new_key, PREFIX};
 use crate::auth::Caller;
 use crate::jobs::{CancelError, JobView, SubmitError};
-use crate::store::{seconds, status_name, status_of, StoredRequest};
+use crate::store::{seconds, StoredRequest};
 
 /// The database cannot be reached, or a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ pub struct Db {
 
 /// One job row as the API shows it.
 fn view_of(row: &tokio_postgres::Row) -> JobView {
-    let status = status_of(row.get::<_, &str>("status")).unwrap_or(Status::Failed);
+    let status = Status::from_name(row.get::<_, &str>("status")).unwrap_or(Status::Failed);
     let steps = match (
         row.get::<_, Option<i32>>("steps_done"),
         row.get::<_, Option<i32>>("steps_total"),
@@ -333,31 +333,30 @@ impl Db {
         }
     }
 
-    /// The jobs by state, and the workers seen within `alive`.
-    pub async fn counts(&self, alive: Duration) -> Result<(Vec<(Status, usize)>, usize), DbError> {
-        let client = self.client().await?;
-        let rows = client
+    /// How many jobs are in each state.
+    pub async fn counts(&self) -> Result<Vec<(Status, usize)>, DbError> {
+        let rows = self
+            .client()
+            .await?
             .query("SELECT status, count(*) FROM jobs GROUP BY status", &[])
             .await
             .map_err(failed("cannot be read"))?;
-        let mut counts: Vec<(Status, usize)> = [
-            Status::Queued,
-            Status::Running,
-            Status::Succeeded,
-            Status::Failed,
-            Status::Cancelled,
-        ]
-        .map(|s| (s, 0))
-        .to_vec();
-        for row in rows {
-            if let Some(status) = status_of(row.get::<_, &str>(0)) {
-                let n: i64 = row.get(1);
-                if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
-                    slot.1 = n as usize;
-                }
-            }
-        }
-        let workers: i64 = client
+        Ok(Status::ALL
+            .map(|status| {
+                let n = rows
+                    .iter()
+                    .find(|row| row.get::<_, &str>(0) == status.name())
+                    .map_or(0, |row| row.get::<_, i64>(1));
+                (status, n as usize)
+            })
+            .to_vec())
+    }
+
+    /// The workers seen within `alive`.
+    pub async fn live_workers(&self, alive: Duration) -> Result<usize, DbError> {
+        let workers: i64 = self
+            .client()
+            .await?
             .query_one(
                 "SELECT count(*) FROM workers WHERE seen_at > now() - make_interval(secs => $1)",
                 &[&alive.as_secs_f64()],
@@ -365,7 +364,7 @@ impl Db {
             .await
             .map_err(failed("cannot be read"))?
             .get(0);
-        Ok((counts, workers as usize))
+        Ok(workers as usize)
     }
 
     /// Removes jobs finished longer ago than `retention`; returns each one's owner, id and
@@ -527,11 +526,12 @@ impl Db {
         let owned = "WHERE id = $1 AND worker = $2 AND attempts = $3 AND status = 'running'";
         let changed = match outcome {
             Outcome::Succeeded(images) | Outcome::Cancelled(images) => {
-                let status = status_name(if matches!(outcome, Outcome::Succeeded(_)) {
+                let status = if matches!(outcome, Outcome::Succeeded(_)) {
                     Status::Succeeded
                 } else {
                     Status::Cancelled
-                });
+                }
+                .name();
                 client
                     .execute(
                         &format!(
