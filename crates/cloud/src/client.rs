@@ -89,7 +89,10 @@ impl Event {
         };
         let (status, progress, images, error) = match self.name.as_str() {
             "accepted" => (
-                serde_json::from_value(data["status"].clone()).unwrap_or(Status::Queued),
+                data["status"]
+                    .as_str()
+                    .and_then(Status::from_name)
+                    .unwrap_or(Status::Queued),
                 None,
                 Vec::new(),
                 None,
