@@ -8,7 +8,8 @@
 # each side, in a process of its own, loads a full-size SD 1.5 folder with random weights from
 # disk and makes one 512² image in 4 steps (wall time and peak RSS of the whole process). The
 # folder is written once by diffusers (SELFDIFFUSION_BENCH_MODEL, default
-# ~/.cache/selfdiffusion-bench/sd15-random, 4.1 GB).
+# ~/.cache/selfdiffusion-bench/sd15-random, 4.1 GB). SELFDIFFUSION_BENCH_BIN runs a benchmark
+# binary built elsewhere (scripts/gpu-bundle.sh) instead of building it with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 device="${1:-cpu}"
@@ -19,7 +20,11 @@ out="$(mktemp -d)"
 features=()
 [ "$device" != cpu ] && features=(--features cuda)
 bench() {
-  cargo bench -q -p selfdiffusion-engine "${features[@]}" --bench sd15 -- --device "$device" "$@"
+  if [ -n "${SELFDIFFUSION_BENCH_BIN:-}" ]; then
+    "$SELFDIFFUSION_BENCH_BIN" --device "$device" "$@"
+  else
+    cargo bench -q -p selfdiffusion-engine "${features[@]}" --bench sd15 -- --device "$device" "$@"
+  fi
 }
 bench --steps "$steps" "${sdxl[@]}" --json "$out/ours.json"
 PYTHON="${PYTHON:-python3}"
