@@ -39,6 +39,7 @@ const COMMANDS: &[&str] = &[
     "keep_input",
     "input_info",
     "upscale_image",
+    "cancel_upscale",
     "upscaler_info",
     "choose_upscaler",
     "account_status",

@@ -11,6 +11,8 @@ pub const MODEL_DOWNLOAD_PROGRESS: &str = "model-download-progress";
 pub const IMPORT_PROGRESS: &str = "import-progress";
 /// An export advanced.
 pub const EXPORT_PROGRESS: &str = "export-progress";
+/// An upscale advanced a tile.
+pub const UPSCALE_PROGRESS: &str = "upscale-progress";
 
 /// Every event above.
 #[cfg(test)]
@@ -20,4 +22,5 @@ pub const ALL: &[&str] = &[
     MODEL_DOWNLOAD_PROGRESS,
     IMPORT_PROGRESS,
     EXPORT_PROGRESS,
+    UPSCALE_PROGRESS,
 ];

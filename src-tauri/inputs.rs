@@ -13,7 +13,7 @@ use selfdiffusion_engine::{
 };
 use selfdiffusion_library::{ImageDetail, Library, Pixels};
 use serde::{Deserialize, Serialize};
-use tauri::{AppHandle, State};
+use tauri::{AppHandle, Emitter, State};
 
 use crate::error::{blocking, CmdResult, CommandError};
 use crate::state::AppState;
@@ -223,8 +223,21 @@ pub async fn choose_upscaler(app: AppHandle, clear: bool) -> CmdResult<Option<Up
     .await
 }
 
+/// How far an upscale is (the `upscale-progress` event).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpscaleProgressEvent {
+    /// Tiles done.
+    pub done: usize,
+    /// Tiles in all.
+    pub total: usize,
+    /// Seconds left, estimated from the tiles done.
+    pub eta_s: Option<f64>,
+}
+
 /// Makes a library image 2 or 4 times larger (with the ESRGAN model chosen in Settings, else
 /// Lanczos) and adds the result to its project, with its recipe and how it was upscaled.
+/// Emits `upscale-progress` per tile; `cancel_upscale` stops it before the next tile (nothing
+/// is added).
 #[tauri::command]
 pub async fn upscale_image(
     app: AppHandle,
@@ -233,7 +246,8 @@ pub async fn upscale_image(
     factor: u32,
 ) -> CmdResult<ImageDetail> {
     let library = state.library()?;
-    blocking(move || {
+    let cancel = state.upscale_cancel.begin();
+    let result = blocking(move || {
         let source = library.image(image_id)?;
         // The project stays while the upscaled image is written into it.
         let _guard = library.begin_job(source.summary.project_id)?;
@@ -248,6 +262,15 @@ pub async fn upscale_image(
             factor,
             model.as_ref().map(|model| (model, &device)),
             MAX_INPUT_PIXELS,
+            &cancel,
+            &mut |p| {
+                let event = UpscaleProgressEvent {
+                    done: p.done,
+                    total: p.total,
+                    eta_s: p.eta.map(|eta| eta.as_secs_f64()),
+                };
+                let _ = app.emit(crate::events::UPSCALE_PROGRESS, event);
+            },
         )?;
         // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
         // upscale says how it was enlarged, and the library knows the pixel size.
@@ -266,5 +289,13 @@ pub async fn upscale_image(
         };
         Ok(library.add_generated(source.summary.project_id, pixels, &recipe, Some(&name))?)
     })
-    .await
+    .await;
+    state.upscale_cancel.end();
+    result
+}
+
+/// Cancels the upscale in progress, if any.
+#[tauri::command]
+pub fn cancel_upscale(state: State<'_, AppState>) {
+    state.upscale_cancel.cancel();
 }

@@ -72,6 +72,7 @@ fn main() {
             inputs::keep_input,
             inputs::input_info,
             inputs::upscale_image,
+            inputs::cancel_upscale,
             inputs::upscaler_info,
             inputs::choose_upscaler,
             cloud::account_status,

@@ -1,7 +1,8 @@
-//! The shell's state: the open library and the cancel flag of a running export.
+//! The shell's state: the open library and the cancel flags of a running export and upscale.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use selfdiffusion_library::Library;
 use tauri::{AppHandle, Manager};
@@ -14,6 +15,8 @@ pub struct AppState {
     library: Mutex<CmdResult<Arc<Library>>>,
     /// Set to cancel the export in progress.
     pub export_cancel: CancelSlot,
+    /// Set to cancel the upscale in progress.
+    pub upscale_cancel: CancelSlot,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
         AppState {
             library: Mutex::new(library),
             export_cancel: CancelSlot::default(),
+            upscale_cancel: CancelSlot::default(),
         }
     }
 
@@ -65,5 +69,26 @@ fn open_library(app: &AppHandle, root: &Path) -> CmdResult<Arc<Library>> {
             CommandError::failed(format!("cannot serve images from {}: {e}", root.display()))
         })?;
     tracing::info!(root = %root.display(), "library open");
-    Ok(Arc::new(library))
+    let library = Arc::new(library);
+    prune_inputs(library.clone());
+    Ok(library)
+}
+
+/// How long a kept input no image names may wait for the run it was kept for.
+const UNNAMED_INPUT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes, in the background, the kept inputs no image names any more (their images deleted,
+/// or the run never made).
+fn prune_inputs(library: Arc<Library>) {
+    std::thread::spawn(move || match library.prune_inputs(UNNAMED_INPUT_MAX_AGE) {
+        Ok(pruned) if pruned.files > 0 => {
+            tracing::info!(
+                files = pruned.files,
+                bytes = pruned.bytes,
+                "unused inputs removed"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot prune the kept inputs"),
+    });
 }

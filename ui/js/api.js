@@ -163,6 +163,8 @@ export const api = {
   inputInfo: (sha256) => invoke('input_info', { sha256 }),
   /** @param {number} imageId @param {number} factor 2 or 4 @returns {Promise<ImageDetail>} the new image */
   upscaleImage: (imageId, factor) => invoke('upscale_image', { imageId, factor }),
+  /** Stops the upscale in progress before its next tile (it then rejects as 'cancelled'). */
+  cancelUpscale: () => invoke('cancel_upscale'),
   /** @returns {Promise<UpscalerInfo | null>} the ESRGAN upscaler in use; null: Lanczos */
   upscalerInfo: () => invoke('upscaler_info'),
   /**

@@ -7,6 +7,7 @@
 /** @typedef {import('./types.js').JobProgress} JobProgress */
 /** @typedef {import('./types.js').DownloadProgress} DownloadProgress */
 /** @typedef {import('./types.js').TransferProgress} TransferProgress */
+/** @typedef {import('./types.js').UpscaleProgress} UpscaleProgress */
 /** @typedef {import('./types.js').ImageDetail} ImageDetail */
 /** @typedef {import('./types.js').Recipe} Recipe */
 /** @typedef {import('./types.js').AccountStatus} AccountStatus */
@@ -21,6 +22,7 @@ export const TAURI_EVENTS = Object.freeze({
   MODEL_DOWNLOAD_PROGRESS: 'model-download-progress',
   IMPORT_PROGRESS: 'import-progress',
   EXPORT_PROGRESS: 'export-progress',
+  UPSCALE_PROGRESS: 'upscale-progress',
 });
 
 /**
@@ -31,6 +33,7 @@ export const TAURI_EVENTS = Object.freeze({
  * @property {DownloadProgress} model-download-progress
  * @property {TransferProgress} import-progress
  * @property {TransferProgress} export-progress
+ * @property {UpscaleProgress} upscale-progress
  */
 
 /** Drag-and-drop events of the WebView window (Tauri's own). */

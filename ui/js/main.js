@@ -41,7 +41,7 @@ async function attempt(step) {
 
 async function start() {
   initNav();
-  initViewer();
+  await initViewer();
   initMaskPainter();
   initProjectDialog();
   initProgressDialog();

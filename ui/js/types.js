@@ -165,6 +165,8 @@
 
 /** @typedef {{ done: number, total: number, current?: string }} TransferProgress */
 
+/** Tiles of an upscale done, of all, and the seconds left. @typedef {{ done: number, total: number, eta_s: number | null }} UpscaleProgress */
+
 /** @typedef {{ image_id: number, path: string }} MissingFile */
 
 /**

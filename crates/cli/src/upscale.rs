@@ -2,9 +2,11 @@
 //! Lanczos resampling, its recipe carried over.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use selfdiffusion_engine::{upscale, DeviceChoice, Picture, Upscaler, MAX_INPUT_PIXELS};
 use selfdiffusion_recipe::{embedded_recipe, encode_png};
 use serde::Serialize;
@@ -61,12 +63,29 @@ pub fn run(args: UpscaleArgs, json: bool) -> Result<()> {
             Ok((Upscaler::load(file, &device)?, device))
         })
         .transpose()?;
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} upscaling [{bar:30}] {pos}/{len} tiles, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     let (larger, how) = upscale(
         &picture,
         args.factor,
         model.as_ref().map(|(model, device)| (model, device)),
         MAX_INPUT_PIXELS,
+        // Ctrl-C ends the process: nothing is written before the image is whole.
+        &AtomicBool::new(false),
+        &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        },
     )?;
+    bar.finish_and_clear();
     let (width, height, upscaler) = (larger.width, larger.height, how.upscaler.clone());
     // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
     // upscale says how it was enlarged.

@@ -244,6 +244,11 @@ impl Control {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// The flag [`cancel`](Self::cancel) sets, for work that watches a plain flag (upscales).
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+
     /// Whether a stop after the current image was asked for.
     pub fn stopping(&self) -> bool {
         self.stop_after_current.load(Ordering::Relaxed)

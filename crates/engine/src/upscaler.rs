@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
@@ -122,14 +124,28 @@ pub fn check_upscale(
     Ok(())
 }
 
+/// How far an upscale is, in tiles (a Lanczos resize is one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpscaleProgress {
+    /// Tiles done.
+    pub done: usize,
+    /// Tiles in all.
+    pub total: usize,
+    /// The time left, from the tiles done so far.
+    pub eta: Option<Duration>,
+}
+
 /// `picture` made `factor` times larger with `upscaler` on its device (its own scale, then
 /// resampled to the size asked for) or by Lanczos, checked first ([`check_upscale`]); with how,
-/// as recipes record it.
+/// as recipes record it. `progress` hears of each tile done; setting `cancel` stops it before
+/// the next tile with [`EngineError::Cancelled`].
 pub fn upscale(
     picture: &Picture,
     factor: u32,
     upscaler: Option<(&Upscaler, &Device)>,
     max_pixels: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(UpscaleProgress),
 ) -> Result<(Picture, Upscale)> {
     let scale = upscaler.map_or(1, |(model, _)| model.scale);
     check_upscale(picture.width, picture.height, factor, scale, max_pixels)?;
@@ -137,10 +153,20 @@ pub fn upscale(
     let (width, height) = (picture.width * f, picture.height * f);
     let (larger, name) = match upscaler {
         Some((model, device)) => (
-            model.upscale(picture, device)?.resized(width, height),
+            model
+                .upscale(picture, device, cancel, progress)?
+                .resized(width, height),
             model.name(),
         ),
-        None => (picture.resized(width, height), "lanczos".to_owned()),
+        None => {
+            let larger = picture.resized(width, height);
+            progress(UpscaleProgress {
+                done: 1,
+                total: 1,
+                eta: Some(Duration::ZERO),
+            });
+            (larger, "lanczos".to_owned())
+        }
     };
     let how = Upscale {
         factor,
@@ -344,14 +370,25 @@ impl Upscaler {
     }
 
     /// `picture` made `scale` times larger, tile by tile: each tile runs with `pad` pixels of
-    /// its neighbours around it, and only its own part of the output is kept.
-    pub fn upscale(&self, picture: &Picture, device: &Device) -> Result<Picture> {
+    /// its neighbours around it, and only its own part of the output is kept. `progress` hears
+    /// of each tile done; setting `cancel` stops it before the next with
+    /// [`EngineError::Cancelled`].
+    pub fn upscale(
+        &self,
+        picture: &Picture,
+        device: &Device,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(UpscaleProgress),
+    ) -> Result<Picture> {
         let (w, h) = (picture.width, picture.height);
         // Sides padded to a multiple of 4 by repeating the edge (pixel-unshuffled nets need it).
         let (pw, ph) = (w.div_ceil(4) * 4, h.div_ceil(4) * 4);
         let (padded, _) = picture.extended_within([0, (pw - w) as u32, 0, (ph - h) as u32]);
         let input = ((padded.to_tensor(device)? + 1.0)? / 2.0)?;
         let s = self.scale;
+        let total = ph.div_ceil(self.tile) * pw.div_ceil(self.tile);
+        let started = Instant::now();
+        let mut done = 0;
         let mut rows = Vec::new();
         for y0 in (0..ph).step_by(self.tile) {
             let y1 = (y0 + self.tile).min(ph);
@@ -360,8 +397,21 @@ impl Upscaler {
                 let x1 = (x0 + self.tile).min(pw);
                 let (py0, px0) = (y0.saturating_sub(self.pad), x0.saturating_sub(self.pad));
                 let (py1, px1) = ((y1 + self.pad).min(ph), (x1 + self.pad).min(pw));
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled);
+                }
                 let tile = input.narrow(2, py0, py1 - py0)?.narrow(3, px0, px1 - px0)?;
                 let out = self.forward(&tile)?;
+                done += 1;
+                progress(UpscaleProgress {
+                    done,
+                    total,
+                    eta: Some(
+                        started
+                            .elapsed()
+                            .mul_f64((total - done) as f64 / done as f64),
+                    ),
+                });
                 row.push(out.narrow(2, (y0 - py0) * s, (y1 - y0) * s)?.narrow(
                     3,
                     (x0 - px0) * s,

@@ -6,8 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{DType, Device, Tensor};
-use selfdiffusion_engine::{Picture, Upscaler};
+use selfdiffusion_engine::{EngineError, Picture, UpscaleProgress, Upscaler};
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-esrgan")
@@ -35,7 +37,7 @@ fn matches_pytorch_from_safetensors_and_pth() {
 #[test]
 fn tiles_with_enough_context_give_the_whole_image() {
     let io = reference();
-    let up = Upscaler::load(&data().join("x4.safetensors"), &Device::Cpu).unwrap();
+    let up = tiny();
     // The picture of the reference input, rounded to 8 bits.
     let pixels: Vec<u8> = (io["image"].permute((0, 2, 3, 1)).unwrap() * 255.0)
         .unwrap()
@@ -48,14 +50,10 @@ fn tiles_with_enough_context_give_the_whole_image() {
         .to_vec1()
         .unwrap();
     let picture = Picture::from_pixels(24, 20, pixels);
-    let whole = up.upscale(&picture, &Device::Cpu).unwrap();
+    let whole = run(&up, &picture);
     assert_eq!((whole.width, whole.height), (96, 80));
     // 8-pixel tiles with 40 pixels of context: more than the tiny net sees.
-    let tiled = Upscaler::load(&data().join("x4.safetensors"), &Device::Cpu)
-        .unwrap()
-        .with_tiles(8, 40)
-        .upscale(&picture, &Device::Cpu)
-        .unwrap();
+    let tiled = run(&tiny().with_tiles(8, 40), &picture);
     let worst = whole
         .rgb
         .iter()
@@ -65,12 +63,78 @@ fn tiles_with_enough_context_give_the_whole_image() {
         .unwrap();
     assert!(worst <= 1, "tiles differ from the whole by {worst}");
     // Without context the tiles show: the check above is not trivially true.
-    let seams = Upscaler::load(&data().join("x4.safetensors"), &Device::Cpu)
-        .unwrap()
-        .with_tiles(8, 0)
-        .upscale(&picture, &Device::Cpu)
-        .unwrap();
+    let seams = run(&tiny().with_tiles(8, 0), &picture);
     assert_ne!(seams.rgb, whole.rgb);
+}
+
+/// The tiny ×4 upscaler.
+fn tiny() -> Upscaler {
+    Upscaler::load(&data().join("x4.safetensors"), &Device::Cpu).unwrap()
+}
+
+/// `picture` upscaled by `up` on the CPU, not cancelled.
+fn run(up: &Upscaler, picture: &Picture) -> Picture {
+    up.upscale(picture, &Device::Cpu, &AtomicBool::new(false), &mut |_| {})
+        .unwrap()
+}
+
+#[test]
+fn each_tile_is_reported_and_a_cancel_stops_before_the_next() {
+    // 24×20 in 8-pixel tiles: 3 columns, 3 rows.
+    let picture = Picture::from_pixels(24, 20, vec![128; 24 * 20 * 3]);
+    let up = tiny().with_tiles(8, 4);
+    let mut seen = Vec::new();
+    up.upscale(&picture, &Device::Cpu, &AtomicBool::new(false), &mut |p| {
+        seen.push(p)
+    })
+    .unwrap();
+    let done: Vec<(usize, usize)> = seen.iter().map(|p| (p.done, p.total)).collect();
+    assert_eq!(done, (1..=9).map(|d| (d, 9)).collect::<Vec<_>>());
+    assert!(seen.iter().all(|p| p.eta.is_some()));
+    assert_eq!(seen[8].eta, Some(std::time::Duration::ZERO));
+
+    // Cancelled while the third tile runs: it finishes, no fourth starts.
+    let cancel = AtomicBool::new(false);
+    let mut last = None;
+    let err = up
+        .upscale(
+            &picture,
+            &Device::Cpu,
+            &cancel,
+            &mut |p: UpscaleProgress| {
+                last = Some(p.done);
+                if p.done == 3 {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled), "{err}");
+    assert_eq!(last, Some(3));
+
+    // Lanczos is one tile; a cancelled ESRGAN run through `upscale` is cancelled too.
+    let mut lanczos = Vec::new();
+    let (larger, how) = selfdiffusion_engine::upscale(
+        &picture,
+        2,
+        None,
+        u64::MAX,
+        &AtomicBool::new(false),
+        &mut |p| lanczos.push((p.done, p.total)),
+    )
+    .unwrap();
+    assert_eq!((larger.width, how.upscaler.as_str()), (48, "lanczos"));
+    assert_eq!(lanczos, [(1, 1)]);
+    let err = selfdiffusion_engine::upscale(
+        &picture,
+        4,
+        Some((&up, &Device::Cpu)),
+        u64::MAX,
+        &AtomicBool::new(true),
+        &mut |_| panic!("no tile runs"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled), "{err}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub use error::{Error, Result};
 pub use export::{ExportProgress, ExportReport, Manifest, ManifestImage, ManifestProject};
 pub use images::{ImageDetail, ImagePage, ImageQuery, ImageSummary, Origin, Pixels};
 pub use import::{ImportOptions, ImportProgress, ImportReport, OnDuplicate, Rejected};
+pub use inputs::PrunedInputs;
 pub use jobs::JobGuard;
 pub use location::{default_root, resolve_root, LIBRARY_ENV};
 pub use projects::{Project, ProjectSummary, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS};

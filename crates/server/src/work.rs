@@ -79,19 +79,34 @@ impl Runner {
     ) -> Result<usize, String> {
         match work {
             Work::Generate(job) => self.generate(id, job, control, progress, save),
-            Work::Upscale(job) => self.upscale(id, job, save),
+            Work::Upscale(job) => self.upscale(id, job, control, progress, save),
         }
     }
 
     /// Upscales the job's image with the server's ESRGAN model (or Lanczos), its recipe kept
-    /// with how it was upscaled; saves 1 image.
-    fn upscale(&self, id: &str, job: &UpscaleJob, save: &mut Save<'_>) -> Result<usize, String> {
+    /// with how it was upscaled; saves 1 image. Its progress counts tiles.
+    fn upscale(
+        &self,
+        id: &str,
+        job: &UpscaleJob,
+        control: &Control,
+        progress: &mut dyn FnMut(Steps),
+        save: &mut Save<'_>,
+    ) -> Result<usize, String> {
         let upscaler = self.upscaler.as_ref().map(|(u, d)| (&**u, d));
         let (larger, how) = selfdiffusion_engine::upscale(
             &job.picture,
             job.factor,
             upscaler,
             selfdiffusion_engine::MAX_INPUT_PIXELS,
+            control.cancel_flag(),
+            &mut |p| {
+                progress(Steps {
+                    done: p.done,
+                    total: p.total,
+                    eta: p.eta,
+                })
+            },
         )
         .map_err(|e| e.to_string())?;
         let mut recipe = job.recipe.clone();

@@ -2,10 +2,11 @@
 // The image viewer (a modal dialog): the image scaled to fit beside its recipe, with favourite,
 // copy prompt and "reuse parameters" (announced as an app event; Create takes it). ArrowLeft /
 // ArrowRight move through the opener's list, Esc closes.
-import { api, fileUrl } from '../api.js';
-import { APP_EVENTS, emit, on } from '../events.js';
-import { byId, el, formatBytes, openModal, scoped, toast } from '../dom.js';
+import { api, fileUrl, listen } from '../api.js';
+import { APP_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
+import { byId, el, formatBytes, formatEta, openModal, scoped, toast } from '../dom.js';
 import { imagesAdded } from '../store.js';
+import { showProgress, updateProgress, closeProgress } from './progress-dialog.js';
 
 /** @typedef {import('../types.js').ImageDetail} ImageDetail */
 /** @typedef {import('../types.js').Recipe} Recipe */
@@ -142,7 +143,8 @@ async function toggleFavorite() {
 }
 
 /**
- * Adds a larger copy of the shown image to its project and shows it.
+ * Adds a larger copy of the shown image to its project and shows it; its tiles are counted in
+ * the progress dialog, whose Cancel stops it.
  * @param {number} factor
  */
 async function upscale(factor) {
@@ -150,20 +152,26 @@ async function upscale(factor) {
   if (!image) return;
   const buttons = [2, 4].map((f) => q(`#viewer-upscale-${f}`, HTMLButtonElement));
   for (const b of buttons) b.disabled = true;
+  showProgress(`Upscaling ×${factor}`, () => { api.cancelUpscale(); });
   try {
     const larger = await api.upscaleImage(image.id, factor);
     imagesAdded([larger]);
     toast(`Upscaled ×${factor}: ${larger.width}×${larger.height}, added to the project`);
     if (dialog.open) openViewer(larger.id);
   } catch (e) {
-    toast(e, 'error');
+    if (/** @type {{ kind?: string }} */ (e).kind === 'cancelled') toast('Upscale cancelled');
+    else toast(e, 'error');
   } finally {
+    closeProgress();
     for (const b of buttons) b.disabled = false;
   }
 }
 
-/** Wires the viewer's buttons and keys. */
-export function initViewer() {
+/** Wires the viewer's buttons and keys, and the upscale's progress. */
+export async function initViewer() {
+  await listen(TAURI_EVENTS.UPSCALE_PROGRESS, ({ done, total, eta_s }) => {
+    updateProgress({ done, total, current: done < total ? formatEta(eta_s) : 'finishing' });
+  });
   q('#viewer-close').addEventListener('click', () => dialog.close());
   q('#viewer-prev').addEventListener('click', () => move(-1));
   q('#viewer-next').addEventListener('click', () => move(1));
