@@ -155,7 +155,7 @@ fn main() {
         let seconds = env_number("SCALE_OUT_BENCH_SECONDS", 30);
         let jobs = env_number("SCALE_OUT_BENCH_JOBS", 40) as usize;
         let tokens: Vec<String> = (1..=4).map(token).collect();
-        let (_a, a) = cluster.api("api-a", 900).await;
+        let (_a, a) = cluster.api("api-a", 900, false).await;
         let _first = cluster.worker("worker-1").await;
         let one_worker = throughput(std::slice::from_ref(&a), &tokens, jobs).await;
         let _second = cluster.worker("worker-2").await;
@@ -168,7 +168,7 @@ fn main() {
         let id = create(&client, &a, &tokens[0], &polled).await;
         wait_succeeded(&client, &a, &tokens[0], &id).await;
         let one_node = poll_latency(std::slice::from_ref(&a), &tokens[0], &id, seconds).await;
-        let (_b, b) = cluster.api("api-b", 900).await;
+        let (_b, b) = cluster.api("api-b", 900, false).await;
         let nodes = [a, b];
         let two_nodes = poll_latency(&nodes, &tokens[0], &id, seconds).await;
 

@@ -83,6 +83,10 @@ pub struct ClusterConfig {
     pub s3_bucket: Option<String>,
     /// The S3 endpoint of an S3-compatible store (MinIO, Ceph, R2…); AWS when unset.
     pub s3_endpoint: Option<String>,
+    /// The store's endpoint as the clients reach it, which presigned links are made for
+    /// (`https://images.example.com` when the servers reach it as `http://minio:9000`);
+    /// `s3_endpoint` when unset.
+    pub s3_public_endpoint: Option<String>,
     /// The S3 region.
     pub s3_region: String,
 }
@@ -97,6 +101,7 @@ impl Default for ClusterConfig {
             max_attempts: 3,
             s3_bucket: None,
             s3_endpoint: None,
+            s3_public_endpoint: None,
             s3_region: "us-east-1".into(),
         }
     }
@@ -368,6 +373,9 @@ impl Config {
         if let Some(v) = var("S3_ENDPOINT") {
             cluster.s3_endpoint = Some(v).filter(|v| !v.is_empty());
         }
+        if let Some(v) = var("S3_PUBLIC_ENDPOINT") {
+            cluster.s3_public_endpoint = Some(v).filter(|v| !v.is_empty());
+        }
         if let Some(v) = var("S3_REGION") {
             cluster.s3_region = v;
         }
@@ -613,6 +621,10 @@ mod tests {
             ),
             ("SELFDIFFUSION_SERVER_MAX_ATTEMPTS", "5"),
             ("SELFDIFFUSION_SERVER_S3_ENDPOINT", "http://minio:9000"),
+            (
+                "SELFDIFFUSION_SERVER_S3_PUBLIC_ENDPOINT",
+                "https://images.example.com",
+            ),
         ]
         .into();
         config
@@ -624,8 +636,14 @@ mod tests {
             (20, 5)
         );
         assert_eq!(
-            config.cluster.s3_endpoint.as_deref(),
-            Some("http://minio:9000")
+            (
+                config.cluster.s3_endpoint.as_deref(),
+                config.cluster.s3_public_endpoint.as_deref()
+            ),
+            (
+                Some("http://minio:9000"),
+                Some("https://images.example.com")
+            )
         );
         assert!(!format!("{config:?}").contains("hunter2"), "never logged");
         config.cluster.lease_s = 1;

@@ -184,6 +184,8 @@ pub async fn build_worker(config: &Config) -> Result<Arc<cluster::worker::Worker
     let runner = runner(config)?;
     let checks = checks(config, runner.upscaler.as_ref().map(|(u, _)| &**u))?;
     let (db, objects) = cluster::connect(&config.cluster).await?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    db.wake_on_new_jobs(wake.clone());
     Ok(Arc::new(cluster::worker::Worker {
         name: cluster::worker_name(),
         db,
@@ -193,5 +195,6 @@ pub async fn build_worker(config: &Config) -> Result<Arc<cluster::worker::Worker
         lease: Duration::from_secs(config.cluster.lease_s),
         max_attempts: config.cluster.max_attempts,
         metrics: Arc::new(metrics::Metrics::default()),
+        wake,
     }))
 }

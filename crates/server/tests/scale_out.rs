@@ -100,8 +100,9 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     let Some(mut cluster) = Cluster::start(LEASE_S).await else {
         return;
     };
-    let (node_a, a) = cluster.api("api-a", 900).await;
-    let (_node_b, b) = cluster.api("api-b", SHORT_TTL_S).await;
+    let (node_a, a) = cluster.api("api-a", 900, false).await;
+    // Node B makes its links for the store's public name (`s3_public_endpoint`).
+    let (_node_b, b) = cluster.api("api-b", SHORT_TTL_S, true).await;
     let mut workers = vec![
         cluster.worker("worker-1").await,
         cluster.worker("worker-2").await,
@@ -135,6 +136,12 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
         assert_eq!(job["status"], "succeeded", "{job}");
         let urls = links(&job);
         assert_eq!(urls.len(), 1);
+        let store = if *other == b {
+            cluster.s3.public_endpoint()
+        } else {
+            cluster.s3.endpoint()
+        };
+        assert!(urls[0].starts_with(&format!("{store}/")), "{}", urls[0]);
         download(&urls[0], id).await;
         assert_eq!(
             cluster.s3.keys(&format!("user-{}/{id}", user + 1)),

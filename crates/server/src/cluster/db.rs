@@ -2,16 +2,20 @@
 //! read them; workers claim the oldest waiting job with `FOR UPDATE SKIP LOCKED`, hold it with a
 //! lease renewed by heartbeats (which also carry the progress), and finish it only while the
 //! lease is still theirs. A job whose lease ran out is claimed again, up to `max_attempts`
-//! starts, then fails with the reason. API keys live here too.
+//! starts, then fails with the reason. A job queued (or put back) is announced with `NOTIFY`
+//! so idle workers wake at once rather than at their next look. API keys live here too.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
 use selfdiffusion_protocol::{ApiKeyInfo, Status};
+use tokio::sync::Notify;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::NoTls;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::api_keys::{hash, new_key, PREFIX};
@@ -154,11 +158,26 @@ pub enum Outcome {
     Retry(String),
 }
 
+/// The channel a job made ready to run is announced on.
+const JOBS_CHANNEL: &str = "selfdiffusion_jobs";
+
+/// How long the listener waits before connecting again after its connection dropped.
+const RELISTEN: Duration = Duration::from_secs(1);
+
 /// The pool of connections to the job database (a dropped connection, as when PostgreSQL
 /// restarts, is replaced on the next use).
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// How to open a connection of its own (the listener's).
+    direct: Arc<Direct>,
+}
+
+/// What a connection outside the pool is opened with.
+struct Direct {
+    config: tokio_postgres::Config,
+    /// The TLS of `sslmode=require` URLs; plain TCP when `None`.
+    tls: Option<MakeRustlsConnect>,
 }
 
 /// One job row as the API shows it.
@@ -205,10 +224,14 @@ impl Db {
         let recycling = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.get_ssl_mode() == SslMode::Require {
-            Manager::from_config(config, tls(ca_file)?, recycling)
+        let tls = if config.get_ssl_mode() == SslMode::Require {
+            Some(tls(ca_file)?)
         } else {
-            Manager::from_config(config, NoTls, recycling)
+            None
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+            None => Manager::from_config(config.clone(), NoTls, recycling),
         };
         let pool = Pool::builder(manager)
             .max_size(connections)
@@ -217,7 +240,10 @@ impl Db {
             .wait_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(failed("pool cannot be made"))?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            direct: Arc::new(Direct { config, tls }),
+        };
         let mut client = db.client().await?;
         let tx = client
             .transaction()
@@ -235,6 +261,65 @@ impl Db {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         self.pool.get().await.map_err(failed("cannot be reached"))
+    }
+
+    /// Wakes the waiters of `wake` whenever a job is made ready to run, from now on: a
+    /// connection of its own `LISTEN`s (connected again when it drops), and each (re)connection
+    /// wakes them too, for the notices missed meanwhile.
+    pub fn wake_on_new_jobs(&self, wake: Arc<Notify>) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ended = match &db.direct.tls {
+                    Some(tls) => db.listen(tls.clone(), wake.clone()).await,
+                    None => db.listen(NoTls, wake.clone()).await,
+                };
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "not told of new jobs; listening again");
+                }
+                tokio::time::sleep(RELISTEN).await;
+            }
+        });
+    }
+
+    /// One listening connection, until it ends.
+    async fn listen<T>(&self, tls: T, wake: Arc<Notify>) -> Result<(), DbError>
+    where
+        T: MakeTlsConnect<Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, mut connection) = self
+            .direct
+            .config
+            .connect(tls)
+            .await
+            .map_err(failed("cannot be reached to listen"))?;
+        let notices = wake.clone();
+        // The connection's messages: query results go to `client`, notices wake the waiters.
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => notices.notify_waiters(),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        client
+            .batch_execute(&format!("LISTEN {JOBS_CHANNEL}"))
+            .await
+            .map_err(failed("cannot be listened to"))?;
+        wake.notify_waiters();
+        // `client` stays open while the connection lasts.
+        let ended = driver.await;
+        drop(client);
+        match ended {
+            Ok(Ok(())) => Err(failed("listener connection ended")("closed by the server")),
+            Ok(Err(e)) => Err(failed("listener connection ended")(e)),
+            Err(e) => Err(failed("listener connection ended")(e)),
+        }
     }
 
     /// Writes down a new job for `caller`, within their limit of open jobs; with an
@@ -289,6 +374,10 @@ impl Db {
         )
         .await
         .map_err(pg)?;
+        // Delivered when the transaction commits.
+        tx.execute("SELECT pg_notify($1, '')", &[&JOBS_CHANNEL])
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(id)
     }
@@ -585,8 +674,8 @@ impl Db {
     /// Puts attempt `attempt` of job `id` back in the queue without counting it (its worker is
     /// stopping).
     pub async fn release(&self, worker: &str, id: &str, attempt: i32) -> Result<(), DbError> {
-        self.client()
-            .await?
+        let client = self.client().await?;
+        let released = client
             .execute(
                 "UPDATE jobs SET status = 'queued', attempts = attempts - 1, images = 0,
                      worker = NULL, lease_until = NULL
@@ -595,6 +684,12 @@ impl Db {
             )
             .await
             .map_err(failed("cannot release a job"))?;
+        if released == 1 {
+            client
+                .execute("SELECT pg_notify($1, '')", &[&JOBS_CHANNEL])
+                .await
+                .map_err(failed("cannot announce a released job"))?;
+        }
         Ok(())
     }
 

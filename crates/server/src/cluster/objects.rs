@@ -16,6 +16,8 @@ use crate::config::{ClusterConfig, ConfigError};
 #[derive(Debug)]
 pub struct Objects {
     s3: AmazonS3,
+    /// Signs links for the endpoint clients reach, where that differs from `s3`'s.
+    public: Option<AmazonS3>,
 }
 
 /// A storage request that failed.
@@ -32,30 +34,41 @@ fn key(owner: &str, job: &str, index: usize) -> Path {
     Path::from(format!("{owner}/{job}/{index}.png"))
 }
 
+/// A client of `config`'s bucket at `endpoint` (AWS when `None`).
+fn client(config: &ClusterConfig, endpoint: Option<&str>) -> Result<AmazonS3, ConfigError> {
+    let bucket = config.s3_bucket.as_deref().unwrap_or_default();
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_region(&config.s3_region)
+        // A store that is down fails an attempt in seconds, not minutes: the job's own
+        // retries (a later attempt) take over from there.
+        .with_retry(RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        });
+    if let Some(endpoint) = endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    builder.build().map_err(|e| {
+        ConfigError(format!(
+            "the S3 settings cannot be used ({endpoint:?}): {e}"
+        ))
+    })
+}
+
 impl Objects {
     /// The bucket `config` names, with the credentials of the `AWS_*` environment.
     pub fn new(config: &ClusterConfig) -> Result<Self, ConfigError> {
-        let bucket = config.s3_bucket.as_deref().unwrap_or_default();
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_region(&config.s3_region)
-            // A store that is down fails an attempt in seconds, not minutes: the job's own
-            // retries (a later attempt) take over from there.
-            .with_retry(RetryConfig {
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(10),
-                ..RetryConfig::default()
-            });
-        if let Some(endpoint) = &config.s3_endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
-        let s3 = builder
-            .build()
-            .map_err(|e| ConfigError(format!("the S3 settings cannot be used: {e}")))?;
-        Ok(Objects { s3 })
+        let s3 = client(config, config.s3_endpoint.as_deref())?;
+        let public = match &config.s3_public_endpoint {
+            Some(endpoint) => Some(client(config, Some(endpoint))?),
+            None => None,
+        };
+        Ok(Objects { s3, public })
     }
 
     /// Stores image `index` of `owner`'s job `job`.
@@ -104,7 +117,9 @@ impl Objects {
         ttl: Duration,
     ) -> Result<String, ObjectsError> {
         let url = self
-            .s3
+            .public
+            .as_ref()
+            .unwrap_or(&self.s3)
             .signed_url(Method::GET, &key(owner, job, index), ttl)
             .await
             .map_err(|source| ObjectsError {

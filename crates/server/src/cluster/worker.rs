@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use selfdiffusion_engine::Control;
 use selfdiffusion_protocol::Status;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::cluster::db::{Beat, Claimed, Db, Outcome};
 use crate::cluster::objects::Objects;
@@ -18,8 +18,10 @@ use crate::metrics::Metrics;
 use crate::request::Checks;
 use crate::work::{Runner, Steps};
 
-/// How long an idle worker waits before it looks for a job again.
-const IDLE: Duration = Duration::from_millis(300);
+/// How long an idle worker waits before it looks for a job again when no notice woke it (a
+/// lease that ran out, a retry's back-off that ended, a notice lost while the listener
+/// reconnected).
+const IDLE: Duration = Duration::from_secs(1);
 /// The longest wait after the database failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -41,6 +43,8 @@ pub struct Worker {
     pub max_attempts: u32,
     /// This worker's metrics (queue wait, run time, outcomes).
     pub metrics: Arc<Metrics>,
+    /// Woken when a job is made ready to run ([`Db::wake_on_new_jobs`]).
+    pub wake: Arc<Notify>,
 }
 
 impl Worker {
@@ -85,6 +89,10 @@ impl Worker {
         self.metrics.worker(true);
         let mut backoff = IDLE;
         while !*stop.borrow() {
+            // Registered before the look at the table, so a job announced meanwhile wakes it.
+            let announced = self.wake.notified();
+            tokio::pin!(announced);
+            announced.as_mut().enable();
             let wait = match self
                 .db
                 .claim(&self.name, self.lease, self.max_attempts)
@@ -104,6 +112,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = &mut announced => {}
                 _ = stop.changed() => {}
             }
         }

@@ -41,8 +41,14 @@ impl Cluster {
         })
     }
 
-    /// Writes the config of process `name` listening on `port`, its links valid `ttl_s`.
-    pub fn config(&self, name: &str, port: u16, ttl_s: u64) -> PathBuf {
+    /// Writes the config of process `name` listening on `port`, its links valid `ttl_s` (and
+    /// made for the store's public name when `public_links`).
+    pub fn config(&self, name: &str, port: u16, ttl_s: u64, public_links: bool) -> PathBuf {
+        let public = if public_links {
+            format!("s3_public_endpoint = \"{}\"", self.s3.public_endpoint())
+        } else {
+            String::new()
+        };
         let file = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &file,
@@ -68,6 +74,7 @@ impl Cluster {
                 max_attempts = 3
                 s3_bucket = "{BUCKET}"
                 s3_endpoint = "{s3}"
+                {public}
                 "#,
                 data = self.dir.path().join(name),
                 model = self.dir.path().join("model"),
@@ -81,11 +88,12 @@ impl Cluster {
         file
     }
 
-    /// Starts API node `name` (its links valid `ttl_s`) on a free port; returns it and its base URL.
-    pub async fn api(&self, name: &str, ttl_s: u64) -> (Server, String) {
+    /// Starts API node `name` (its links valid `ttl_s`, for the store's public name when
+    /// `public_links`) on a free port; returns it and its base URL.
+    pub async fn api(&self, name: &str, ttl_s: u64, public_links: bool) -> (Server, String) {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let config = self.config(name, port, ttl_s);
+        let config = self.config(name, port, ttl_s, public_links);
         (Server::start(Some("api"), &config, &base, &ENV).await, base)
     }
 
@@ -99,7 +107,7 @@ impl Cluster {
     pub async fn worker(&self, name: &str) -> (Server, String) {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let config = self.config(name, port, 900);
+        let config = self.config(name, port, 900, false);
         let worker = Server::start(Some("worker"), &config, &base, &ENV).await;
         let (_, _, health) = super::get(&format!("{base}/health"), None).await;
         let health: serde_json::Value = serde_json::from_slice(&health).unwrap();

@@ -295,6 +295,11 @@ impl S3 {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The same server under another name, as clients outside a cluster would reach it.
+    pub fn public_endpoint(&self) -> String {
+        format!("http://localhost:{}", self.port)
+    }
+
     /// Stops it: requests fail to connect.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
