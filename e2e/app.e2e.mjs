@@ -552,6 +552,11 @@ try {
       await wd.click('#viewer-upscale-4');
       await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="upscaled"]')) === '×4 (x4)', 'the ESRGAN-upscaled image', 120000);
       assert.match(await wd.text('#viewer-recipe dd[data-field="pixels"]'), /^512×512 PNG$/);
+      // Its tiles were counted in the progress dialog (one 128² tile), which closed at the end.
+      const progress = (id) => wd.exec(`return document.getElementById('${id}').textContent`);
+      assert.equal(await progress('progress-title'), 'Upscaling ×4');
+      await wd.until(async () => (await progress('progress-text')) === '1 of 1 · finishing', 'the upscale progress event');
+      assert.equal(await wd.exec('return document.getElementById("progress-dialog").open'), false, 'the progress dialog closed');
       await wd.keys(Keys.ESCAPE);
       await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
       await wd.until(async () => (await tiles()) === before + 1, 'the upscaled image in the gallery');

@@ -60,7 +60,9 @@ pub use single_file::{Checkpoint, Family};
 pub use text::{PromptEmbedding, TextEncoders, TextStack};
 pub use tokenizer::{PromptTokenizer, Tokens};
 pub use unet::{AddedCond, UNet};
-pub use upscaler::{check_upscale, upscale, UpscaleProgress, Upscaler, UPSCALE_FACTORS};
+pub use upscaler::{
+    check_upscale, upscale, upscaler_scale, UpscaleProgress, Upscaler, UPSCALE_FACTORS,
+};
 pub use vae::{Posterior, Vae, VaeDecoder, VaeEncoder};
 
 /// Re-exported so callers can build tensors and pick dtypes without naming candle themselves.

@@ -194,28 +194,91 @@ pub struct Upscaler {
     pad: usize,
 }
 
-/// The tensors of `file`, with basicsr's names.
-fn read_tensors(file: &Path) -> Result<HashMap<String, Tensor>> {
-    let bad = |reason: String| EngineError::Weights {
+/// The error for `file` that is unreadable or not what it should be, saying why.
+fn bad_file(file: &Path, reason: impl Into<String>) -> EngineError {
+    EngineError::Weights {
         file: file.to_path_buf(),
-        reason,
-    };
-    let is_pth = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
-    let tensors: Vec<(String, Tensor)> = if is_pth {
-        // Real-ESRGAN keeps the weights under `params_ema` (or `params`); ESRGAN's are bare.
-        let mut found = None;
-        for key in [Some("params_ema"), Some("params"), None] {
-            if let Ok(pth) = candle_core::pickle::PthTensors::new(file, key) {
-                if !pth.tensor_infos().is_empty() {
-                    found = Some(pth);
-                    break;
-                }
+        reason: reason.into(),
+    }
+}
+
+/// The error for `file` that is a weights file but not an upscaler.
+fn not_rrdb(file: &Path, what: &str) -> EngineError {
+    bad_file(file, format!("not an ESRGAN (RRDBNet) upscaler: {what}"))
+}
+
+/// Whether `file` is a PyTorch `.pth`/`.pt` file (else safetensors).
+fn is_pth(file: &Path) -> bool {
+    file.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"))
+}
+
+/// The index of a `.pth` file's tensors (Real-ESRGAN keeps them under `params_ema` or
+/// `params`; ESRGAN's are bare).
+fn open_pth(file: &Path) -> Result<candle_core::pickle::PthTensors> {
+    for key in [Some("params_ema"), Some("params"), None] {
+        if let Ok(pth) = candle_core::pickle::PthTensors::new(file, key) {
+            if !pth.tensor_infos().is_empty() {
+                return Ok(pth);
             }
         }
-        let pth =
-            found.ok_or_else(|| bad("not a PyTorch weights file this reader can read".into()))?;
+    }
+    Err(bad_file(
+        file,
+        "not a PyTorch weights file this reader can read",
+    ))
+}
+
+/// basicsr's name for a tensor named `name` in a file (`module.` prefixes dropped, the original
+/// ESRGAN layout translated).
+fn canonical_name(name: &str) -> String {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    basicsr_name(name).unwrap_or_else(|| name.to_owned())
+}
+
+/// The scale and pixel-unshuffle factor of an RRDBNet whose first convolution takes `cin`
+/// channels.
+fn scale_for(cin: usize) -> Option<(usize, usize)> {
+    match cin {
+        3 => Some((4, 1)),
+        12 => Some((2, 2)),
+        48 => Some((1, 4)),
+        _ => None,
+    }
+}
+
+/// How many times larger the upscaler in `file` makes images, read from the shape of its first
+/// convolution in the file's index alone (no weights loaded): what a server that only checks
+/// requests needs.
+pub fn upscaler_scale(file: &Path) -> Result<usize> {
+    let shape = if is_pth(file) {
+        open_pth(file)?
+            .tensor_infos()
+            .iter()
+            .find(|(name, _)| canonical_name(name) == "conv_first.weight")
+            .map(|(_, info)| info.layout.shape().dims().to_vec())
+    } else {
+        crate::weights_file::WeightsFile::open(file)
+            .map_err(|e| bad_file(file, e))?
+            .tensors()
+            .into_iter()
+            .find(|(name, _)| canonical_name(name) == "conv_first.weight")
+            .map(|(_, info)| info.shape.clone())
+    };
+    match shape.as_deref() {
+        Some([_, cin, _, _]) => scale_for(*cin)
+            .map(|(scale, _)| scale)
+            .ok_or_else(|| not_rrdb(file, &format!("{cin} input channels"))),
+        Some(_) => Err(not_rrdb(file, "conv_first is not a convolution")),
+        None => Err(not_rrdb(file, "it has no conv_first weight")),
+    }
+}
+
+/// The tensors of `file`, with basicsr's names.
+fn read_tensors(file: &Path) -> Result<HashMap<String, Tensor>> {
+    let bad = |reason: String| bad_file(file, reason);
+    let tensors: Vec<(String, Tensor)> = if is_pth(file) {
+        let pth = open_pth(file)?;
         let names: Vec<String> = pth.tensor_infos().keys().cloned().collect();
         names
             .into_iter()
@@ -235,10 +298,7 @@ fn read_tensors(file: &Path) -> Result<HashMap<String, Tensor>> {
     };
     Ok(tensors
         .into_iter()
-        .map(|(name, t)| {
-            let name = name.strip_prefix("module.").unwrap_or(&name).to_owned();
-            (basicsr_name(&name).unwrap_or(name), t)
-        })
+        .map(|(name, t)| (canonical_name(&name), t))
         .collect())
 }
 
@@ -274,10 +334,7 @@ impl Upscaler {
     /// Reads an RRDBNet upscaler (`.safetensors` or `.pth`) for `device`.
     pub fn load(file: &Path, device: &Device) -> Result<Self> {
         let tensors = read_tensors(file)?;
-        let not_rrdb = |what: &str| EngineError::Weights {
-            file: file.to_path_buf(),
-            reason: format!("not an ESRGAN (RRDBNet) upscaler: {what}"),
-        };
+        let not_rrdb = |what: &str| not_rrdb(file, what);
         let first = tensors
             .get("conv_first.weight")
             .ok_or_else(|| not_rrdb("it has no conv_first weight"))?;
@@ -291,17 +348,10 @@ impl Upscaler {
         let blocks = (0..)
             .take_while(|i| tensors.contains_key(&format!("body.{i}.rdb1.conv1.weight")))
             .count();
-        let (scale, unshuffle) = match cin {
-            3 => (4, 1),
-            12 => (2, 2),
-            48 => (1, 4),
-            _ => return Err(not_rrdb(&format!("{cin} input channels"))),
-        };
+        let (scale, unshuffle) =
+            scale_for(cin).ok_or_else(|| not_rrdb(&format!("{cin} input channels")))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let wrap = |e: candle_core::Error| EngineError::Weights {
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let wrap = |e: candle_core::Error| bad_file(file, e.to_string());
         let body = (0..blocks)
             .map(|i| {
                 let bvb = vb.pp("body").pp(i.to_string());

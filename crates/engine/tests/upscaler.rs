@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
-use selfdiffusion_engine::{EngineError, Picture, UpscaleProgress, Upscaler};
+use selfdiffusion_engine::{upscaler_scale, EngineError, Picture, UpscaleProgress, Upscaler};
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-esrgan")
@@ -29,6 +29,8 @@ fn matches_pytorch_from_safetensors_and_pth() {
     ] {
         let up = Upscaler::load(&data().join(file), &Device::Cpu).unwrap();
         assert_eq!(up.scale, if key == "x4" { 4 } else { 2 });
+        // Read from the file's index alone, as API nodes do.
+        assert_eq!(upscaler_scale(&data().join(file)).unwrap(), up.scale);
         let ours = up.forward(&io["image"]).unwrap();
         common::check(file, &ours, &io[key], 1e-4);
     }
@@ -153,11 +155,15 @@ fn a_file_that_is_not_an_upscaler_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("not an ESRGAN (RRDBNet) upscaler"), "{err}");
+    let err = upscaler_scale(&file).unwrap_err().to_string();
+    assert!(err.contains("it has no conv_first weight"), "{err}");
     let junk = dir.path().join("junk.pth");
     std::fs::write(&junk, b"not a zip").unwrap();
     let err = Upscaler::load(&junk, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
+    assert!(err.contains("junk.pth"), "{err}");
+    let err = upscaler_scale(&junk).unwrap_err().to_string();
     assert!(err.contains("junk.pth"), "{err}");
 }

@@ -68,8 +68,9 @@ fn upscaler(config: &Config, device: &Device) -> Result<Option<Arc<Upscaler>>, S
         .transpose()?)
 }
 
-/// What requests are checked against under `config` (with `upscaler`'s scale).
-fn checks(config: &Config, upscaler: Option<&Upscaler>) -> Result<Arc<Checks>, StartError> {
+/// What requests are checked against under `config`, its upscaler making images
+/// `upscaler_scale` times larger (1: Lanczos).
+fn checks(config: &Config, upscaler_scale: usize) -> Result<Arc<Checks>, StartError> {
     let model_dir = config.model_dir()?;
     Ok(Arc::new(Checks {
         limits: config.limits.within(&model_limits(model_dir)?),
@@ -80,7 +81,7 @@ fn checks(config: &Config, upscaler: Option<&Upscaler>) -> Result<Arc<Checks>, S
             bytes: config.limits.max_input_bytes,
             pixels: config.limits.max_input_pixels as u64,
         },
-        upscaler_scale: upscaler.map_or(1, |u| u.scale as u32),
+        upscaler_scale: upscaler_scale as u32,
     }))
 }
 
@@ -116,7 +117,7 @@ pub fn build(config: &Config) -> Result<Arc<AppState>, StartError> {
     let signer = signed_url::UrlSigner::load_or_create(&config.data_dir.join("signing.key"))
         .map_err(data_error)?;
     let runner = runner(config)?;
-    let checks = checks(config, runner.upscaler.as_ref().map(|(u, _)| &**u))?;
+    let checks = checks(config, runner.upscaler.as_ref().map_or(1, |(u, _)| u.scale))?;
     let store = Arc::new(store::JobStore::open(
         &config.data_dir.join("jobs.sqlite3"),
     )?);
@@ -154,7 +155,14 @@ pub async fn build_api(config: &Config) -> Result<Arc<AppState>, StartError> {
     config.validate()?;
     config.cluster.validate()?;
     let rules = config.token_rules()?;
-    let checks = checks(config, upscaler(config, &Device::Cpu)?.as_deref())?;
+    // API nodes only check requests: the upscaler's scale is read from its file's index.
+    let scale = config
+        .upscaler
+        .as_deref()
+        .map(selfdiffusion_engine::upscaler_scale)
+        .transpose()?
+        .unwrap_or(1);
+    let checks = checks(config, scale)?;
     let (db, objects) = cluster::connect(&config.cluster).await?;
     cluster::forget_expired_jobs(
         db.clone(),
@@ -182,7 +190,7 @@ pub async fn build_worker(config: &Config) -> Result<Arc<cluster::worker::Worker
     config.validate()?;
     config.cluster.validate()?;
     let runner = runner(config)?;
-    let checks = checks(config, runner.upscaler.as_ref().map(|(u, _)| &**u))?;
+    let checks = checks(config, runner.upscaler.as_ref().map_or(1, |(u, _)| u.scale))?;
     let (db, objects) = cluster::connect(&config.cluster).await?;
     let wake = Arc::new(tokio::sync::Notify::new());
     db.wake_on_new_jobs(wake.clone());

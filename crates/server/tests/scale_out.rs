@@ -278,6 +278,40 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
         assert_eq!(wait_end(node, &tokens[2], &id).await["status"], "succeeded");
     }
 
+    // An ESRGAN upscale: checked by a node (which read only the upscaler's scale), run by the
+    // worker, its image ×4 with the source's recipe.
+    let recipe = selfdiffusion_recipe::Recipe {
+        prompt: "a cat".into(),
+        ..Default::default()
+    };
+    let rgb: Vec<u8> = (0..24 * 20 * 3).map(|i| (i % 251) as u8).collect();
+    let png = selfdiffusion_recipe::encode_png(24, 20, &rgb, &recipe).unwrap();
+    let image = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    };
+    let (status, json) = common::post(
+        &format!("{b}/upscale"),
+        Some(&tokens[2]),
+        json!({ "image": image, "factor": 4 }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let id = json["job_id"].as_str().unwrap().to_owned();
+    let job = wait_end(&a, &tokens[2], &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, _, larger) = common::get(&links(&job)[0], None).await;
+    let picture =
+        selfdiffusion_engine::Picture::decode(&larger, selfdiffusion_engine::MAX_INPUT_PIXELS)
+            .unwrap();
+    assert_eq!((picture.width, picture.height), (96, 80));
+    let kept = selfdiffusion_recipe::embedded_recipe(&larger).unwrap();
+    let how = kept.upscale.unwrap();
+    assert_eq!(
+        (kept.prompt.as_str(), how.upscaler.as_str()),
+        ("a cat", "x4")
+    );
+
     // Storage down: the job is tried again, then fails with the reason; nothing is listed.
     cluster.s3.stop();
     let id = create(
@@ -309,7 +343,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_and_s3() {
     assert_eq!(code, 200);
     let text = String::from_utf8(text).unwrap();
     for line in [
-        "selfdiffusion_jobs{state=\"succeeded\"} 45",
+        "selfdiffusion_jobs{state=\"succeeded\"} 46",
         "selfdiffusion_jobs{state=\"failed\"} 1",
         "selfdiffusion_jobs{state=\"queued\"} 0",
         "selfdiffusion_workers 1",

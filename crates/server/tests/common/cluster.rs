@@ -58,6 +58,7 @@ impl Cluster {
                 data_dir = {data:?}
                 model = {model:?}
                 model_name = "tiny"
+                upscaler = {upscaler:?}
                 device = "cpu"
                 workers = 1
                 signed_url_ttl_s = {ttl_s}
@@ -78,6 +79,7 @@ impl Cluster {
                 "#,
                 data = self.dir.path().join(name),
                 model = self.dir.path().join("model"),
+                upscaler = Self::upscaler(),
                 jwks = self.keys.url,
                 db = self.pg.url(),
                 lease_s = self.lease_s,
@@ -86,6 +88,13 @@ impl Cluster {
         )
         .unwrap();
         file
+    }
+
+    /// The tiny ESRGAN ×4 upscaler every process is configured with (API nodes read only its
+    /// scale).
+    pub fn upscaler() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../engine/tests/data/tiny-esrgan/x4.safetensors")
     }
 
     /// Starts API node `name` (its links valid `ttl_s`, for the store's public name when
