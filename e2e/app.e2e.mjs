@@ -623,7 +623,7 @@ try {
         assert.equal((await generation(key)).status, 401, 'a revoked key is refused');
       });
 
-      await step('generate one image in the cloud with a style: the viewer shows the server\'s scheduler and styles', async () => {
+      await step('generate one image in the cloud with a style: the viewer shows the server\'s scheduler and styles; Upscale ×2 runs on the server', async () => {
         await go('create');
         const before = await strip();
         const beforeTiles = await tiles();
@@ -658,6 +658,15 @@ try {
         assert.match(await wd.text('#viewer-recipe dd[data-field="scheduler"]'), /\S/, 'the scheduler the server used');
         assert.match(await wd.text('#viewer-recipe dd[data-field="prompt"]'), /^watercolor painting of a lighthouse seen from the cloud/);
         await shot('cloud-image.png');
+        // With Cloud as the backend, the viewer's upscale runs on the server too.
+        assert.match(await wd.exec('return document.getElementById("viewer-upscale-2").title'), /on the cloud server/);
+        const [width, height] = (await wd.text('#viewer-recipe dd[data-field="pixels"]')).split(' ')[0].split('×').map(Number);
+        await wd.click('#viewer-upscale-2');
+        await wd.until(async () => (await wd.text('#viewer-recipe dd[data-field="upscaled"]')) === '×2 (lanczos)', 'the image upscaled on the server', 120000);
+        assert.equal(await wd.text('#viewer-recipe dd[data-field="pixels"]'), `${width * 2}×${height * 2} PNG`);
+        assert.match(await wd.text('#viewer-recipe dd[data-field="prompt"]'), /^watercolor painting of a lighthouse seen from the cloud/, 'the recipe carried over');
+        assert.match(await wd.text('#viewer-title'), /-x2\.png$/);
+        await wd.until(async () => (await tiles()) === beforeTiles + 2, 'the upscaled copy in the library gallery');
         await wd.keys(Keys.ESCAPE);
         await wd.until(() => wd.exec('return !document.getElementById("viewer").open'), 'viewer closed');
       });

@@ -22,7 +22,7 @@ use crate::state::AppState;
 use crate::styles::Styles;
 
 /// How long a cloud job is followed before giving up.
-const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A signed-in session.
 struct Session {
@@ -124,9 +124,14 @@ impl Cloud {
         self.session(app).ok_or_else(|| {
             CommandError::new(
                 ErrorKind::Unauthorized,
-                "log in to generate in the cloud (Account in the sidebar)",
+                "log in to use the cloud (Account in the sidebar)",
             )
         })
+    }
+
+    /// The signed-in account's client, or an error that says to log in.
+    pub(crate) fn client(&self, app: &AppHandle) -> CmdResult<Arc<CloudClient>> {
+        Ok(self.signed_in(app)?.client.clone())
     }
 
     /// Every cloud job of this run, oldest first.

@@ -4,17 +4,19 @@
 //! with the ESRGAN model chosen in Settings — `upscaler_info`, `choose_upscaler` — or Lanczos).
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use selfdiffusion_cloud::GenerateRequest;
+use selfdiffusion_cloud::{GenerateRequest, JobStatus};
 use selfdiffusion_engine::{
     upscale, DeviceChoice, ImageInput, Mask, Picture, Upscaler, MAX_INPUT_PIXELS,
 };
 use selfdiffusion_library::{ImageDetail, Library, Pixels};
 use serde::{Deserialize, Serialize};
-use tauri::{AppHandle, Emitter, State};
+use tauri::{AppHandle, Emitter, Manager, State};
 
+use crate::cloud::{Cloud, JOB_TIMEOUT};
 use crate::error::{blocking, CmdResult, CommandError};
 use crate::state::AppState;
 
@@ -234,64 +236,102 @@ pub struct UpscaleProgressEvent {
     pub eta_s: Option<f64>,
 }
 
-/// Makes a library image 2 or 4 times larger (with the ESRGAN model chosen in Settings, else
-/// Lanczos) and adds the result to its project, with its recipe and how it was upscaled.
-/// Emits `upscale-progress` per tile; `cancel_upscale` stops it before the next tile (nothing
-/// is added).
+/// Makes a library image 2 or 4 times larger and adds the result to its project, with its
+/// recipe and how it was upscaled: here with the ESRGAN model chosen in Settings (else Lanczos),
+/// or, with `cloud`, on the signed-in account's server. Emits `upscale-progress` (tiles here,
+/// percent in the cloud); `cancel_upscale` stops it (before the next tile here; the server's job
+/// is cancelled) and nothing is added.
 #[tauri::command]
 pub async fn upscale_image(
     app: AppHandle,
     state: State<'_, AppState>,
     image_id: i64,
     factor: u32,
+    cloud: bool,
 ) -> CmdResult<ImageDetail> {
     let library = state.library()?;
     let cancel = state.upscale_cancel.begin();
-    let result = blocking(move || {
-        let source = library.image(image_id)?;
-        // The project stays while the upscaled image is written into it.
-        let _guard = library.begin_job(source.summary.project_id)?;
-        let picture = Picture::decode(
-            &read(&library.path_of(&source.summary.file))?,
-            MAX_INPUT_PIXELS,
-        )?;
-        let device = DeviceChoice::Auto.open()?;
-        let model = chosen_upscaler(&app, &device)?;
-        let (larger, how) = upscale(
-            &picture,
-            factor,
-            model.as_ref().map(|model| (model, &device)),
-            MAX_INPUT_PIXELS,
-            &cancel,
-            &mut |p| {
-                let event = UpscaleProgressEvent {
-                    done: p.done,
-                    total: p.total,
-                    eta_s: p.eta.map(|eta| eta.as_secs_f64()),
-                };
-                let _ = app.emit(crate::events::UPSCALE_PROGRESS, event);
-            },
-        )?;
-        // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
-        // upscale says how it was enlarged, and the library knows the pixel size.
-        let mut recipe = source.recipe.clone();
-        recipe.upscale = Some(how);
-        let stem = source
-            .summary
-            .original_name
-            .rsplit_once('.')
-            .map_or(source.summary.original_name.as_str(), |(stem, _)| stem);
-        let name = format!("{stem}-x{factor}.png");
-        let pixels = Pixels {
-            width: larger.width as u32,
-            height: larger.height as u32,
-            rgb: &larger.rgb,
-        };
-        Ok(library.add_generated(source.summary.project_id, pixels, &recipe, Some(&name))?)
-    })
-    .await;
+    let result = if cloud {
+        upscale_in_cloud(&app, library, image_id, factor, &cancel).await
+    } else {
+        blocking(move || upscale_here(&app, &library, image_id, factor, &cancel)).await
+    };
     state.upscale_cancel.end();
     result
+}
+
+/// `upscale_image` on this machine.
+fn upscale_here(
+    app: &AppHandle,
+    library: &Library,
+    image_id: i64,
+    factor: u32,
+    cancel: &AtomicBool,
+) -> CmdResult<ImageDetail> {
+    let source = library.image(image_id)?;
+    // The project stays while the upscaled image is written into it.
+    let _guard = library.begin_job(source.summary.project_id)?;
+    let picture = Picture::decode(
+        &read(&library.path_of(&source.summary.file))?,
+        MAX_INPUT_PIXELS,
+    )?;
+    let device = DeviceChoice::Auto.open()?;
+    let model = chosen_upscaler(app, &device)?;
+    let (larger, how) = upscale(
+        &picture,
+        factor,
+        model.as_ref().map(|model| (model, &device)),
+        MAX_INPUT_PIXELS,
+        cancel,
+        &mut |p| {
+            let event = UpscaleProgressEvent {
+                done: p.done,
+                total: p.total,
+                eta_s: p.eta.map(|eta| eta.as_secs_f64()),
+            };
+            let _ = app.emit(crate::events::UPSCALE_PROGRESS, event);
+        },
+    )?;
+    // The recipe stays the one that makes the source (as AUTOMATIC1111's Extras keep it); the
+    // upscale says how it was enlarged, and the library knows the pixel size.
+    let mut recipe = source.recipe.clone();
+    recipe.upscale = Some(how);
+    let pixels = Pixels {
+        width: larger.width as u32,
+        height: larger.height as u32,
+        rgb: &larger.rgb,
+    };
+    let name = source.summary.upscaled_name(factor);
+    Ok(library.add_generated(source.summary.project_id, pixels, &recipe, Some(&name))?)
+}
+
+/// `upscale_image` on the signed-in account's server; progress in percent (of 100).
+async fn upscale_in_cloud(
+    app: &AppHandle,
+    library: Arc<Library>,
+    image_id: i64,
+    factor: u32,
+    cancel: &AtomicBool,
+) -> CmdResult<ImageDetail> {
+    let client = app.state::<Cloud>().client(app)?;
+    let mut on_status = |status: &JobStatus| {
+        let event = UpscaleProgressEvent {
+            done: (status.progress.unwrap_or(0.0).clamp(0.0, 1.0) * 100.0).round() as usize,
+            total: 100,
+            eta_s: None,
+        };
+        let _ = app.emit(crate::events::UPSCALE_PROGRESS, event);
+    };
+    Ok(selfdiffusion_cloud::upscale_in_cloud(
+        &client,
+        library,
+        image_id,
+        factor,
+        JOB_TIMEOUT,
+        cancel,
+        &mut on_status,
+    )
+    .await?)
 }
 
 /// Cancels the upscale in progress, if any.

@@ -161,9 +161,14 @@ export const api = {
   keepInput: (source) => invoke('keep_input', source),
   /** @param {string} sha256 @returns {Promise<InputInfo>} */
   inputInfo: (sha256) => invoke('input_info', { sha256 }),
-  /** @param {number} imageId @param {number} factor 2 or 4 @returns {Promise<ImageDetail>} the new image */
-  upscaleImage: (imageId, factor) => invoke('upscale_image', { imageId, factor }),
-  /** Stops the upscale in progress before its next tile (it then rejects as 'cancelled'). */
+  /**
+   * Adds a copy of a library image 2 or 4 times larger to its project, made here or (`cloud`)
+   * on the signed-in account's server.
+   * @param {number} imageId @param {number} factor 2 or 4 @param {boolean} cloud
+   * @returns {Promise<ImageDetail>} the new image
+   */
+  upscaleImage: (imageId, factor, cloud) => invoke('upscale_image', { imageId, factor, cloud }),
+  /** Stops the upscale in progress (here before its next tile; it then rejects as 'cancelled'). */
   cancelUpscale: () => invoke('cancel_upscale'),
   /** @returns {Promise<UpscalerInfo | null>} the ESRGAN upscaler in use; null: Lanczos */
   upscalerInfo: () => invoke('upscaler_info'),

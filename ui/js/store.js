@@ -26,7 +26,10 @@ import { APP_EVENTS, TAURI_EVENTS, emit } from './events.js';
  * @property {Limits | null} cloudLimits the cloud server's, once fetched
  * @property {DownloadState} download
  * @property {Map<string, Job>} jobs this run's jobs of both backends, by `jobKey`
+ * @property {Backend} backend where Create runs jobs; the viewer's upscales follow it
  */
+
+/** Where work runs: this machine, or the signed-in account's server. @typedef {'local' | 'cloud'} Backend */
 
 /** Short names of the model families, for LoRAs and pickers. */
 export const FAMILY_LABELS = /** @type {Record<import('./types.js').Family, string>} */ ({ sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL' });
@@ -43,6 +46,7 @@ export const state = {
   cloudLimits: null,
   download: { id: null, running: false, progress: null, errorKind: null, error: null },
   jobs: new Map(),
+  backend: 'local',
 };
 
 // --- projects ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use selfdiffusion_protocol::{
     ApiKeyCreate, ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ResultRequest,
-    ServerInfo, Status, Submitted,
+    ServerInfo, Status, Submitted, UpscaleRequest,
 };
 use selfdiffusion_recipe::{own_recipe, Recipe};
 use serde::Deserialize;
@@ -74,7 +74,8 @@ fn take_event(buffer: &mut Vec<u8>) -> Option<Event> {
 
 impl Event {
     /// The job's status this event tells of (`accepted`, `progress`, `complete`, `failed`,
-    /// `cancelled`); `None` for another event.
+    /// `cancelled`); `None` for another event, and for an `accepted` of a job that already
+    /// ended: its outcome, with the images, is the next event.
     fn status(&self) -> Option<JobStatus> {
         let data: serde_json::Value = serde_json::from_str(&self.data).unwrap_or_default();
         let urls = || {
@@ -88,15 +89,16 @@ impl Event {
                 .unwrap_or_default()
         };
         let (status, progress, images, error) = match self.name.as_str() {
-            "accepted" => (
-                data["status"]
+            "accepted" => {
+                let status = data["status"]
                     .as_str()
                     .and_then(Status::from_name)
-                    .unwrap_or(Status::Queued),
-                None,
-                Vec::new(),
-                None,
-            ),
+                    .unwrap_or(Status::Queued);
+                if status.has_ended() {
+                    return None;
+                }
+                (status, None, Vec::new(), None)
+            }
             "progress" => (Status::Running, data["progress"].as_f64(), Vec::new(), None),
             "complete" => (Status::Succeeded, Some(1.0), urls(), None),
             "failed" => (
@@ -332,6 +334,14 @@ impl CloudClient {
     pub async fn generate(&self, request: &GenerateRequest) -> Result<String, CloudError> {
         let body = serde_json::to_value(request).expect("a request serialises");
         let submitted: Submitted = self.post("/generate", &body).await?;
+        Ok(submitted.job_id)
+    }
+
+    /// Submits an upscale of one image (`POST /upscale`); returns the job id, followed like a
+    /// generation's.
+    pub async fn upscale(&self, request: &UpscaleRequest) -> Result<String, CloudError> {
+        let body = serde_json::to_value(request).expect("a request serialises");
+        let submitted: Submitted = self.post("/upscale", &body).await?;
         Ok(submitted.job_id)
     }
 

@@ -1,6 +1,6 @@
 //! SelfDiffusion's cloud side: accounts (Amazon Cognito user pools through the official SDK,
 //! errors a user can act on, tokens that never reach logs, the refresh token in the OS keyring
-//! or a private file) and the client of the cloud `generate` / `result` protocol, its event
+//! or a private file) and the client of the cloud `generate` / `upscale` / `result` protocol, its event
 //! streams and the account's API keys.
 
 mod accounts;
@@ -10,6 +10,7 @@ mod hosted_ui;
 mod job;
 mod service;
 mod session;
+mod upscale;
 
 pub use accounts::{needs_refresh, Accounts, CognitoConfig, User, REFRESH_MARGIN};
 pub use client::{cloud_recipe, received_recipe, CloudClient, CloudError, MAX_IMAGE_BYTES};
@@ -21,6 +22,8 @@ pub use job::{
 };
 pub use selfdiffusion_protocol::{
     ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
+    UpscaleRequest,
 };
 pub use service::CloudSettings;
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};
+pub use upscale::upscale_in_cloud;

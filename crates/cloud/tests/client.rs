@@ -9,10 +9,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::{moto, pool, PASSWORD};
 use selfdiffusion_cloud::{
-    cloud_recipe, Accounts, CloudClient, CloudError, GenerateRequest, Status,
+    cloud_recipe, upscale_in_cloud, Accounts, CloudClient, CloudError, GenerateRequest, Status,
+    Tokens,
 };
+
+/// A new confirmed user of the emulated pool, logged in.
+async fn signed_up(moto_url: &str, name: &str) -> (Arc<Accounts>, Tokens) {
+    let accounts = Arc::new(Accounts::new(pool(moto_url, false).await));
+    accounts
+        .sign_up(&format!("{name}@example.com"), name, PASSWORD)
+        .await
+        .unwrap();
+    accounts.confirm_sign_up(name, "1").await.unwrap();
+    let tokens = accounts.log_in(name, PASSWORD).await.unwrap();
+    (accounts, tokens)
+}
 
 /// What the scripted server does.
 #[derive(Default)]
@@ -27,6 +41,24 @@ struct Script {
     polls: HashMap<String, usize>,
     /// The `Last-Event-ID` of each event stream request (`None`: a first connection).
     resumed_from: Vec<Option<String>>,
+    /// Each `/upscale` body.
+    upscales: Vec<serde_json::Value>,
+    /// Jobs asked to stop (`DELETE /v1/generations/{id}`).
+    cancelled: Vec<String>,
+}
+
+/// The server's upscaled image: 4×4, its embedded recipe saying how it was made larger.
+fn upscaled_png() -> Vec<u8> {
+    let recipe = selfdiffusion_recipe::Recipe {
+        prompt: "what the server read".into(),
+        upscale: Some(selfdiffusion_recipe::Upscale {
+            factor: 2,
+            upscaler: "RealESRGAN_x2".into(),
+            source_sha256: "from the server".into(),
+        }),
+        ..Default::default()
+    };
+    selfdiffusion_recipe::encode_png(4, 4, &[7; 48], &recipe).unwrap()
 }
 
 /// A 2×2 PNG from the app's writer.
@@ -85,6 +117,11 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                             tiny_http::Header::from_bytes("Content-Type", "image/png").unwrap(),
                         )
                         .boxed(),
+                    "/images/up.png" => tiny_http::Response::from_data(upscaled_png())
+                        .with_header(
+                            tiny_http::Header::from_bytes("Content-Type", "image/png").unwrap(),
+                        )
+                        .boxed(),
                     "/images/page.png" => tiny_http::Response::from_string("<html>")
                         .with_header(
                             tiny_http::Header::from_bytes("Content-Type", "text/html").unwrap(),
@@ -119,8 +156,23 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                     )),
                     Some(_) => json(400, r#"{"error": "unexpected Last-Event-ID"}"#),
                 }
+            } else if url == "/v1/generations/job-6/events" {
+                // A job that ended before it was followed: `accepted` says so, `complete` follows.
+                events(format!(
+                    "id: 0\nevent: accepted\ndata: {{\"id\": \"job-6\", \"status\": \"succeeded\"}}\n\n\
+                     id: 1099511627776\nevent: complete\ndata: {{\"id\": \"job-6\", \"output_urls\": [\"{base2}/images/1.png\"]}}\n\n"
+                ))
             } else if url == "/v1/generations/job-5/events" {
                 events("id: 0\nevent: accepted\ndata: {\"status\": \"running\"}\n\nid: 1099511627776\nevent: failed\ndata: {\"error\": \"out of GPU memory\"}\n\n".into())
+            } else if *req.method() == tiny_http::Method::Delete {
+                let job = url.trim_start_matches("/v1/generations/").to_owned();
+                s.cancelled.push(job);
+                json(200, r#"{"status": "cancelled"}"#)
+            } else if url == "/upscale" {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let job = format!("up-{}", v["factor"]);
+                s.upscales.push(v);
+                json(200, &format!(r#"{{"job_id": "{job}"}}"#))
             } else if url == "/generate" {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 if s.fail_first_generate {
@@ -153,6 +205,16 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                             r#"{{"status": "succeeded", "images": ["{base2}/images/0.png", "{base2}/images/1.png"]}}"#
                         ),
                     ),
+                    ("up-2", _) => json(
+                        200,
+                        &format!(
+                            r#"{{"status": "succeeded", "images": ["{base2}/images/up.png"]}}"#
+                        ),
+                    ),
+                    ("up-4", _) => json(
+                        200,
+                        r#"{"status": "running", "progress": 0.25, "images": []}"#,
+                    ),
                     ("job-3", _) => json(
                         200,
                         r#"{"status": "failed", "images": [], "error": "out of GPU memory"}"#,
@@ -172,13 +234,7 @@ fn start(script: Arc<Mutex<Script>>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn generate_poll_download_and_save_with_the_recipe() {
     let Some(moto) = moto() else { return };
-    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
-    accounts
-        .sign_up("eve@example.com", "eve", PASSWORD)
-        .await
-        .unwrap();
-    accounts.confirm_sign_up("eve", "1").await.unwrap();
-    let tokens = accounts.log_in("eve", PASSWORD).await.unwrap();
+    let (accounts, tokens) = signed_up(&moto.url, "eve").await;
     let script = Arc::new(Mutex::new(Script {
         fail_first_generate: true,
         reject_token: Some(tokens.id_token().to_owned()),
@@ -239,13 +295,7 @@ async fn generate_poll_download_and_save_with_the_recipe() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_is_followed_over_its_event_stream_which_resumes_where_it_broke() {
     let Some(moto) = moto() else { return };
-    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
-    accounts
-        .sign_up("gus@example.com", "gus", PASSWORD)
-        .await
-        .unwrap();
-    accounts.confirm_sign_up("gus", "1").await.unwrap();
-    let tokens = accounts.log_in("gus", PASSWORD).await.unwrap();
+    let (accounts, tokens) = signed_up(&moto.url, "gus").await;
     let script = Arc::new(Mutex::new(Script::default()));
     let base = start(script.clone());
     let client = CloudClient::new(&base, accounts.clone(), tokens.clone());
@@ -277,6 +327,19 @@ async fn a_job_is_followed_over_its_event_stream_which_resumes_where_it_broke() 
             "followed without polling /result"
         );
     }
+    // A job that ended before it was followed ends with its images, not at `accepted`.
+    let mut seen = Vec::new();
+    let done = client
+        .wait(
+            "job-6",
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+            &mut |s| seen.push(s.status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen, [Status::Succeeded]);
+    assert_eq!(done.images, [format!("{base}/images/1.png")]);
     // A failure comes over the stream too.
     let failed = client
         .wait(
@@ -296,13 +359,7 @@ async fn a_job_is_followed_over_its_event_stream_which_resumes_where_it_broke() 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_are_clear() {
     let Some(moto) = moto() else { return };
-    let accounts = Arc::new(Accounts::new(pool(&moto.url, false).await));
-    accounts
-        .sign_up("fay@example.com", "fay", PASSWORD)
-        .await
-        .unwrap();
-    accounts.confirm_sign_up("fay", "1").await.unwrap();
-    let tokens = accounts.log_in("fay", PASSWORD).await.unwrap();
+    let (accounts, tokens) = signed_up(&moto.url, "fay").await;
     let base = start(Arc::new(Mutex::new(Script::default())));
     let client = CloudClient::new(&base, accounts.clone(), tokens.clone());
     let req = |prompt: &str| GenerateRequest {
@@ -382,4 +439,110 @@ async fn failures_are_clear() {
     let offline = CloudClient::new(&format!("http://{closed}"), accounts, tokens);
     let err = offline.generate(&req("a cat")).await.unwrap_err();
     assert!(err.to_string().contains("offline"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upscale_in_the_cloud_keeps_the_recipe_and_a_cancelled_one_adds_nothing() {
+    let Some(moto) = moto() else { return };
+    let (accounts, tokens) = signed_up(&moto.url, "ivy").await;
+    let script = Arc::new(Mutex::new(Script::default()));
+    let client = CloudClient::new(&start(script.clone()), accounts, tokens);
+
+    let dir = tempfile::tempdir().unwrap();
+    let library = Arc::new(selfdiffusion_library::Library::open(dir.path()).unwrap());
+    let project = library.create_project("Upscales", None).unwrap();
+    let recipe = selfdiffusion_recipe::Recipe {
+        prompt: "a lake at dawn".into(),
+        seed: Some(5),
+        ..Default::default()
+    };
+    let source = library
+        .add_generated(
+            project.id,
+            selfdiffusion_library::Pixels {
+                width: 2,
+                height: 2,
+                rgb: &[1; 12],
+            },
+            &recipe,
+            Some("lake.png"),
+        )
+        .unwrap();
+
+    let mut progress = Vec::new();
+    let larger = upscale_in_cloud(
+        &client,
+        library.clone(),
+        source.summary.id,
+        2,
+        Duration::from_secs(30),
+        &AtomicBool::new(false),
+        &mut |s| progress.push(s.status),
+    )
+    .await
+    .unwrap();
+    assert_eq!(progress, [Status::Succeeded]);
+    {
+        let s = script.lock().unwrap();
+        assert_eq!(s.upscales.len(), 1);
+        assert_eq!(s.upscales[0]["factor"], 2);
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(s.upscales[0]["image"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            sent,
+            std::fs::read(library.path_of(&source.summary.file)).unwrap(),
+            "the library's file, as stored"
+        );
+    }
+    assert_eq!(larger.summary.original_name, "lake-x2.png");
+    assert_eq!(larger.summary.project_id, project.id);
+    assert_eq!((larger.summary.width, larger.summary.height), (4, 4));
+    assert_eq!(
+        larger.recipe.prompt, "a lake at dawn",
+        "the source's recipe"
+    );
+    assert_eq!(larger.recipe.seed, Some(5));
+    let how = larger.recipe.upscale.as_ref().unwrap();
+    assert_eq!(
+        (how.factor, how.upscaler.as_str()),
+        (2, "RealESRGAN_x2"),
+        "how the server made it larger"
+    );
+
+    // Cancelled while the server works: the job is stopped there and nothing is added.
+    let cancel = AtomicBool::new(false);
+    let err = upscale_in_cloud(
+        &client,
+        library.clone(),
+        source.summary.id,
+        4,
+        Duration::from_secs(30),
+        &cancel,
+        &mut |s| {
+            if s.status == Status::Running {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, CloudError::Cancelled), "{err}");
+    assert_eq!(script.lock().unwrap().cancelled, ["up-4"]);
+    assert_eq!(library.project_summary(project.id).unwrap().image_count, 2);
+
+    // An image that is not in the library is a clear error before anything is sent.
+    let err = upscale_in_cloud(
+        &client,
+        library.clone(),
+        source.summary.id + 100,
+        2,
+        Duration::from_secs(30),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, CloudError::Library(_)), "{err}");
+    assert_eq!(script.lock().unwrap().upscales.len(), 2);
 }

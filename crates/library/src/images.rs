@@ -81,6 +81,18 @@ pub struct ImageSummary {
     pub created_at: i64,
 }
 
+impl ImageSummary {
+    /// The name a copy of this image made `factor` times larger is added under:
+    /// `{stem}-x{factor}.png`.
+    pub fn upscaled_name(&self, factor: u32) -> String {
+        let stem = self
+            .original_name
+            .rsplit_once('.')
+            .map_or(self.original_name.as_str(), |(stem, _)| stem);
+        format!("{stem}-x{factor}.png")
+    }
+}
+
 /// An image with everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImageDetail {

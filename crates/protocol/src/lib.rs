@@ -180,6 +180,11 @@ impl Status {
     pub fn from_name(name: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.name() == name)
     }
+
+    /// Whether a job with this status has ended (succeeded, failed or was cancelled).
+    pub fn has_ended(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
 }
 
 /// The `result` answer.

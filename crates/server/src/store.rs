@@ -154,11 +154,7 @@ impl JobStore {
         images: usize,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let finished = matches!(
-            status,
-            Status::Succeeded | Status::Failed | Status::Cancelled
-        )
-        .then(|| seconds(SystemTime::now()));
+        let finished = status.has_ended().then(|| seconds(SystemTime::now()));
         self.lock()
             .execute(
                 "UPDATE jobs SET status = ?2, images = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",

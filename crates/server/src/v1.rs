@@ -305,10 +305,7 @@ pub(crate) async fn events(
             if let Some(event) = follow.next(&view, &urls) {
                 return Some((Ok(event), follow));
             }
-            if matches!(
-                view.status,
-                Status::Succeeded | Status::Failed | Status::Cancelled
-            ) {
+            if view.status.has_ended() {
                 return None;
             }
             tokio::time::sleep(POLL).await;

@@ -1,5 +1,5 @@
 // @ts-check
-// The modal progress of an import or an export (cancellable for exports).
+// The modal progress of an import, an export or an upscale (cancellable for the latter two).
 import { byId, openModal, scoped } from '../dom.js';
 
 /** @typedef {import('../types.js').TransferProgress} TransferProgress */
@@ -33,6 +33,17 @@ export function updateProgress({ done, total, current }) {
   bar.max = Math.max(total, 1);
   bar.value = done;
   q('#progress-text').textContent = current ? `${done} of ${total} · ${current}` : `${done} of ${total}`;
+}
+
+/**
+ * Shows progress as a fraction (0–1) with its own text, for work not counted in steps.
+ * @param {number} fraction @param {string} text
+ */
+export function updateFraction(fraction, text) {
+  const bar = q('#progress-bar', HTMLProgressElement);
+  bar.max = 1;
+  bar.value = Math.min(Math.max(fraction, 0), 1);
+  q('#progress-text').textContent = text;
 }
 
 export function closeProgress() {

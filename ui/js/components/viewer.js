@@ -5,8 +5,8 @@
 import { api, fileUrl, listen } from '../api.js';
 import { APP_EVENTS, TAURI_EVENTS, emit, on } from '../events.js';
 import { byId, el, formatBytes, formatEta, openModal, scoped, toast } from '../dom.js';
-import { imagesAdded } from '../store.js';
-import { showProgress, updateProgress, closeProgress } from './progress-dialog.js';
+import { imagesAdded, state } from '../store.js';
+import { showProgress, updateProgress, updateFraction, closeProgress } from './progress-dialog.js';
 
 /** @typedef {import('../types.js').ImageDetail} ImageDetail */
 /** @typedef {import('../types.js').Recipe} Recipe */
@@ -104,6 +104,7 @@ export async function openViewer(id, neighbour) {
   q('#viewer-copy-prompt', HTMLButtonElement).disabled = !r.prompt;
   q('#viewer-prev', HTMLButtonElement).disabled = view.neighbour(image.id, -1) === null;
   q('#viewer-next', HTMLButtonElement).disabled = view.neighbour(image.id, 1) === null;
+  showUpscaleWhere();
   openModal(dialog);
 }
 
@@ -142,9 +143,22 @@ async function toggleFavorite() {
   } catch (e) { toast(e, 'error'); }
 }
 
+/** Says on the Upscale buttons where they run: where Create runs jobs (its Backend). */
+function showUpscaleWhere() {
+  const where = state.backend === 'cloud'
+    ? 'on the cloud server'
+    : 'here, with the upscaler chosen in Settings';
+  for (const [factor, size] of [[2, 'Twice'], [4, 'Four times']]) {
+    q(`#viewer-upscale-${factor}`).title = `${size} as wide and tall (${where}), added to the project`;
+  }
+}
+
+/** Whether the upscale in progress runs on the cloud server (its progress is a percentage). */
+let upscalingInCloud = false;
+
 /**
- * Adds a larger copy of the shown image to its project and shows it; its tiles are counted in
- * the progress dialog, whose Cancel stops it.
+ * Adds a larger copy of the shown image to its project and shows it, made where Create runs
+ * jobs; its progress shows in the progress dialog, whose Cancel stops it.
  * @param {number} factor
  */
 async function upscale(factor) {
@@ -152,9 +166,10 @@ async function upscale(factor) {
   if (!image) return;
   const buttons = [2, 4].map((f) => q(`#viewer-upscale-${f}`, HTMLButtonElement));
   for (const b of buttons) b.disabled = true;
-  showProgress(`Upscaling ×${factor}`, () => { api.cancelUpscale(); });
+  upscalingInCloud = state.backend === 'cloud';
+  showProgress(`Upscaling ×${factor}${upscalingInCloud ? ' in the cloud' : ''}`, () => { api.cancelUpscale(); });
   try {
-    const larger = await api.upscaleImage(image.id, factor);
+    const larger = await api.upscaleImage(image.id, factor, upscalingInCloud);
     imagesAdded([larger]);
     toast(`Upscaled ×${factor}: ${larger.width}×${larger.height}, added to the project`);
     if (dialog.open) openViewer(larger.id);
@@ -170,7 +185,8 @@ async function upscale(factor) {
 /** Wires the viewer's buttons and keys, and the upscale's progress. */
 export async function initViewer() {
   await listen(TAURI_EVENTS.UPSCALE_PROGRESS, ({ done, total, eta_s }) => {
-    updateProgress({ done, total, current: done < total ? formatEta(eta_s) : 'finishing' });
+    if (upscalingInCloud) updateFraction(done / Math.max(total, 1), `${Math.round((100 * done) / Math.max(total, 1))}% · on the cloud server`);
+    else updateProgress({ done, total, current: done < total ? formatEta(eta_s) : 'finishing' });
   });
   q('#viewer-close').addEventListener('click', () => dialog.close());
   q('#viewer-prev').addEventListener('click', () => move(-1));

@@ -298,6 +298,7 @@ function applyLimits() {
 /** The model and scheduler are the server's in the cloud; its limits apply. */
 async function onBackendChanged() {
   const cloud = isCloud();
+  state.backend = cloud ? 'cloud' : 'local';
   modelSelect.disabled = cloud;
   modelSelect.title = cloud ? 'The cloud server runs its own model' : '';
   form.setSchedulerEnabled(!cloud);
