@@ -83,6 +83,12 @@ pub async fn follow_cloud_job(
             on_event(CloudJobEvent::Status(s.clone()))
         })
         .await?;
+    if done.images.is_empty() {
+        return Err(CloudError::Protocol(format!(
+            "cloud job {} succeeded without an image",
+            job.job_id
+        )));
+    }
     let mut saved = Vec::with_capacity(done.images.len());
     for (index, url) in done.images.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::{moto, pool, PASSWORD};
 use selfdiffusion_cloud::{
-    cloud_recipe, upscale_in_cloud, Accounts, CloudClient, CloudError, GenerateRequest, Status,
-    Tokens,
+    cloud_recipe, follow_cloud_job, upscale_in_cloud, Accounts, CloudClient, CloudError,
+    GenerateRequest, Status, SubmittedJob, Tokens,
 };
 
 /// A new confirmed user of the emulated pool, logged in.
@@ -215,6 +215,7 @@ fn start(script: Arc<Mutex<Script>>) -> String {
                         200,
                         r#"{"status": "running", "progress": 0.25, "images": []}"#,
                     ),
+                    ("job-empty", _) => json(200, r#"{"status": "succeeded", "images": []}"#),
                     ("job-3", _) => json(
                         200,
                         r#"{"status": "failed", "images": [], "error": "out of GPU memory"}"#,
@@ -419,6 +420,28 @@ async fn failures_are_clear() {
         .await
         .unwrap_err();
     assert!(huge.to_string().contains("larger than"), "{huge}");
+
+    // A job the server calls done without an image is an error, not an empty success.
+    let dir = tempfile::tempdir().unwrap();
+    let library = Arc::new(selfdiffusion_library::Library::open(dir.path()).unwrap());
+    let project = library.create_project("Empty", None).unwrap();
+    let job = SubmittedJob {
+        job_id: "job-empty".into(),
+        username: "fay".into(),
+        project_id: project.id,
+        request: req("a cat"),
+    };
+    let err = follow_cloud_job(
+        &client,
+        &job,
+        library,
+        Duration::from_secs(30),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("without an image"), "{err}");
 
     // A signed-out session fails clearly after one refresh attempt.
     accounts.sign_out(&tokens).await.unwrap();

@@ -287,7 +287,8 @@ pub(crate) async fn events(
             if follow.sent == Some(FINAL_EVENT) {
                 return None;
             }
-            // A job forgotten meanwhile (retention) ends the stream; a storage failure is
+            // A job forgotten meanwhile (retention) ends the stream; a storage failure (reading
+            // the job, or linking its images: `complete` never goes out without them) is
             // retried at the next look.
             let view = match follow.state.backend.view(&follow.owner, &follow.id).await {
                 Ok(view) => view?,
@@ -296,12 +297,15 @@ pub(crate) async fn events(
                     continue;
                 }
             };
-            let urls = follow
+            let links = follow
                 .state
                 .backend
                 .image_links(&follow.owner, &follow.id, &view, follow.state.link_ttl)
-                .await
-                .unwrap_or_default();
+                .await;
+            let Ok(urls) = links else {
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
             if let Some(event) = follow.next(&view, &urls) {
                 return Some((Ok(event), follow));
             }

@@ -284,6 +284,13 @@ async fn a_job_submitted_before_a_restart_is_followed_after_it() {
         .await
         .unwrap();
     pending.add(&job).unwrap();
+    // The job finishes while the app is closed (its event stream then starts with a finished
+    // `accepted`, the images following in `complete`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !before.result(&job.job_id).await.unwrap().status.has_ended() {
+        assert!(std::time::Instant::now() < deadline, "the job never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(before);
 
     // The next run restores the session from the refresh token and follows what was pending.
