@@ -119,6 +119,22 @@ impl Event {
     }
 }
 
+/// How a job with `status` ended, or `None` while it runs. A job the server calls succeeded
+/// without an image is an error, never an empty success.
+fn outcome(job_id: &str, status: JobStatus) -> Option<Result<JobStatus, CloudError>> {
+    Some(match status.status {
+        Status::Queued | Status::Running => return None,
+        Status::Succeeded if status.images.is_empty() => Err(CloudError::Protocol(format!(
+            "cloud job {job_id} succeeded without an image"
+        ))),
+        Status::Succeeded => Ok(status),
+        Status::Failed => Err(CloudError::JobFailed(
+            status.error.unwrap_or_else(|| "no reason given".into()),
+        )),
+        Status::Cancelled => Err(CloudError::Cancelled),
+    })
+}
+
 /// What can go wrong talking to the cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -395,9 +411,10 @@ impl CloudClient {
             .await
     }
 
-    /// Follows the job until it succeeds or fails: over its event stream, or (a server without
-    /// one, or a stream that keeps breaking) by polling, backing off from 0.5 s to 5 s.
-    /// `on_status` sees every change. Setting `cancel` stops following the job.
+    /// Follows the job until it succeeds (with at least one image) or fails: over its event
+    /// stream, or (a server without one, or a stream that keeps breaking) by polling, backing
+    /// off from 0.5 s to 5 s. `on_status` sees every change. Setting `cancel` stops following
+    /// the job.
     pub async fn wait(
         &self,
         job_id: &str,
@@ -416,15 +433,8 @@ impl CloudClient {
             }
             let status = self.result(job_id).await?;
             on_status(&status);
-            match status.status {
-                Status::Succeeded => return Ok(status),
-                Status::Failed => {
-                    return Err(CloudError::JobFailed(
-                        status.error.unwrap_or_else(|| "no reason given".into()),
-                    ))
-                }
-                Status::Cancelled => return Err(CloudError::Cancelled),
-                Status::Queued | Status::Running => {}
+            if let Some(outcome) = outcome(job_id, status) {
+                return outcome;
             }
             if started.elapsed() + delay > timeout {
                 return Err(CloudError::TimedOut(timeout));
@@ -493,15 +503,8 @@ impl CloudClient {
                     }
                     if let Some(status) = event.status() {
                         on_status(&status);
-                        match status.status {
-                            Status::Succeeded => return Ok(Some(status)),
-                            Status::Failed => {
-                                return Err(CloudError::JobFailed(
-                                    status.error.unwrap_or_else(|| "no reason given".into()),
-                                ))
-                            }
-                            Status::Cancelled => return Err(CloudError::Cancelled),
-                            Status::Queued | Status::Running => {}
+                        if let Some(outcome) = outcome(job_id, status) {
+                            return outcome.map(Some);
                         }
                     }
                 }

@@ -13,6 +13,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{received_recipe, CloudClient, CloudError};
 
+/// Runs `work` (library and file access) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CloudError> + Send + 'static,
+) -> Result<T, CloudError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CloudError::Library(e.to_string()))?
+}
+
+/// A library failure, as the cloud side reports it.
+pub(crate) fn library_error(e: selfdiffusion_library::Error) -> CloudError {
+    CloudError::Library(e.to_string())
+}
+
 /// A job the server accepted: what to follow, and where its images go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmittedJob {
@@ -76,19 +90,12 @@ pub async fn follow_cloud_job(
     cancel: &AtomicBool,
     on_event: &mut (dyn FnMut(CloudJobEvent) + Send),
 ) -> Result<Vec<i64>, CloudError> {
-    let library_error = |e: selfdiffusion_library::Error| CloudError::Library(e.to_string());
     let _guard = library.begin_job(job.project_id).map_err(library_error)?;
     let done = client
         .wait(&job.job_id, timeout, cancel, &mut |s| {
             on_event(CloudJobEvent::Status(s.clone()))
         })
         .await?;
-    if done.images.is_empty() {
-        return Err(CloudError::Protocol(format!(
-            "cloud job {} succeeded without an image",
-            job.job_id
-        )));
-    }
     let mut saved = Vec::with_capacity(done.images.len());
     for (index, url) in done.images.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -98,18 +105,19 @@ pub async fn follow_cloud_job(
         let recipe = received_recipe(&bytes, &job.request, &job.job_id, index);
         let library = library.clone();
         let project_id = job.project_id;
-        let image = tokio::task::spawn_blocking(move || {
-            library.add_image(project_id, &bytes, &recipe, None)
+        let url = url.clone();
+        let image = blocking(move || {
+            library
+                .add_image(project_id, &bytes, &recipe, None)
+                .map_err(|e| match e {
+                    selfdiffusion_library::Error::CorruptImage { .. } => CloudError::BadImage {
+                        url,
+                        reason: e.to_string(),
+                    },
+                    other => library_error(other),
+                })
         })
-        .await
-        .map_err(|e| CloudError::Library(e.to_string()))?
-        .map_err(|e| match e {
-            selfdiffusion_library::Error::CorruptImage { .. } => CloudError::BadImage {
-                url: url.clone(),
-                reason: e.to_string(),
-            },
-            other => library_error(other),
-        })?;
+        .await?;
         on_event(CloudJobEvent::Saved {
             image_id: image.summary.id,
         });
@@ -129,9 +137,7 @@ pub async fn run_cloud_job(
     cancel: &AtomicBool,
     on_event: &mut (dyn FnMut(CloudJobEvent) + Send),
 ) -> Result<Vec<i64>, CloudError> {
-    let _guard = library
-        .begin_job(project_id)
-        .map_err(|e| CloudError::Library(e.to_string()))?;
+    let _guard = library.begin_job(project_id).map_err(library_error)?;
     let job = submit_cloud_job(client, request, project_id).await?;
     on_event(CloudJobEvent::Submitted(Box::new(job.clone())));
     follow_cloud_job(client, &job, library, timeout, cancel, on_event).await

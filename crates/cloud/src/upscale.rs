@@ -12,19 +12,7 @@ use selfdiffusion_protocol::{JobStatus, UpscaleRequest};
 use selfdiffusion_recipe::{own_recipe, Upscale};
 
 use crate::client::{CloudClient, CloudError};
-
-/// Runs `work` (library and file access) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, CloudError> + Send + 'static,
-) -> Result<T, CloudError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| CloudError::Library(e.to_string()))?
-}
-
-fn library_error(e: selfdiffusion_library::Error) -> CloudError {
-    CloudError::Library(e.to_string())
-}
+use crate::job::{blocking, library_error};
 
 /// Makes library image `image_id` `factor` (2 or 4) times larger on the server and adds the
 /// result to the image's project, named as a local upscale names it. `on_status` sees the job's
@@ -67,9 +55,7 @@ pub async fn upscale_in_cloud(
         }
         other => other?,
     };
-    let url = done.images.first().ok_or_else(|| {
-        CloudError::Protocol(format!("upscale job {job_id} succeeded without an image"))
-    })?;
+    let url = &done.images[0]; // `wait` returns a succeeded job with its images
     let larger = client.download(url).await?;
     // The recipe stays the one that makes the source; the server's copy of it says how it
     // enlarged the image (a server that embeds none is recorded by its address).
