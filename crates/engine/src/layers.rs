@@ -52,52 +52,38 @@ impl Module for Linear {
     }
 }
 
-/// `[rows, cols]` → `[cols, rows]`, contiguous: on the CPU in cache-sized tiles across the
-/// threads (candle's strided copy is several times slower); elsewhere with candle's copy.
-fn transposed(weight: &Tensor) -> Result<Tensor> {
-    let (rows, cols) = weight.dims2()?;
-    let weight = weight.contiguous()?;
-    let (storage, layout) = weight.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        drop(storage);
-        return weight.t()?.contiguous();
-    };
-    let shape = (cols, rows);
-    match cpu {
-        CpuStorage::F32(data) => Tensor::from_vec(
-            transpose(&data[start..end], rows, cols),
-            shape,
-            &Device::Cpu,
-        ),
-        CpuStorage::F16(data) => Tensor::from_vec(
-            transpose(&data[start..end], rows, cols),
-            shape,
-            &Device::Cpu,
-        ),
-        _ => {
-            drop(storage);
-            weight.t()?.contiguous()
-        }
+/// The matrix `[rows, cols]` as `[cols, rows]`, contiguous: an f32 one on the CPU in strips
+/// across the threads (candle's strided copy is several times slower), any other with candle's
+/// copy.
+fn transposed(matrix: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = matrix.dims2()?;
+    let matrix = matrix.contiguous()?;
+    let (storage, layout) = matrix.storage_and_layout();
+    if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        let values = transpose(&data[start..end], rows, cols);
+        return Tensor::from_vec(values, (cols, rows), &Device::Cpu);
     }
+    drop(storage);
+    matrix.t()?.contiguous()
 }
 
 /// The row-major `[rows, cols]` matrix `values` as row-major `[cols, rows]`.
-fn transpose<T: Copy + Default + Send + Sync>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
-    /// Tile side: a 64×64 tile of f32 in and out fits in L1.
-    const TILE: usize = 64;
-    let mut out = vec![T::default(); values.len()];
-    // Each task writes TILE whole output rows (TILE input columns).
-    out.par_chunks_mut(TILE * rows.max(1))
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    /// Input columns (output rows) per task: a 64-wide strip of one input row is one read, and
+    /// its 64 writes land in output rows the task keeps in cache.
+    const STRIP: usize = 64;
+    let mut out = vec![0f32; values.len()];
+    out.par_chunks_mut(STRIP * rows.max(1))
         .enumerate()
         .for_each(|(block, chunk)| {
-            let col0 = block * TILE;
+            let col0 = block * STRIP;
             let width = chunk.len() / rows.max(1);
-            for row0 in (0..rows).step_by(TILE) {
-                for row in row0..(row0 + TILE).min(rows) {
-                    let src = &values[row * cols + col0..row * cols + col0 + width];
-                    for (c, &v) in src.iter().enumerate() {
-                        chunk[c * rows + row] = v;
-                    }
+            for row in 0..rows {
+                let src = &values[row * cols + col0..row * cols + col0 + width];
+                for (c, &v) in src.iter().enumerate() {
+                    chunk[c * rows + row] = v;
                 }
             }
         });
@@ -178,23 +164,16 @@ mod tests {
     }
 
     #[test]
-    fn the_tiled_transpose_equals_candles() {
+    fn the_transpose_equals_candles() {
         for (rows, cols) in [(1, 1), (3, 200), (130, 70), (64, 64), (65, 129)] {
             let w = random(&[rows, cols], (rows * cols) as u64);
             let theirs = w.t().unwrap().contiguous().unwrap();
-            for w in [w.clone(), w.to_dtype(DType::F16).unwrap()] {
-                let ours = transposed(&w).unwrap();
-                assert_eq!(ours.dims(), [cols, rows]);
-                let theirs = theirs.to_dtype(w.dtype()).unwrap();
-                assert_eq!(
-                    ours.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap(),
-                    theirs
-                        .to_dtype(DType::F32)
-                        .unwrap()
-                        .to_vec2::<f32>()
-                        .unwrap()
-                );
-            }
+            let ours = transposed(&w).unwrap();
+            assert_eq!(ours.dims(), [cols, rows]);
+            assert_eq!(
+                ours.to_vec2::<f32>().unwrap(),
+                theirs.to_vec2::<f32>().unwrap()
+            );
         }
     }
 
