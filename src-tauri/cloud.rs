@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    follow_cloud_job, needs_refresh, restored, run_cloud_job, worth_resuming, Accounts, ApiKeyInfo,
-    CloudClient, CloudError, CloudJobEvent, CloudSettings, CognitoConfig, CreatedApiKey,
-    GenerateRequest, Limits, PendingJobs, RefreshStore, Status, StyleRef, SubmittedJob, Tokens,
+    follow_cloud_job, follow_cloud_upscale, needs_refresh, restored, run_cloud_job,
+    upscale_in_cloud, worth_resuming, Accounts, ApiKeyInfo, CloudClient, CloudError, CloudJobEvent,
+    CloudSettings, CognitoConfig, CreatedApiKey, GenerateRequest, JobStatus, Limits, PendingJob,
+    PendingJobs, RefreshStore, Status, StyleRef, SubmittedJob, SubmittedUpscale, Tokens,
+    UpscaleEvent,
 };
+use selfdiffusion_library::{ImageDetail, Library};
 use selfdiffusion_queue::JobState;
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Emitter, Manager, State};
@@ -22,7 +25,7 @@ use crate::state::AppState;
 use crate::styles::Styles;
 
 /// How long a cloud job is followed before giving up.
-pub(crate) const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A signed-in session.
 struct Session {
@@ -500,6 +503,8 @@ enum Start {
     },
     /// Follow a job submitted in an earlier run.
     Resume(SubmittedJob),
+    /// Follow an upscale submitted in an earlier run.
+    ResumeUpscale(SubmittedUpscale),
 }
 
 fn pending_jobs(app: &AppHandle) -> Option<PendingJobs> {
@@ -507,6 +512,65 @@ fn pending_jobs(app: &AppHandle) -> Option<PendingJobs> {
         .app_config_dir()
         .ok()
         .map(|d| PendingJobs::new(d.join("cloud-jobs.json")))
+}
+
+/// Crosses server job `job_id` off the pending list unless it ended in a way worth following
+/// again after a restart.
+fn cross_off<T>(pending: &Option<PendingJobs>, job_id: &str, outcome: &Result<T, CloudError>) {
+    if let Some(pending) = pending {
+        if !worth_resuming(outcome) {
+            if let Err(e) = pending.remove(job_id) {
+                tracing::warn!(error = %e, "cannot cross the cloud job off");
+            }
+        }
+    }
+}
+
+/// Makes library image `image_id` `factor` times larger on the signed-in account's server
+/// (`upscale_image` in the cloud), writing the job down while the server works: closed before
+/// the larger image comes back, the app adds it after its next start.
+pub(crate) async fn upscale(
+    app: &AppHandle,
+    library: Arc<Library>,
+    image_id: i64,
+    factor: u32,
+    cancel: &AtomicBool,
+    on_status: &mut (dyn FnMut(&JobStatus) + Send),
+) -> CmdResult<ImageDetail> {
+    let cloud = app.state::<Cloud>();
+    let client = cloud.client(app)?;
+    let pending = pending_jobs(app);
+    let following = &cloud.following;
+    let mut submitted = None;
+    let mut on_event = |event: UpscaleEvent| match event {
+        UpscaleEvent::Submitted(job) => {
+            tracing::info!(job_id = %job.job_id, "cloud upscale submitted");
+            if let Some(Err(e)) = pending
+                .as_ref()
+                .map(|p| p.add(&PendingJob::Upscale(job.clone())))
+            {
+                tracing::warn!(error = %e, "cannot write the pending cloud upscale down");
+            }
+            lock(following).insert(job.job_id.clone());
+            submitted = Some(job.job_id);
+        }
+        UpscaleEvent::Status(status) => on_status(&status),
+    };
+    let outcome = upscale_in_cloud(
+        &client,
+        library,
+        image_id,
+        factor,
+        JOB_TIMEOUT,
+        cancel,
+        &mut on_event,
+    )
+    .await;
+    if let Some(job_id) = submitted {
+        lock(following).remove(&job_id);
+        cross_off(&pending, &job_id, &outcome);
+    }
+    Ok(outcome?)
 }
 
 /// Lists the job and follows it in the background, writing it down while it is pending so a
@@ -520,20 +584,36 @@ fn spawn_job(
 ) -> u64 {
     let id = cloud.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let cancel = Arc::new(AtomicBool::new(false));
-    let (request, project_id, state) = match &start {
+    let (prompt, count, project_id, state) = match &start {
         Start::New {
             request,
             project_id,
-        } => (request, *project_id, JobState::Queued),
-        Start::Resume(job) => (&job.request, job.project_id, JobState::Running),
+        } => (
+            request.prompt.clone(),
+            request.samples,
+            *project_id,
+            JobState::Queued,
+        ),
+        Start::Resume(job) => (
+            job.request.prompt.clone(),
+            job.request.samples,
+            job.project_id,
+            JobState::Running,
+        ),
+        Start::ResumeUpscale(job) => (
+            format!("Upscale ×{} of {}", job.factor, job.source_name),
+            1,
+            job.project_id,
+            JobState::Running,
+        ),
     };
     let info = CloudJobInfo {
         id,
         backend: "cloud",
         project_id,
-        prompt: request.prompt.clone(),
-        user_prompt: request.prompt.clone(),
-        count: request.samples as usize,
+        user_prompt: prompt.clone(),
+        prompt,
+        count: count as usize,
         state,
         images: Vec::new(),
         progress: None,
@@ -549,13 +629,17 @@ fn spawn_job(
         let pending = pending_jobs(&app);
         let mut server_job = match &start {
             Start::Resume(job) => Some(job.job_id.clone()),
+            Start::ResumeUpscale(job) => Some(job.job_id.clone()),
             Start::New { .. } => None,
         };
         let following = &cloud.following;
         let mut on_event = |event: CloudJobEvent| match event {
             CloudJobEvent::Submitted(job) => {
                 tracing::info!(job_id = %job.job_id, "cloud job submitted");
-                if let Some(Err(e)) = pending.as_ref().map(|p| p.add(&job)) {
+                if let Some(Err(e)) = pending
+                    .as_ref()
+                    .map(|p| p.add(&PendingJob::Generation(job.clone())))
+                {
                     tracing::warn!(error = %e, "cannot write the pending cloud job down");
                 }
                 lock(following).insert(job.job_id.clone());
@@ -592,6 +676,23 @@ fn spawn_job(
             Start::Resume(job) => {
                 follow_cloud_job(client, job, library, JOB_TIMEOUT, &cancel, &mut on_event).await
             }
+            Start::ResumeUpscale(job) => {
+                let mut on_status = |s: &JobStatus| on_event(CloudJobEvent::Status(s.clone()));
+                let larger = follow_cloud_upscale(
+                    client,
+                    job,
+                    library,
+                    JOB_TIMEOUT,
+                    &cancel,
+                    &mut on_status,
+                )
+                .await;
+                larger.map(|image| {
+                    let image_id = image.summary.id;
+                    on_event(CloudJobEvent::Saved { image_id });
+                    vec![image_id]
+                })
+            }
         };
         if let Some(job_id) = &server_job {
             lock(&cloud.following).remove(job_id);
@@ -601,13 +702,7 @@ fn spawn_job(
                     tracing::warn!(%job_id, error = %e, "cannot cancel the cloud job on the server");
                 }
             }
-        }
-        if let (Some(pending), Some(job_id)) = (&pending, &server_job) {
-            if !worth_resuming(&outcome) {
-                if let Err(e) = pending.remove(job_id) {
-                    tracing::warn!(error = %e, "cannot cross the cloud job off");
-                }
-            }
+            cross_off(&pending, job_id, &outcome);
         }
         cloud.update(&app, id, |j| {
             j.state = match outcome {
@@ -633,13 +728,14 @@ pub fn resume_pending(app: &AppHandle) {
     else {
         return;
     };
-    // Only this account's jobs: another account's wait until it logs in again.
-    let jobs: Vec<SubmittedJob> = {
-        let following = lock(&cloud.following);
+    // Only this account's jobs (another account's wait until it logs in again), each claimed in
+    // `following` at once so that a second resume does not follow it twice.
+    let jobs: Vec<PendingJob> = {
+        let mut following = lock(&cloud.following);
         pending
             .list()
             .into_iter()
-            .filter(|j| j.username == session.username && !following.contains(&j.job_id))
+            .filter(|j| j.username() == session.username && following.insert(j.job_id().to_owned()))
             .collect()
     };
     if jobs.is_empty() {
@@ -650,12 +746,10 @@ pub fn resume_pending(app: &AppHandle) {
         "following the cloud jobs of an earlier run"
     );
     for job in jobs {
-        spawn_job(
-            app,
-            &cloud,
-            session.clone(),
-            library.clone(),
-            Start::Resume(job),
-        );
+        let start = match job {
+            PendingJob::Generation(job) => Start::Resume(*job),
+            PendingJob::Upscale(job) => Start::ResumeUpscale(job),
+        };
+        spawn_job(app, &cloud, session.clone(), library.clone(), start);
     }
 }

@@ -14,9 +14,8 @@ use selfdiffusion_engine::{
 };
 use selfdiffusion_library::{ImageDetail, Library, Pixels};
 use serde::{Deserialize, Serialize};
-use tauri::{AppHandle, Emitter, Manager, State};
+use tauri::{AppHandle, Emitter, State};
 
-use crate::cloud::{Cloud, JOB_TIMEOUT};
 use crate::error::{blocking, CmdResult, CommandError};
 use crate::state::AppState;
 
@@ -313,7 +312,6 @@ async fn upscale_in_cloud(
     factor: u32,
     cancel: &AtomicBool,
 ) -> CmdResult<ImageDetail> {
-    let client = app.state::<Cloud>().client(app)?;
     let mut on_status = |status: &JobStatus| {
         let event = UpscaleProgressEvent {
             done: (status.progress.unwrap_or(0.0).clamp(0.0, 1.0) * 100.0).round() as usize,
@@ -322,16 +320,7 @@ async fn upscale_in_cloud(
         };
         let _ = app.emit(crate::events::UPSCALE_PROGRESS, event);
     };
-    Ok(selfdiffusion_cloud::upscale_in_cloud(
-        &client,
-        library,
-        image_id,
-        factor,
-        JOB_TIMEOUT,
-        cancel,
-        &mut on_status,
-    )
-    .await?)
+    crate::cloud::upscale(app, library, image_id, factor, cancel, &mut on_status).await
 }
 
 /// Cancels the upscale in progress, if any.

@@ -1,6 +1,7 @@
 //! One cloud job from request to library: submit, follow with backoff, download every image
-//! and save it into a project with its cloud recipe. A submitted job can be written down
-//! ([`PendingJobs`]) and followed again after a restart, so closing the app loses nothing.
+//! and save it into a project with its cloud recipe. A submitted job (a generation or an
+//! upscale) can be written down ([`PendingJobs`]) and followed again after a restart, so closing
+//! the app loses nothing.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use selfdiffusion_protocol::{GenerateRequest, JobStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{received_recipe, CloudClient, CloudError};
+use crate::upscale::SubmittedUpscale;
 
 /// Runs `work` (library and file access) off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -145,11 +147,39 @@ pub async fn run_cloud_job(
 
 /// Whether a job that ended with `outcome` should be followed again later: only when the cloud
 /// could not be reached or the wait timed out (the server may still finish it).
-pub fn worth_resuming(outcome: &Result<Vec<i64>, CloudError>) -> bool {
+pub fn worth_resuming<T>(outcome: &Result<T, CloudError>) -> bool {
     matches!(
         outcome,
         Err(CloudError::Offline(_) | CloudError::TimedOut(_))
     )
+}
+
+/// A cloud job written down until its result is saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PendingJob {
+    /// A generation (the only kind files written before upscales were kept hold).
+    Generation(Box<SubmittedJob>),
+    /// An upscale of a library image.
+    Upscale(SubmittedUpscale),
+}
+
+impl PendingJob {
+    /// The server's job id.
+    pub fn job_id(&self) -> &str {
+        match self {
+            PendingJob::Generation(job) => &job.job_id,
+            PendingJob::Upscale(job) => &job.job_id,
+        }
+    }
+
+    /// The account that submitted it.
+    pub fn username(&self) -> &str {
+        match self {
+            PendingJob::Generation(job) => &job.username,
+            PendingJob::Upscale(job) => &job.username,
+        }
+    }
 }
 
 /// Submitted jobs not yet saved, kept in a JSON file (written atomically) so they can be
@@ -169,12 +199,12 @@ impl PendingJobs {
     }
 
     /// The jobs written down (none when the file is missing or unreadable).
-    pub fn list(&self) -> Vec<SubmittedJob> {
+    pub fn list(&self) -> Vec<PendingJob> {
         let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.read()
     }
 
-    fn read(&self) -> Vec<SubmittedJob> {
+    fn read(&self) -> Vec<PendingJob> {
         let Ok(text) = std::fs::read_to_string(&self.file) else {
             return Vec::new();
         };
@@ -184,7 +214,7 @@ impl PendingJobs {
         })
     }
 
-    fn write(&self, jobs: &[SubmittedJob]) -> Result<(), CloudError> {
+    fn write(&self, jobs: &[PendingJob]) -> Result<(), CloudError> {
         let failed =
             |e: std::io::Error| CloudError::Library(format!("{}: {e}", self.file.display()));
         let body = serde_json::to_vec_pretty(jobs).expect("jobs serialise");
@@ -193,10 +223,10 @@ impl PendingJobs {
     }
 
     /// Writes `job` down.
-    pub fn add(&self, job: &SubmittedJob) -> Result<(), CloudError> {
+    pub fn add(&self, job: &PendingJob) -> Result<(), CloudError> {
         let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut jobs = self.read();
-        jobs.retain(|j| j.job_id != job.job_id);
+        jobs.retain(|j| j.job_id() != job.job_id());
         jobs.push(job.clone());
         self.write(&jobs)
     }
@@ -206,7 +236,7 @@ impl PendingJobs {
         let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut jobs = self.read();
         let before = jobs.len();
-        jobs.retain(|j| j.job_id != job_id);
+        jobs.retain(|j| j.job_id() != job_id);
         if jobs.len() == before {
             return Ok(());
         }
@@ -218,8 +248,8 @@ impl PendingJobs {
 mod tests {
     use super::*;
 
-    fn job(id: &str) -> SubmittedJob {
-        SubmittedJob {
+    fn job(id: &str) -> PendingJob {
+        PendingJob::Generation(Box::new(SubmittedJob {
             job_id: id.into(),
             username: "ada".into(),
             project_id: 3,
@@ -229,7 +259,18 @@ mod tests {
                 seed: Some(9),
                 ..GenerateRequest::default()
             },
-        }
+        }))
+    }
+
+    fn upscale(id: &str) -> PendingJob {
+        PendingJob::Upscale(SubmittedUpscale {
+            job_id: id.into(),
+            username: "bo".into(),
+            image_id: 12,
+            project_id: 3,
+            source_name: "lake.png".into(),
+            factor: 4,
+        })
     }
 
     #[test]
@@ -239,13 +280,17 @@ mod tests {
         let pending = PendingJobs::new(&file);
         assert!(pending.list().is_empty());
         pending.add(&job("a")).unwrap();
+        pending.add(&upscale("u")).unwrap();
         pending.add(&job("b")).unwrap();
         pending.add(&job("a")).unwrap();
         let again = PendingJobs::new(&file);
-        let ids: Vec<String> = again.list().into_iter().map(|j| j.job_id).collect();
-        assert_eq!(ids, ["b", "a"]);
-        assert_eq!(again.list()[0], job("b"));
+        let ids: Vec<String> = again.list().iter().map(|j| j.job_id().to_owned()).collect();
+        assert_eq!(ids, ["u", "b", "a"]);
+        assert_eq!(again.list()[0], upscale("u"), "an upscale stays one");
+        assert_eq!(again.list()[0].username(), "bo");
+        assert_eq!(again.list()[1], job("b"));
         again.remove("b").unwrap();
+        again.remove("u").unwrap();
         again.remove("unknown").unwrap();
         assert_eq!(PendingJobs::new(&file).list(), [job("a")]);
         std::fs::write(&file, "{broken").unwrap();
@@ -256,13 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_written_before_upscales_were_kept_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cloud-jobs.json");
+        let PendingJob::Generation(old) = job("a") else {
+            unreachable!()
+        };
+        std::fs::write(&file, serde_json::to_vec(&[old]).unwrap()).unwrap();
+        assert_eq!(PendingJobs::new(&file).list(), [job("a")]);
+    }
+
+    #[test]
     fn only_unreachable_or_slow_jobs_are_worth_resuming() {
-        assert!(worth_resuming(&Err(CloudError::Offline("x".into()))));
-        assert!(worth_resuming(&Err(CloudError::TimedOut(
-            Duration::from_secs(1)
-        ))));
-        assert!(!worth_resuming(&Ok(vec![1])));
-        assert!(!worth_resuming(&Err(CloudError::Cancelled)));
-        assert!(!worth_resuming(&Err(CloudError::JobFailed("gpu".into()))));
+        let worth = |outcome: Result<Vec<i64>, CloudError>| worth_resuming(&outcome);
+        assert!(worth(Err(CloudError::Offline("x".into()))));
+        assert!(worth(Err(CloudError::TimedOut(Duration::from_secs(1)))));
+        assert!(!worth(Ok(vec![1])));
+        assert!(!worth(Err(CloudError::Cancelled)));
+        assert!(!worth(Err(CloudError::JobFailed("gpu".into()))));
     }
 }

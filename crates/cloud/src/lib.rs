@@ -17,8 +17,8 @@ pub use client::{cloud_recipe, received_recipe, CloudClient, CloudError, MAX_IMA
 pub use error::AccountError;
 pub use hosted_ui::{HostedUi, PendingLogin, LOOPBACK_PORT};
 pub use job::{
-    follow_cloud_job, run_cloud_job, submit_cloud_job, worth_resuming, CloudJobEvent, PendingJobs,
-    SubmittedJob,
+    follow_cloud_job, run_cloud_job, submit_cloud_job, worth_resuming, CloudJobEvent, PendingJob,
+    PendingJobs, SubmittedJob,
 };
 pub use selfdiffusion_protocol::{
     ApiKeyInfo, CreatedApiKey, GenerateRequest, JobStatus, Limits, ServerInfo, Status, StyleRef,
@@ -26,4 +26,6 @@ pub use selfdiffusion_protocol::{
 };
 pub use service::CloudSettings;
 pub use session::{restored, OsKeyring, RefreshStore, SecretVault, Tokens};
-pub use upscale::upscale_in_cloud;
+pub use upscale::{
+    follow_cloud_upscale, submit_cloud_upscale, upscale_in_cloud, SubmittedUpscale, UpscaleEvent,
+};

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use common::{moto, pool, PASSWORD};
 use selfdiffusion_cloud::{
     cloud_recipe, follow_cloud_job, upscale_in_cloud, Accounts, CloudClient, CloudError,
-    GenerateRequest, Status, SubmittedJob, Tokens,
+    GenerateRequest, Status, SubmittedJob, SubmittedUpscale, Tokens, UpscaleEvent,
 };
 
 /// A new confirmed user of the emulated pool, logged in.
@@ -492,7 +492,7 @@ async fn an_upscale_in_the_cloud_keeps_the_recipe_and_a_cancelled_one_adds_nothi
         )
         .unwrap();
 
-    let mut progress = Vec::new();
+    let (mut progress, mut submitted) = (Vec::new(), Vec::new());
     let larger = upscale_in_cloud(
         &client,
         library.clone(),
@@ -500,11 +500,26 @@ async fn an_upscale_in_the_cloud_keeps_the_recipe_and_a_cancelled_one_adds_nothi
         2,
         Duration::from_secs(30),
         &AtomicBool::new(false),
-        &mut |s| progress.push(s.status),
+        &mut |event| match event {
+            UpscaleEvent::Submitted(job) => submitted.push(job),
+            UpscaleEvent::Status(s) => progress.push(s.status),
+        },
     )
     .await
     .unwrap();
     assert_eq!(progress, [Status::Succeeded]);
+    assert_eq!(
+        submitted,
+        [SubmittedUpscale {
+            job_id: "up-2".into(),
+            username: "ivy".into(),
+            image_id: source.summary.id,
+            project_id: project.id,
+            source_name: "lake.png".into(),
+            factor: 2,
+        }],
+        "what a restart needs to follow it"
+    );
     {
         let s = script.lock().unwrap();
         assert_eq!(s.upscales.len(), 1);
@@ -542,8 +557,8 @@ async fn an_upscale_in_the_cloud_keeps_the_recipe_and_a_cancelled_one_adds_nothi
         4,
         Duration::from_secs(30),
         &cancel,
-        &mut |s| {
-            if s.status == Status::Running {
+        &mut |event| {
+            if matches!(event, UpscaleEvent::Status(s) if s.status == Status::Running) {
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         },

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use selfdiffusion_cloud::{
-    follow_cloud_job, restored, run_cloud_job, submit_cloud_job, Accounts, CloudClient, CloudError,
-    CloudJobEvent, GenerateRequest, PendingJobs, Status, StyleRef,
+    follow_cloud_job, follow_cloud_upscale, restored, run_cloud_job, submit_cloud_job,
+    submit_cloud_upscale, Accounts, CloudClient, CloudError, CloudJobEvent, GenerateRequest,
+    PendingJob, PendingJobs, Status, StyleRef,
 };
 use selfdiffusion_library::Library;
 use selfdiffusion_protocol::LoraRef;
@@ -276,20 +277,51 @@ async fn a_job_submitted_before_a_restart_is_followed_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let library = Arc::new(Library::open(dir.path().join("library")).unwrap());
     let project = library.create_project("Resumed", None).unwrap();
+    let source_recipe = selfdiffusion_recipe::Recipe {
+        prompt: "a harbour".into(),
+        seed: Some(8),
+        ..Default::default()
+    };
+    let rgb: Vec<u8> = (0..12 * 10 * 3).map(|i| (i % 251) as u8).collect();
+    let source = library
+        .add_generated(
+            project.id,
+            selfdiffusion_library::Pixels {
+                width: 12,
+                height: 10,
+                rgb: &rgb,
+            },
+            &source_recipe,
+            Some("harbour.png"),
+        )
+        .unwrap();
     let pending = PendingJobs::new(dir.path().join("cloud-jobs.json"));
 
-    // The app submits, writes the job down, and is closed before following it.
+    // The app submits a generation and an upscale, writes them down, and is closed before
+    // following them.
     let before = CloudClient::new(base, cloud.accounts.clone(), tokens.clone());
     let job = submit_cloud_job(&before, &request(1, 2), project.id)
         .await
         .unwrap();
-    pending.add(&job).unwrap();
-    // The job finishes while the app is closed (its event stream then starts with a finished
+    pending.add(&PendingJob::Generation(Box::new(job))).unwrap();
+    let upscale = submit_cloud_upscale(&before, library.clone(), source.summary.id, 2)
+        .await
+        .unwrap();
+    pending.add(&PendingJob::Upscale(upscale)).unwrap();
+    // Both finish while the app is closed (a job's event stream then starts with a finished
     // `accepted`, the images following in `complete`).
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !before.result(&job.job_id).await.unwrap().status.has_ended() {
-        assert!(std::time::Instant::now() < deadline, "the job never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for job in pending.list() {
+        while !before
+            .result(job.job_id())
+            .await
+            .unwrap()
+            .status
+            .has_ended()
+        {
+            assert!(std::time::Instant::now() < deadline, "the job never ended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     drop(before);
 
@@ -299,25 +331,44 @@ async fn a_job_submitted_before_a_restart_is_followed_after_it() {
         cloud.accounts.clone(),
         restored("eli", tokens.refresh_token()),
     );
-    let mut seen = 0;
+    let (mut generated, mut upscaled) = (0, 0);
     for job in PendingJobs::new(dir.path().join("cloud-jobs.json")).list() {
-        let saved = follow_cloud_job(
-            &after,
-            &job,
-            library.clone(),
-            Duration::from_secs(120),
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
-        pending.remove(&job.job_id).unwrap();
-        seen += saved.len();
-        let recipe = library.image(saved[0]).unwrap().recipe;
-        assert_eq!(recipe.job_id.as_deref(), Some(job.job_id.as_str()));
-        assert_eq!(recipe.model.as_deref(), Some("tiny"));
+        let timeout = Duration::from_secs(120);
+        let cancel = AtomicBool::new(false);
+        match &job {
+            PendingJob::Generation(job) => {
+                let saved =
+                    follow_cloud_job(&after, job, library.clone(), timeout, &cancel, &mut |_| {})
+                        .await
+                        .unwrap();
+                generated += saved.len();
+                let recipe = library.image(saved[0]).unwrap().recipe;
+                assert_eq!(recipe.job_id.as_deref(), Some(job.job_id.as_str()));
+                assert_eq!(recipe.model.as_deref(), Some("tiny"));
+            }
+            PendingJob::Upscale(job) => {
+                let larger = follow_cloud_upscale(
+                    &after,
+                    job,
+                    library.clone(),
+                    timeout,
+                    &cancel,
+                    &mut |_| {},
+                )
+                .await
+                .unwrap();
+                upscaled += 1;
+                assert_eq!(larger.summary.original_name, "harbour-x2.png");
+                assert_eq!((larger.summary.width, larger.summary.height), (24, 20));
+                assert_eq!(larger.summary.project_id, project.id);
+                assert_eq!(larger.recipe.prompt, "a harbour", "the source's recipe");
+                let how = larger.recipe.upscale.unwrap();
+                assert_eq!((how.factor, how.upscaler.as_str()), (2, "lanczos"));
+            }
+        }
+        pending.remove(job.job_id()).unwrap();
     }
-    assert_eq!(seen, 1);
+    assert_eq!((generated, upscaled), (1, 1));
     assert!(pending.list().is_empty());
 }
 
