@@ -514,15 +514,35 @@ fn pending_jobs(app: &AppHandle) -> Option<PendingJobs> {
         .map(|d| PendingJobs::new(d.join("cloud-jobs.json")))
 }
 
-/// Crosses server job `job_id` off the pending list unless it ended in a way worth following
-/// again after a restart.
-fn cross_off<T>(pending: &Option<PendingJobs>, job_id: &str, outcome: &Result<T, CloudError>) {
-    if let Some(pending) = pending {
-        if !worth_resuming(outcome) {
-            if let Err(e) = pending.remove(job_id) {
-                tracing::warn!(error = %e, "cannot cross the cloud job off");
+impl Cloud {
+    /// Writes submitted `job` down in `pending` (so a restart follows it) and marks it followed
+    /// in this run. Returns its server id.
+    fn started_following(&self, pending: &Option<PendingJobs>, job: PendingJob) -> String {
+        let job_id = job.job_id().to_owned();
+        tracing::info!(%job_id, "cloud job submitted");
+        if let Some(Err(e)) = pending.as_ref().map(|p| p.add(&job)) {
+            tracing::warn!(error = %e, "cannot write the pending cloud job down");
+        }
+        lock(&self.following).insert(job_id.clone());
+        job_id
+    }
+
+    /// Crosses server job `job_id` off `pending` unless it ended in a way worth following again
+    /// after a restart, then no longer marks it followed.
+    fn stopped_following<T>(
+        &self,
+        pending: &Option<PendingJobs>,
+        job_id: &str,
+        outcome: &Result<T, CloudError>,
+    ) {
+        if let Some(pending) = pending {
+            if !worth_resuming(outcome) {
+                if let Err(e) = pending.remove(job_id) {
+                    tracing::warn!(error = %e, "cannot cross the cloud job off");
+                }
             }
         }
+        lock(&self.following).remove(job_id);
     }
 }
 
@@ -540,19 +560,10 @@ pub(crate) async fn upscale(
     let cloud = app.state::<Cloud>();
     let client = cloud.client(app)?;
     let pending = pending_jobs(app);
-    let following = &cloud.following;
     let mut submitted = None;
     let mut on_event = |event: UpscaleEvent| match event {
         UpscaleEvent::Submitted(job) => {
-            tracing::info!(job_id = %job.job_id, "cloud upscale submitted");
-            if let Some(Err(e)) = pending
-                .as_ref()
-                .map(|p| p.add(&PendingJob::Upscale(job.clone())))
-            {
-                tracing::warn!(error = %e, "cannot write the pending cloud upscale down");
-            }
-            lock(following).insert(job.job_id.clone());
-            submitted = Some(job.job_id);
+            submitted = Some(cloud.started_following(&pending, PendingJob::Upscale(job)));
         }
         UpscaleEvent::Status(status) => on_status(&status),
     };
@@ -567,8 +578,7 @@ pub(crate) async fn upscale(
     )
     .await;
     if let Some(job_id) = submitted {
-        lock(following).remove(&job_id);
-        cross_off(&pending, &job_id, &outcome);
+        cloud.stopped_following(&pending, &job_id, &outcome);
     }
     Ok(outcome?)
 }
@@ -632,18 +642,9 @@ fn spawn_job(
             Start::ResumeUpscale(job) => Some(job.job_id.clone()),
             Start::New { .. } => None,
         };
-        let following = &cloud.following;
         let mut on_event = |event: CloudJobEvent| match event {
             CloudJobEvent::Submitted(job) => {
-                tracing::info!(job_id = %job.job_id, "cloud job submitted");
-                if let Some(Err(e)) = pending
-                    .as_ref()
-                    .map(|p| p.add(&PendingJob::Generation(job.clone())))
-                {
-                    tracing::warn!(error = %e, "cannot write the pending cloud job down");
-                }
-                lock(following).insert(job.job_id.clone());
-                server_job = Some(job.job_id);
+                server_job = Some(cloud.started_following(&pending, PendingJob::Generation(job)));
             }
             CloudJobEvent::Status(s) => cloud.update(&app, id, |j| {
                 j.progress = s.progress;
@@ -695,14 +696,13 @@ fn spawn_job(
             }
         };
         if let Some(job_id) = &server_job {
-            lock(&cloud.following).remove(job_id);
             // Cancelled here: stop it on the server too, so it does not run for nothing.
             if matches!(outcome, Err(CloudError::Cancelled)) && cancel.load(Ordering::Relaxed) {
                 if let Err(e) = client.cancel(job_id).await {
                     tracing::warn!(%job_id, error = %e, "cannot cancel the cloud job on the server");
                 }
             }
-            cross_off(&pending, job_id, &outcome);
+            cloud.stopped_following(&pending, job_id, &outcome);
         }
         cloud.update(&app, id, |j| {
             j.state = match outcome {
